@@ -1,0 +1,224 @@
+"""The controller: a detached, named actor that owns runs.
+
+It is created on the first submit and stays up, idle, waiting for runs. For each
+run it starts one source actor per stream and makes sure the shared inference
+actor has the run's model loaded; a monitor task per run polls the sources and
+derives the run's state. State lives in memory for now (durable recovery is the
+supervision issue's work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from actors import INFERENCE_NAME, NAMESPACE, source_actor_name
+from actors.inference import InferenceActor
+from actors.source import SourceActor
+from vsa import CODE_FINGERPRINT, __version__
+from vsa.config import RunSpec
+from vsa.errors import ConfigError, RunNotFound, VsaError
+from vsa.runstate import RunState, derive_run_state
+from vsa.uri import mask_uri
+
+log = logging.getLogger("vsa.controller")
+POLL_S = 0.5
+KEEP_FINISHED = 50
+
+
+@dataclass
+class _Run:
+    id: str
+    spec: RunSpec
+    created_at: float = field(default_factory=time.time)
+    state: RunState = RunState.WAITING
+    finished_at: float | None = None
+    error: str | None = None
+    model: dict[str, Any] | None = None
+    actors: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stop_requested: bool = False
+    monitor: asyncio.Task | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.spec.name,
+            "state": self.state.value,
+            "error": self.error,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "output_dir": self.spec.output_dir,
+            "model": self.model,
+            "sources": [self.sources[s.id] for s in self.spec.sources],
+        }
+
+
+def _initial_source_status(source_id: str, uri: str) -> dict[str, Any]:
+    return {
+        "id": source_id,
+        "uri": mask_uri(uri),
+        "state": "CONNECTING",
+        "error": None,
+        "frames_decoded": 0,
+        "frames_inferred": 0,
+        "frames_emitted": 0,
+        "frames_dropped": 0,
+        "drops": {},
+        "in_flight": 0,
+        "fps": 0.0,
+    }
+
+
+@ray.remote(num_cpus=0)
+class Controller:
+    def __init__(self) -> None:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        self._runs: dict[str, _Run] = {}
+        self._inference: Any = None
+        self._started_at = time.time()
+        self._submit_lock = asyncio.Lock()
+        log.info("controller %s (code %s) up, pid %d", __version__, CODE_FINGERPRINT, os.getpid())
+
+    # --- queries -------------------------------------------------------------------------
+    async def version(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "fingerprint": CODE_FINGERPRINT,
+            "pid": os.getpid(),
+            "started_at": self._started_at,
+            "active_runs": [r.id for r in self._runs.values() if not r.state.terminal],
+        }
+
+    async def status(self, run: str | None = None) -> dict[str, Any]:
+        runs = [self._find(run)] if run else sorted(self._runs.values(), key=lambda r: r.created_at)
+        return {"runs": [r.summary() for r in runs]}
+
+    # --- commands ------------------------------------------------------------------------
+    async def submit(self, run: dict[str, Any]) -> dict[str, Any]:
+        try:
+            spec = RunSpec.model_validate(run)
+        except Exception as exc:  # the client validated already; this guards other callers
+            raise ConfigError([str(exc)]) from None
+        async with self._submit_lock:
+            for other in self._runs.values():
+                if other.spec.name == spec.name and not other.state.terminal:
+                    raise VsaError(
+                        f"a run named '{spec.name}' is already {other.state.value} as {other.id}: "
+                        f"stop it first (vsa stop {other.id}) or choose another name"
+                    )
+            run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+            record = _Run(run_id, spec)
+            record.sources = {s.id: _initial_source_status(s.id, s.uri) for s in spec.sources}
+            inference = self._get_inference(spec)
+            record.model = await inference.ensure_engine.remote(
+                spec.model.model_dump(), spec.batching.model_dump()
+            )
+            key = record.model.pop("key")
+            for source in spec.sources:
+                record.actors[source.id] = SourceActor.options(
+                    name=source_actor_name(run_id, source.id), namespace=NAMESPACE
+                ).remote(run_id, spec.model_dump(), source.id, inference, key)
+            self._runs[run_id] = record
+            record.monitor = asyncio.get_running_loop().create_task(self._monitor(record))
+            self._forget_old_runs()
+        log.info(
+            "run=%s submitted: %d sources, model %s on %s",
+            run_id,
+            len(spec.sources),
+            record.model["model"],
+            record.model["device"],
+        )
+        return {"run_id": run_id, "model": record.model}
+
+    async def stop(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Stop a run: sources stop decoding, write what is in flight and close their files."""
+        record = self._find(run)
+        if record.state.terminal:
+            return record.summary()
+        record.stop_requested = True
+        calls = {sid: actor.stop.remote(timeout_s) for sid, actor in record.actors.items()}
+        for sid, ref in calls.items():
+            try:
+                record.sources[sid] = await asyncio.wait_for(ref, timeout_s + 10)
+            except Exception as exc:  # noqa: BLE001 - a dead source is stopped too
+                record.sources[sid]["state"] = "STOPPED"
+                record.sources[sid]["error"] = f"stop failed: {type(exc).__name__}"
+        await self._finish(record, RunState.STOPPED)
+        return record.summary()
+
+    # --- internals -----------------------------------------------------------------------
+    def _find(self, run: str) -> _Run:
+        if run in self._runs:
+            return self._runs[run]
+        named = [r for r in self._runs.values() if r.spec.name == run]
+        if named:
+            return max(named, key=lambda r: r.created_at)
+        raise RunNotFound(f"no run with id or name '{run}' (see `vsa list`)")
+
+    def _get_inference(self, spec: RunSpec) -> Any:
+        if self._inference is None:
+            gpus = (
+                1
+                if ray.cluster_resources().get("GPU", 0) >= 1 and spec.model.device != "cpu"
+                else 0
+            )
+            self._inference = InferenceActor.options(
+                name=INFERENCE_NAME, namespace=NAMESPACE, num_gpus=gpus, max_concurrency=1000
+            ).remote()
+        return self._inference
+
+    async def _monitor(self, record: _Run) -> None:
+        while not record.state.terminal:
+            refs = {
+                sid: a.status.remote()
+                for sid, a in record.actors.items()
+                if sid not in record.sources
+                or record.sources[sid]["state"] not in ("FINISHED", "FAILED", "STOPPED")
+            }
+            for sid, ref in refs.items():
+                try:
+                    record.sources[sid] = await asyncio.wait_for(ref, 10)
+                except Exception as exc:  # noqa: BLE001 - actor died or hangs
+                    if record.stop_requested:
+                        continue
+                    record.sources[sid]["state"] = "FAILED"
+                    record.sources[sid]["error"] = f"source actor lost: {type(exc).__name__}"
+            if record.stop_requested:
+                return
+            state = derive_run_state([s["state"] for s in record.sources.values()])
+            if state != record.state:
+                log.info("run=%s %s -> %s", record.id, record.state.value, state.value)
+                record.state = state if not state.terminal else record.state
+            if state.terminal:
+                await self._finish(record, state)
+                return
+            await asyncio.sleep(POLL_S)
+
+    async def _finish(self, record: _Run, state: RunState) -> None:
+        if record.state.terminal:
+            return
+        record.state, record.finished_at = state, time.time()
+        if state is RunState.FAILED:
+            errors = [f"{s['id']}: {s['error']}" for s in record.sources.values() if s.get("error")]
+            record.error = "; ".join(errors) or "every source failed"
+        for actor in record.actors.values():
+            ray.kill(actor)
+        record.actors.clear()
+        log.info("run=%s %s", record.id, state.value)
+
+    def _forget_old_runs(self) -> None:
+        done = sorted(
+            (r for r in self._runs.values() if r.state.terminal), key=lambda r: r.created_at
+        )
+        for r in done[: max(0, len(done) - KEEP_FINISHED)]:
+            del self._runs[r.id]

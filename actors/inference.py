@@ -1,0 +1,167 @@
+"""The inference actor: one per host (``num_gpus=1`` when the cluster has a GPU).
+
+Sources call ``infer`` with references to frames in the object store. Each call's
+frames join the engine's batch former; one loop per engine forms batches across
+all streams (max size, max wait, round-robin), runs the model in a single model
+thread (the event loop never blocks) and resolves every call with its results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+
+from vsa.batching import BatchFormer
+from vsa.config import BatchingSpec, ModelSpec
+from vsa.errors import ModelError
+from vsa.models import Model, load_model, run_model
+from vsa.sinks import FrameResult
+
+log = logging.getLogger("vsa.inference")
+
+
+@dataclass
+class _Item:
+    frame: np.ndarray
+    index: int
+    future: asyncio.Future
+
+
+@dataclass
+class _Engine:
+    key: str
+    model: Model
+    former: BatchFormer[_Item]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    batches: int = 0
+    frames: int = 0
+    model_s: float = 0.0
+
+
+def engine_key(model: ModelSpec, batching: BatchingSpec) -> str:
+    return json.dumps(
+        {"model": model.model_dump(), "batching": batching.model_dump()}, sort_keys=True
+    )
+
+
+@ray.remote(num_cpus=0)
+class InferenceActor:
+    def __init__(self) -> None:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        try:
+            import torch
+
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+        except Exception:  # noqa: BLE001
+            pass
+        self._engines: dict[str, _Engine] = {}
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._load_lock = asyncio.Lock()
+
+    async def ensure_engine(
+        self, model: dict[str, Any], batching: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Load the model (once per model+batching config) and return what it is."""
+        model_spec, batching_spec = (
+            ModelSpec.model_validate(model),
+            BatchingSpec.model_validate(batching),
+        )
+        key = engine_key(model_spec, batching_spec)
+        async with self._load_lock:
+            if key not in self._engines:
+                loop = asyncio.get_running_loop()
+                try:
+                    loaded = await loop.run_in_executor(self._model_thread, load_model, model_spec)
+                except ModelError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise ModelError(f"model '{model_spec.name}' failed to load: {exc}") from None
+                engine = _Engine(
+                    key,
+                    loaded,
+                    BatchFormer(batching_spec.max_batch_size, batching_spec.max_wait_ms / 1000),
+                )
+                engine.task = asyncio.get_running_loop().create_task(self._batch_loop(engine))
+                self._engines[key] = engine
+                log.info("loaded %s on %s", loaded.name, loaded.device)
+        engine = self._engines[key]
+        return {
+            "key": key,
+            "model": engine.model.name,
+            "device": str(engine.model.device),
+            "classes": list(engine.model.classes),
+        }
+
+    async def infer(
+        self, key: str, stream: str, indices: list[int], refs: list[ray.ObjectRef]
+    ) -> list[FrameResult]:
+        engine = self._engines.get(key)
+        if engine is None:
+            raise ModelError("no model loaded for this run (the inference actor restarted?)")
+        frames = await asyncio.gather(*refs)
+        loop = asyncio.get_running_loop()
+        items = [
+            _Item(frame, index, loop.create_future())
+            for frame, index in zip(frames, indices, strict=True)
+        ]
+        for item in items:
+            engine.former.add(stream, item)
+        engine.wake.set()
+        return list(await asyncio.gather(*(item.future for item in items)))
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            e.model.name: {
+                "batches": e.batches,
+                "frames": e.frames,
+                "waiting": len(e.former),
+                "mean_batch": round(e.frames / e.batches, 2) if e.batches else 0.0,
+                "model_s": round(e.model_s, 3),
+            }
+            for e in self._engines.values()
+        }
+
+    async def _batch_loop(self, engine: _Engine) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = engine.former.time_until_ready()
+            if delay is None or delay > 0:
+                engine.wake.clear()
+                try:
+                    await asyncio.wait_for(engine.wake.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            batch = engine.former.take()
+            started = time.perf_counter()
+            try:
+                detections = await loop.run_in_executor(
+                    self._model_thread, run_model, engine.model, [item.frame for item in batch]
+                )
+            except Exception as exc:  # noqa: BLE001 - fail these frames, keep serving
+                log.exception("batch of %d failed", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(RuntimeError(f"inference failed: {exc}"))
+                continue
+            elapsed = time.perf_counter() - started
+            engine.batches += 1
+            engine.frames += len(batch)
+            engine.model_s += elapsed
+            for item, dets in zip(batch, detections, strict=True):
+                if not item.future.done():
+                    item.future.set_result(
+                        FrameResult(item.index, dets, elapsed * 1000, len(batch))
+                    )

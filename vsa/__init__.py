@@ -1,0 +1,31 @@
+"""vsa: a video stream analytics engine on Ray.
+
+Everything in this package runs and is tested without a Ray cluster; the Ray
+actors that wire it together live in the top-level ``actors`` package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+
+def _code_fingerprint() -> str:
+    """Hash of the engine's own source files (vsa/ and actors/).
+
+    A detached controller keeps the code it was started with; comparing this
+    fingerprint (not only the version string) tells a client that the running
+    controller executes different code, even between two commits of one version.
+    """
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in ("vsa", "actors"):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+CODE_FINGERPRINT = _code_fingerprint()

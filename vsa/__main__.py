@@ -1,0 +1,5 @@
+import sys
+
+from vsa.cli import main
+
+sys.exit(main())

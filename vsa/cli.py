@@ -1,0 +1,233 @@
+"""``vsa submit|status|stop|list`` (also ``python -m vsa.submit`` etc.)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from vsa.errors import ConfigError, VsaError
+
+TERMINAL = ("FINISHED", "FAILED", "STOPPED")
+
+
+def _add_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address", help="Ray cluster address (default: RAY_ADDRESS, then the local cluster)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vsa", description="Video stream analytics on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("submit", help="validate a run file and start the run")
+    p.add_argument("run_file")
+    p.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="stay attached and print progress until the run ends",
+    )
+    p.add_argument(
+        "--local", action="store_true", help="start an in-process Ray cluster (implies --follow)"
+    )
+    p.add_argument(
+        "--replace-controller",
+        action="store_true",
+        help="replace a controller running other code even if it has active runs (they stop)",
+    )
+    p.add_argument("--check", action="store_true", help="only validate the run file")
+    p.add_argument("--json", action="store_true", help="print the submit result as JSON")
+    _add_address(p)
+
+    p = sub.add_parser("status", help="state and counters of runs and their sources")
+    p.add_argument("run", nargs="?", help="run id or name (default: all runs)")
+    p.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    _add_address(p)
+
+    p = sub.add_parser("stop", help="stop a run; files are closed and playable")
+    p.add_argument("run", help="run id or name")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for sources to drain"
+    )
+    p.add_argument("--json", action="store_true")
+    _add_address(p)
+
+    p = sub.add_parser("list", help="runs known to the controller")
+    p.add_argument("--json", action="store_true")
+    _add_address(p)
+    return parser
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def render_run(run: dict[str, Any]) -> str:
+    model = run.get("model") or {}
+    lines = [
+        f"run {run['id']}  {run['state']}"
+        + (f"  model {model.get('model')} on {model.get('device')}" if model else "")
+        + f"  output {run['output_dir']}"
+    ]
+    if run.get("error"):
+        lines.append(f"  error: {run['error']}")
+    header = ("source", "state", "decoded", "inferred", "emitted", "dropped", "fps")
+    rows = [header] + [
+        (
+            s["id"],
+            s["state"],
+            str(s["frames_decoded"]),
+            str(s["frames_inferred"]),
+            str(s["frames_emitted"]),
+            str(s["frames_dropped"]),
+            f"{s['fps']:.1f}",
+        )
+        for s in run["sources"]
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])] + [
+            c.rjust(w) for c, w in zip(r[2:], widths[2:], strict=True)
+        ]
+        lines.append("  " + "  ".join(cells))
+    for s in run["sources"]:
+        if s.get("error"):
+            lines.append(f"  {s['id']}: {s['error']}")
+    return "\n".join(lines)
+
+
+def progress_line(run: dict[str, Any], elapsed: float) -> str:
+    parts = [
+        f"{s['id']} {s['state'][:6].lower()} {s['frames_emitted']}/{s['frames_decoded']} {s['fps']:.1f}fps"
+        for s in run["sources"]
+    ]
+    return f"[{elapsed:5.0f}s] {run['state']:<8} " + " | ".join(parts)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace, local: bool = False):
+    from vsa.client import Client
+
+    return Client(
+        address=args.address,
+        local=local,
+        replace_controller=getattr(args, "replace_controller", False),
+    )
+
+
+def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
+    from vsa.config import load_run, resolve_paths
+
+    spec = resolve_paths(load_run(args.run_file), os.getcwd())
+    if args.check:
+        print(f"{args.run_file}: OK ({len(spec.sources)} sources)", file=out)
+        return 0
+    client = _client(args, local=args.local)
+    result = client.submit(spec)
+    run_id = result["run_id"]
+    if args.json:
+        print(json.dumps(result), file=out)
+    else:
+        model = result["model"]
+        print(
+            f"submitted run {run_id}: {len(spec.sources)} sources, model {model['model']} on "
+            f"{model['device']}, outputs in {spec.output_dir}",
+            file=out,
+        )
+    if not (args.follow or args.local):
+        return 0
+    return follow(client, run_id, out, local=args.local)
+
+
+def follow(
+    client: Any, run_id: str, out: TextIO, local: bool = False, interval_s: float = 2.0
+) -> int:
+    started = time.monotonic()
+    try:
+        while True:
+            run = client.status(run_id)["runs"][0]
+            if run["state"] in TERMINAL:
+                break
+            print(progress_line(run, time.monotonic() - started), file=out, flush=True)
+            time.sleep(interval_s)
+    except KeyboardInterrupt:
+        if local:
+            print(
+                f"\nstopping run {run_id} (the in-process cluster ends with this command)", file=out
+            )
+            run = client.stop(run_id)
+        else:
+            print(
+                f"\ndetached; run {run_id} keeps going (`vsa status {run_id}`, `vsa stop {run_id}`)",
+                file=out,
+            )
+            return 0
+    print(render_run(run), file=out)
+    return 0 if run["state"] in ("FINISHED", "STOPPED") else 1
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    status = _client(args).status(args.run)
+    if args.json:
+        print(json.dumps(status, indent=2), file=out)
+    elif not status["runs"]:
+        print("no runs", file=out)
+    else:
+        print("\n\n".join(render_run(r) for r in status["runs"]), file=out)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
+    run = _client(args).stop(args.run, timeout_s=args.timeout)
+    print(json.dumps(run, indent=2) if args.json else render_run(run), file=out)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+    runs = _client(args).status()["runs"]
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {k: r[k] for k in ("id", "name", "state", "created_at", "finished_at")}
+                    for r in runs
+                ]
+            ),
+            file=out,
+        )
+        return 0
+    if not runs:
+        print("no runs", file=out)
+    for r in runs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+        print(f"{r['id']}  {r['state']:<8}  {when}  {len(r['sources'])} sources", file=out)
+    return 0
+
+
+COMMANDS = {"submit": cmd_submit, "status": cmd_status, "stop": cmd_stop, "list": cmd_list}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, out)
+    except ConfigError as exc:
+        print(f"vsa: invalid run file\n{exc}", file=sys.stderr)
+        return 2
+    except VsaError as exc:
+        print(f"vsa: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""The run file: schema, ``${ENV}`` interpolation, path resolution, readable errors.
+
+The pydantic models are the documentation: every field has a description and a
+default, and ``docs/run-file.md`` is generated from them (``python -m vsa.config --markdown``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vsa import uri as uri_mod
+from vsa.errors import ConfigError
+
+_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    """One stream."""
+
+    id: str = Field(
+        pattern=_ID_RE,
+        description="Stream id, unique in the run; names the output files (`<id>.mp4`, `<id>.jsonl`).",
+    )
+    uri: str = Field(
+        description=(
+            "`synthetic://shapes?seed=1&fps=15&width=640&height=360&frames=300`, `file:///abs/clip.mp4`, "
+            "a plain path (relative to the directory you submit from), `rtsp://`, `http(s)://`. "
+            "`${ENV}` references are expanded, so credentials need not be written in the file."
+        )
+    )
+    max_in_flight: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Frames of this stream that may be in the object store at once.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str) -> str:
+        scheme = uri_mod.check_scheme(value)
+        if scheme == "synthetic":
+            from vsa.sources.synthetic import SyntheticParams
+
+            SyntheticParams.from_uri(value)
+        return value
+
+
+class ModelSpec(_Strict):
+    """The model every stream of the run is analysed with."""
+
+    name: Literal["builtin"] = Field(
+        "builtin",
+        description="`builtin`: the detector + segmenter shipped in the package (no download).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`auto` takes the GPU when the cluster has one, else the CPU."
+    )
+    score_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Detections below this score are dropped."
+    )
+
+
+class BatchingSpec(_Strict):
+    """How the inference actor forms batches across all streams."""
+
+    max_batch_size: int = Field(8, ge=1, le=256, description="Frames per model call at most.")
+    max_wait_ms: float = Field(
+        20.0,
+        ge=0.0,
+        le=10_000.0,
+        description="How long a batch may wait for more frames after its first one.",
+    )
+
+
+class VideoSinkSpec(_Strict):
+    """Annotated H.264 MP4 per stream: `<output_dir>/<source id>.mp4` (fragmented: playable at any time)."""
+
+    type: Literal["video"]
+    draw_masks: bool = Field(True, description="Blend instance masks into the video.")
+    crf: int = Field(
+        23, ge=0, le=51, description="x264 constant rate factor (lower = better, bigger)."
+    )
+
+
+class JsonlSinkSpec(_Strict):
+    """One JSON line per frame: `<output_dir>/<source id>.jsonl`."""
+
+    type: Literal["jsonl"]
+
+
+SinkSpec = Annotated[VideoSinkSpec | JsonlSinkSpec, Field(discriminator="type")]
+
+
+class RunSpec(_Strict):
+    """A run: streams, one model, batching and sinks."""
+
+    name: str = Field(
+        pattern=_ID_RE, description="Run name; a running name cannot be submitted twice."
+    )
+    output_dir: str = Field(
+        description="Where sinks write; relative paths are taken from the submit directory."
+    )
+    sources: list[SourceSpec] = Field(min_length=1, description="The streams.")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    sinks: list[SinkSpec] = Field(
+        default_factory=lambda: [VideoSinkSpec(type="video"), JsonlSinkSpec(type="jsonl")],
+        description="Outputs per stream; default: video and jsonl.",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> RunSpec:
+        seen: dict[str, int] = {}
+        for i, source in enumerate(self.sources):
+            if source.id in seen:
+                raise ValueError(
+                    f"sources[{i}].id: duplicate id '{source.id}' (also sources[{seen[source.id]}])"
+                )
+            seen[source.id] = i
+        kinds = [s.type for s in self.sinks]
+        for kind in set(kinds):
+            if kinds.count(kind) > 1:
+                raise ValueError(f"sinks: '{kind}' is listed more than once")
+        return self
+
+
+# --- ${ENV} interpolation -------------------------------------------------------------------
+
+_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _loc(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def interpolate_env(data: Any, env: dict[str, str] | None = None) -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``.
+
+    Raises ConfigError naming the field and the variable when one is not set.
+    """
+    env = dict(os.environ) if env is None else env
+    problems: list[str] = []
+
+    def expand(value: Any, path: tuple[Any, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: expand(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [expand(v, (*path, i)) for i, v in enumerate(value)]
+        if not isinstance(value, str):
+            return value
+
+        def repl(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(
+                f"{_loc(path)}: environment variable '{name}' is not set "
+                f"(export it, or write ${{{name}:-default}})"
+            )
+            return ""
+
+        return _ENV_RE.sub(repl, value)
+
+    result = expand(data, ())
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("video", "jsonl")))
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return f"{_loc(loc)}: unknown key"
+    if kind == "missing":
+        return f"{_loc(loc)}: required field is missing"
+    if kind == "union_tag_invalid":
+        return (
+            f"{_loc(loc)}: unknown sink type {err['input'].get('type')!r} (use 'video' or 'jsonl')"
+        )
+    if kind == "union_tag_not_found":
+        return f"{_loc(loc)}: sink needs a 'type' ('video' or 'jsonl')"
+    if kind == "string_pattern_mismatch":
+        return f"{_loc(loc)}: {err['input']!r} is not a valid id (letters, digits, '_', '.', '-'; at most 64)"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+        # model-level validators already name their field
+        if re.match(r"^[a-z_]+(\[\d+\])?[.:]", msg):
+            return msg
+    return f"{_loc(loc)}: {msg}"
+
+
+def parse_run(data: Any, source: str | None = None, env: dict[str, str] | None = None) -> RunSpec:
+    """Validate a run from already-loaded YAML data."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            ["(top level): expected a mapping with name, output_dir, sources, ..."], source
+        )
+    try:
+        data = interpolate_env(data, env)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source) from None
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_format_error(e) for e in exc.errors()], source) from None
+
+
+def load_run(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> RunSpec:
+    """Read, interpolate and validate a run file. Raises ConfigError with every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read the run file: {exc.strerror}"], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}invalid YAML: {problem}"], str(path)) from None
+    return parse_run(data, str(path), env)
+
+
+def resolve_paths(spec: RunSpec, base_dir: str | os.PathLike[str]) -> RunSpec:
+    """Make ``output_dir`` and file sources absolute against ``base_dir`` and check files exist.
+
+    Done by the client, because actors run in other working directories.
+    """
+    base = Path(base_dir)
+    problems: list[str] = []
+    sources = []
+    for i, source in enumerate(spec.sources):
+        if uri_mod.scheme_of(source.uri) == "file":
+            path = uri_mod.file_path(source.uri).expanduser()
+            path = path if path.is_absolute() else (base / path)
+            path = path.resolve()
+            if not path.is_file():
+                problems.append(f"sources[{i}].uri: file not found: {path}")
+            source = source.model_copy(update={"uri": f"file://{path}"})
+        sources.append(source)
+    if problems:
+        raise ConfigError(problems)
+    out = Path(spec.output_dir).expanduser()
+    out = out if out.is_absolute() else (base / out)
+    return spec.model_copy(update={"sources": sources, "output_dir": str(out.resolve())})
+
+
+def markdown_reference() -> str:
+    """The run-file reference, generated from the schema."""
+    lines = [
+        "# Run-file reference",
+        "",
+        "Generated from `vsa/config.py` by `python -m vsa.config --markdown`.",
+        "",
+    ]
+    for model in (RunSpec, SourceSpec, ModelSpec, BatchingSpec, VideoSinkSpec, JsonlSinkSpec):
+        lines += [f"## {model.__name__}", "", (model.__doc__ or "").strip(), ""]
+        lines += ["| field | type | default | description |", "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            ann = getattr(field.annotation, "__name__", None) or str(field.annotation)
+            ann = ann.replace("typing.", "").replace("vsa.config.", "").replace("|", "\\|")
+            if field.is_required():
+                default = "required"
+            elif field.default_factory is not None:
+                default = "see type"
+            else:
+                default = f"`{field.default!r}`"
+            lines.append(f"| `{name}` | {ann} | {default} | {field.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover - doc generator
+    if "--markdown" in sys.argv:
+        print(markdown_reference())
+    elif "--json-schema" in sys.argv:
+        import json
+
+        print(json.dumps(RunSpec.model_json_schema(), indent=2))

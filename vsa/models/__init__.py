@@ -1,0 +1,27 @@
+"""Models: the protocol, the built-in model and loading from a run's model spec."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vsa.errors import ModelError
+from vsa.models.base import Batch, Detection, Model, resolve_device, run_model
+
+if TYPE_CHECKING:
+    from vsa.config import ModelSpec
+
+
+def load_model(spec: ModelSpec) -> Model:
+    """Build the model a run asks for, on its device. Raises ModelError with the reason."""
+    try:
+        device = resolve_device(spec.device)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    if spec.name == "builtin":
+        from vsa.models.builtin import BuiltinModel
+
+        return BuiltinModel(device, score_threshold=spec.score_threshold)
+    raise ModelError(f"model.name: unknown model '{spec.name}'")
+
+
+__all__ = ["Batch", "Detection", "Model", "load_model", "resolve_device", "run_model"]

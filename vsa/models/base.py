@@ -1,0 +1,156 @@
+"""The model protocol, detections and device-side preprocessing.
+
+Importable with only torch, numpy and OpenCV (no Ray, no PyAV) so that the model,
+preprocessing and batching code can be copied to a GPU host and checked there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Detection:
+    """One object in source pixels. ``mask`` (bool) covers ``mask_box()`` of the frame, when given."""
+
+    label: str
+    class_id: int
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source pixels
+    mask: np.ndarray | None = field(default=None, repr=False)
+
+    def mask_box(self) -> tuple[int, int, int, int]:
+        """Integer region ``[y1:y2, x1:x2]`` that ``mask`` covers."""
+        x1, y1, x2, y2 = self.box
+        return int(math.floor(x1)), int(math.floor(y1)), int(math.ceil(x2)), int(math.ceil(y2))
+
+    def full_mask(self, height: int, width: int) -> np.ndarray | None:
+        if self.mask is None:
+            return None
+        out = np.zeros((height, width), bool)
+        x1, y1, x2, y2 = self.mask_box()
+        out[y1:y2, x1:x2] = self.mask[: y2 - y1, : x2 - x1]
+        return out
+
+    def to_json(self, height: int, width: int) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "label": self.label,
+            "class_id": self.class_id,
+            "score": round(float(self.score), 4),
+            "box": [round(float(v), 1) for v in self.box],
+        }
+        full = self.full_mask(height, width)
+        if full is not None:
+            record["mask"] = rle_encode(full)
+        return record
+
+
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """COCO uncompressed RLE (column-major, counts start with a run of zeros)."""
+    flat = np.asarray(mask, dtype=np.uint8).ravel(order="F")
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate(([0], changes, [flat.size]))
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0] == 1:
+        counts = [0, *counts]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def rle_decode(rle: dict[str, Any]) -> np.ndarray:
+    h, w = rle["size"]
+    flat = np.zeros(h * w, np.uint8)
+    pos, value = 0, 0
+    for count in rle["counts"]:
+        flat[pos : pos + count] = value
+        pos += count
+        value ^= 1
+    return flat.reshape((h, w), order="F").astype(bool)
+
+
+@dataclass
+class Letterbox:
+    """How a source frame was fitted into the model input: ``model = source * scale + pad``."""
+
+    scale: float
+    pad_x: int
+    pad_y: int
+    src_h: int
+    src_w: int
+
+    def to_source(self, x: float, y: float) -> tuple[float, float]:
+        return (x - self.pad_x) / self.scale, (y - self.pad_y) / self.scale
+
+
+@dataclass
+class Batch:
+    tensor: torch.Tensor  # B x 3 x H x W float on the model device, RGB in [0, 1]
+    boxes: list[Letterbox]
+
+
+def letterbox_batch(
+    frames: Sequence[np.ndarray],
+    size: tuple[int, int],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    pad_value: float = 114 / 255,
+) -> Batch:
+    """uint8 BGR frames of any sizes -> one normalised RGB batch on ``device``.
+
+    Frames cross to the device as uint8; conversion, resize and padding happen there.
+    """
+    height, width = size
+    out = torch.full((len(frames), 3, height, width), pad_value, dtype=dtype, device=device)
+    boxes = []
+    for i, frame in enumerate(frames):
+        src_h, src_w = frame.shape[:2]
+        scale = min(height / src_h, width / src_w)
+        new_h, new_w = max(1, round(src_h * scale)), max(1, round(src_w * scale))
+        pad_y, pad_x = (height - new_h) // 2, (width - new_w) // 2
+        arr = frame if frame.flags.writeable else np.array(frame)  # torch needs writable memory
+        t = torch.from_numpy(arr).to(device, non_blocking=True)
+        t = t.permute(2, 0, 1).flip(0).unsqueeze(0).to(dtype) / 255.0  # BGR -> RGB
+        if (new_h, new_w) != (src_h, src_w):
+            t = F.interpolate(
+                t, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False
+            )
+        out[i, :, pad_y : pad_y + new_h, pad_x : pad_x + new_w] = t[0]
+        boxes.append(Letterbox(new_w / src_w, pad_x, pad_y, src_h, src_w))
+    return Batch(out, boxes)
+
+
+class Model(Protocol):
+    """What the inference actor needs from a model."""
+
+    name: str
+    classes: Sequence[str]
+    device: torch.device
+
+    def preprocess(self, frames: Sequence[np.ndarray]) -> Batch: ...
+
+    def forward(self, batch: Batch) -> Any: ...
+
+    def postprocess(self, raw: Any, batch: Batch) -> list[list[Detection]]: ...
+
+
+def run_model(model: Model, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+    """Detections for each frame, in order."""
+    with torch.inference_mode():
+        batch = model.preprocess(frames)
+        raw = model.forward(batch)
+        return model.postprocess(raw, batch)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu. ``cuda`` without a GPU is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("model.device is 'cuda' but this process sees no CUDA device")
+    return torch.device(requested)
