@@ -1,6 +1,6 @@
 """The controller: a detached, named actor that owns runs.
 
-It is created on the first submit and stays up, idle, waiting for runs. For each
+It is created by the first client that needs it and stays up, idle, waiting for runs. For each
 run it starts one source actor per stream and makes sure the shared inference
 actor has the run's model loaded; a monitor task per run polls the sources and
 derives the run's state. State lives in memory for now (durable recovery is the
@@ -30,6 +30,8 @@ from vsa.uri import mask_uri
 
 log = logging.getLogger("vsa.controller")
 POLL_S = 0.5
+STATUS_TIMEOUT_S = 10.0
+ENGINE_TIMEOUT_S = 120.0
 KEEP_FINISHED = 50
 
 
@@ -85,6 +87,7 @@ class Controller:
         )
         self._runs: dict[str, _Run] = {}
         self._inference: Any = None
+        self._inference_gpus = 0
         self._started_at = time.time()
         self._submit_lock = asyncio.Lock()
         log.info("controller %s (code %s) up, pid %d", __version__, CODE_FINGERPRINT, os.getpid())
@@ -119,15 +122,12 @@ class Controller:
             run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
             record = _Run(run_id, spec)
             record.sources = {s.id: _initial_source_status(s.id, s.uri) for s in spec.sources}
-            inference = self._get_inference(spec)
-            record.model = await inference.ensure_engine.remote(
-                spec.model.model_dump(), spec.batching.model_dump()
-            )
+            record.model = await self._ensure_engine(spec)
             key = record.model.pop("key")
             for source in spec.sources:
                 record.actors[source.id] = SourceActor.options(
                     name=source_actor_name(run_id, source.id), namespace=NAMESPACE
-                ).remote(run_id, spec.model_dump(), source.id, inference, key)
+                ).remote(run_id, spec.model_dump(), source.id, self._inference, key)
             self._runs[run_id] = record
             record.monitor = asyncio.get_running_loop().create_task(self._monitor(record))
             self._forget_old_runs()
@@ -165,43 +165,74 @@ class Controller:
             return max(named, key=lambda r: r.created_at)
         raise RunNotFound(f"no run with id or name '{run}' (see `vsa list`)")
 
-    def _get_inference(self, spec: RunSpec) -> Any:
-        if self._inference is None:
-            gpus = (
-                1
-                if ray.cluster_resources().get("GPU", 0) >= 1 and spec.model.device != "cpu"
-                else 0
-            )
-            self._inference = InferenceActor.options(
-                name=INFERENCE_NAME, namespace=NAMESPACE, num_gpus=gpus, max_concurrency=1000
-            ).remote()
-        return self._inference
+    async def _ensure_engine(self, spec: RunSpec) -> dict[str, Any]:
+        """Have the inference actor load the run's model; (re)create the actor when needed."""
+        for attempt in range(2):
+            if self._inference is None:
+                has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+                self._inference_gpus = 1 if has_gpu else 0
+                self._inference = InferenceActor.options(
+                    name=INFERENCE_NAME,
+                    namespace=NAMESPACE,
+                    num_gpus=self._inference_gpus,
+                    max_concurrency=1000,
+                ).remote()
+            if spec.model.device == "cuda" and not self._inference_gpus:
+                raise VsaError(
+                    "model.device is 'cuda' but the Ray cluster has no GPU: use device: auto or cpu"
+                )
+            try:
+                return await asyncio.wait_for(
+                    self._inference.ensure_engine.remote(
+                        spec.model.model_dump(), spec.batching.model_dump()
+                    ),
+                    ENGINE_TIMEOUT_S,
+                )
+            except asyncio.TimeoutError:
+                raise VsaError(
+                    f"the inference actor did not load the model within {ENGINE_TIMEOUT_S:.0f} s "
+                    f"(it asks for {self._inference_gpus} GPU; see `ray status` for free resources)"
+                ) from None
+            except ray.exceptions.RayActorError:
+                log.warning("inference actor is gone; starting a new one (attempt %d)", attempt + 1)
+                self._inference = None
+        raise VsaError(
+            "the inference actor could not be started; see its log (`ray logs actor --id ...`)"
+        )
+
+    async def _poll(self, actor: Any) -> dict[str, Any] | BaseException | None:
+        """A source's status; None when it did not answer in time (busy, still starting)."""
+        try:
+            return await asyncio.wait_for(actor.status.remote(), STATUS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return None
+        except ray.exceptions.RayActorError as exc:
+            return exc
 
     async def _monitor(self, record: _Run) -> None:
-        while not record.state.terminal:
-            refs = {
-                sid: a.status.remote()
+        ended = ("FINISHED", "FAILED", "STOPPED")
+        while not record.state.terminal and not record.stop_requested:
+            live = {
+                sid: a
                 for sid, a in record.actors.items()
-                if sid not in record.sources
-                or record.sources[sid]["state"] not in ("FINISHED", "FAILED", "STOPPED")
+                if record.sources[sid]["state"] not in ended
             }
-            for sid, ref in refs.items():
-                try:
-                    record.sources[sid] = await asyncio.wait_for(ref, 10)
-                except Exception as exc:  # noqa: BLE001 - actor died or hangs
-                    if record.stop_requested:
-                        continue
+            results = await asyncio.gather(*(self._poll(a) for a in live.values()))
+            if record.stop_requested or record.state.terminal:
+                return  # stop() owns the final statuses
+            for sid, result in zip(live, results, strict=True):
+                if isinstance(result, dict):
+                    record.sources[sid] = result
+                elif isinstance(result, BaseException):
                     record.sources[sid]["state"] = "FAILED"
-                    record.sources[sid]["error"] = f"source actor lost: {type(exc).__name__}"
-            if record.stop_requested:
-                return
+                    record.sources[sid]["error"] = f"source actor died: {type(result).__name__}"
             state = derive_run_state([s["state"] for s in record.sources.values()])
-            if state != record.state:
-                log.info("run=%s %s -> %s", record.id, record.state.value, state.value)
-                record.state = state if not state.terminal else record.state
             if state.terminal:
                 await self._finish(record, state)
                 return
+            if state != record.state:
+                log.info("run=%s %s -> %s", record.id, record.state.value, state.value)
+                record.state = state
             await asyncio.sleep(POLL_S)
 
     async def _finish(self, record: _Run, state: RunState) -> None:

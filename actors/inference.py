@@ -134,34 +134,48 @@ class InferenceActor:
         }
 
     async def _batch_loop(self, engine: _Engine) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            delay = engine.former.time_until_ready()
-            if delay is None or delay > 0:
-                engine.wake.clear()
-                try:
-                    await asyncio.wait_for(engine.wake.wait(), timeout=delay)
-                except asyncio.TimeoutError:
-                    pass
-                continue
-            batch = engine.former.take()
-            started = time.perf_counter()
             try:
-                detections = await loop.run_in_executor(
-                    self._model_thread, run_model, engine.model, [item.frame for item in batch]
+                await self._next_batch(engine)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - never let one bad batch end the loop
+                log.exception("batch loop error (continuing)")
+
+    async def _next_batch(self, engine: _Engine) -> None:
+        delay = engine.former.time_until_ready()
+        if delay is None or delay > 0:
+            engine.wake.clear()
+            try:
+                await asyncio.wait_for(engine.wake.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            return
+        # callers that gave up (cancelled) are skipped, not computed
+        batch = [item for item in engine.former.take() if not item.future.done()]
+        if not batch:
+            return
+        started = time.perf_counter()
+        try:
+            detections = await asyncio.get_running_loop().run_in_executor(
+                self._model_thread, run_model, engine.model, [item.frame for item in batch]
+            )
+            if len(detections) != len(batch):
+                raise RuntimeError(
+                    f"model returned {len(detections)} results for {len(batch)} frames"
                 )
-            except Exception as exc:  # noqa: BLE001 - fail these frames, keep serving
-                log.exception("batch of %d failed", len(batch))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(RuntimeError(f"inference failed: {exc}"))
-                continue
-            elapsed = time.perf_counter() - started
-            engine.batches += 1
-            engine.frames += len(batch)
-            engine.model_s += elapsed
-            for item, dets in zip(batch, detections, strict=True):
+        except Exception as exc:  # noqa: BLE001 - fail these frames, keep serving
+            log.exception("batch of %d failed", len(batch))
+            for item in batch:
                 if not item.future.done():
-                    item.future.set_result(
-                        FrameResult(item.index, dets, elapsed * 1000, len(batch))
-                    )
+                    item.future.set_exception(RuntimeError(f"inference failed: {exc}"))
+            return
+        elapsed = time.perf_counter() - started
+        engine.batches += 1
+        engine.frames += len(batch)
+        engine.model_s += elapsed
+        for item, dets in zip(batch, detections, strict=True):
+            if not item.future.done():
+                item.future.set_result(
+                    FrameResult(item.index, dets, elapsed * 1000, len(batch), engine.batches)
+                )

@@ -26,6 +26,13 @@ class _RayPending:
     def result(self, timeout: float) -> Sequence[FrameResult]:
         return ray.get(self.ref, timeout=timeout)
 
+    def cancel(self) -> None:
+        """Withdraw the frames from the inference queue (they were counted as dropped)."""
+        try:
+            ray.cancel(self.ref)
+        except Exception:  # noqa: BLE001 - already finished or the actor is gone
+            pass
+
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class SourceActor:

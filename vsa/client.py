@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from typing import Any
 
 from vsa import CODE_FINGERPRINT, __version__
 from vsa.config import RunSpec
-from vsa.errors import ClusterNotFound, VersionMismatch
+from vsa.errors import ClusterNotFound, VersionMismatch, VsaError
 
 NO_CLUSTER_HINT = (
     "start one with `ray start --head` (or point --address / RAY_ADDRESS at a running cluster)"
@@ -37,9 +38,10 @@ def connect(address: str | None = None, local: bool = False) -> None:
         "configure_logging": True,
     }
     if local:
-        ray.init(include_dashboard=False, **kwargs)
+        ray.init(address="local", include_dashboard=False, **kwargs)
         return
     target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    _probe(target)
     try:
         _enable_token_auth_if_available()
         ray.init(address=target, **kwargs)
@@ -53,6 +55,19 @@ def connect(address: str | None = None, local: bool = False) -> None:
                 "hold the token the cluster was started with"
             ) from exc
         raise
+
+
+def _probe(address: str) -> None:
+    """Fail fast when an explicit ``host:port`` does not answer (ray.init would retry for minutes)."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+    except OSError:
+        raise ClusterNotFound(f"no Ray cluster answers at {address}: {NO_CLUSTER_HINT}") from None
 
 
 def _enable_token_auth_if_available() -> None:
@@ -103,8 +118,18 @@ def _call(ref: Any, timeout: float = 120.0) -> Any:
     try:
         return ray.get(ref, timeout=timeout)
     except ray.exceptions.RayTaskError as exc:
-        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-        raise cause from None
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, VsaError):
+            raise cause from None
+        raise
+    except ray.exceptions.GetTimeoutError:
+        raise VsaError(
+            f"the engine did not answer within {timeout:.0f} s; see `ray status` and the controller log"
+        ) from None
+    except ray.exceptions.RayActorError as exc:
+        raise VsaError(
+            f"the engine's controller is unavailable ({type(exc).__name__}); retry in a few seconds"
+        ) from None
 
 
 def get_or_create_controller(replace: bool = False) -> Any:
@@ -132,6 +157,8 @@ def get_or_create_controller(replace: bool = False) -> Any:
             f"active run(s): {', '.join(active)}. Stop them (`vsa stop RUN`) and retry, or pass "
             f"--replace-controller to stop them now."
         )
+    for run_id in active:  # --replace-controller: stop runs properly so their files are complete
+        _call(controller.stop.remote(run_id), timeout=120)
     ray.kill(controller, no_restart=True)
     _wait_name_free(CONTROLLER_NAME, NAMESPACE)
     controller = _create_controller()

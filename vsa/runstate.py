@@ -7,7 +7,7 @@
 | DEGRADED | some sources failed while others stream |
 | FINISHED | every source ended and at least one reached its end |
 | FAILED   | every source failed |
-| STOPPED  | a user stopped it (from any state) |
+| STOPPED  | a user stopped it (from any state), or its sources ended stopped |
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def derive_run_state(source_states: Iterable[str]) -> RunState:
     states = list(source_states)
     ended = {"FINISHED", "FAILED", "STOPPED"}
     if states and all(s in ended for s in states):
-        return RunState.FAILED if all(s == "FAILED" for s in states) else RunState.FINISHED
+        if all(s == "FAILED" for s in states):
+            return RunState.FAILED
+        return RunState.FINISHED if "FINISHED" in states else RunState.STOPPED
     streaming = any(s == "STREAMING" for s in states)
     failed = any(s == "FAILED" for s in states)
     if not streaming:

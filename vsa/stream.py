@@ -31,7 +31,9 @@ log = logging.getLogger("vsa.stream")
 class SourceState(str, Enum):
     CONNECTING = "CONNECTING"
     STREAMING = "STREAMING"
-    FINISHED = "FINISHED"  # a finite source reached its end and every frame was written
+    FINISHED = (
+        "FINISHED"  # a finite source reached its end; every frame emitted or counted as dropped
+    )
     FAILED = "FAILED"
     STOPPED = "STOPPED"
 
@@ -73,6 +75,7 @@ class StreamWorker:
         self._slots = threading.Semaphore(max_in_flight)
         self._pending: queue.Queue[Any] = queue.Queue()
         self._stopping = threading.Event()
+        self._stop_deadline: float | None = None
         self._emit_times: deque[float] = deque(maxlen=512)
         self._lock = threading.Lock()
         self._source: FrameSource | None = None
@@ -92,13 +95,15 @@ class StreamWorker:
         self._sink_thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop decoding, write every frame already in flight, close the sinks."""
+        """Stop decoding, write every frame already in flight, close the sinks.
+
+        Frames whose results do not arrive within ``timeout`` are counted as dropped
+        (``shutdown``) so that the sinks are always closed in time. The source is
+        closed by the decode thread itself (closing a PyAV container under a running
+        ``decode()`` from another thread crashes the process).
+        """
+        self._stop_deadline = time.monotonic() + max(0.0, timeout - 1.0)
         self._stopping.set()
-        if self._source is not None:
-            try:
-                self._source.close()
-            except Exception:  # noqa: BLE001 - closing a broken source must not break stop
-                pass
         self.join(timeout)
 
     def join(self, timeout: float | None = None) -> bool:
@@ -136,8 +141,9 @@ class StreamWorker:
 
     # --- threads -------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}".replace(self.uri, mask_uri(self.uri))
         with self._lock:
-            self.error = mask_uri(f"{type(exc).__name__}: {exc}")
+            self.error = mask_uri(message)
         log.error("run=%s source=%s failed: %s", self.run_id, self.source_id, self.error)
 
     def _acquire_slot(self) -> bool:
@@ -201,69 +207,87 @@ class StreamWorker:
                 except Exception:  # noqa: BLE001
                     pass
 
+    def _wait_timeout(self) -> float:
+        if self._stop_deadline is None:
+            return self.result_timeout_s
+        return max(0.05, self._stop_deadline - time.monotonic())
+
+    def _drop(self, cause: str, count: int) -> None:
+        with self._lock:
+            self.drops[cause] += count
+        for _ in range(count):
+            self._slots.release()
+
     def _sink_loop(self) -> None:
-        try:
-            while True:
-                item = self._pending.get()
-                if item is _END:
-                    break
-                chunk, pending = item
-                try:
-                    results = pending.result(timeout=self.result_timeout_s)
-                except Exception as exc:  # noqa: BLE001 - inference failed for this chunk
+        failed = False
+        while True:
+            item = self._pending.get()
+            if item is _END:
+                break
+            chunk, pending = item
+            if failed:  # a sink broke: keep consuming so every frame is counted
+                self._drop("sink_error", len(chunk))
+                continue
+            try:
+                results = pending.result(timeout=self._wait_timeout())
+            except Exception as exc:  # noqa: BLE001 - inference failed or timed out for this chunk
+                cancel = getattr(pending, "cancel", None)
+                if cancel is not None:
+                    cancel()
+                stopping = (
+                    self._stop_deadline is not None and time.monotonic() >= self._stop_deadline
+                )
+                if not stopping:
                     log.warning(
                         "run=%s source=%s inference failed for %d frames: %s",
                         self.run_id,
                         self.source_id,
                         len(chunk),
-                        exc,
+                        mask_uri(str(exc)),
                     )
-                    with self._lock:
-                        self.drops["inference_error"] += len(chunk)
-                    for _ in chunk:
-                        self._slots.release()
-                    continue
-                for frame, result in zip(chunk, results, strict=True):
-                    with self._lock:
-                        self.inferred += 1
+                self._drop("shutdown" if stopping else "inference_error", len(chunk))
+                continue
+            for done, (frame, result) in enumerate(zip(chunk, results, strict=True)):
+                with self._lock:
+                    self.inferred += 1
+                try:
                     for sink in self._sinks:
                         sink.write(frame, result)
-                    with self._lock:
-                        self.emitted += 1
-                        self._emit_times.append(time.monotonic())
-                    self._slots.release()
-        except Exception as exc:  # noqa: BLE001 - a sink that cannot write fails the stream
-            self._stopping.set()
-            self._fail(exc)
-        finally:
-            self._sinks_ready.wait(timeout=5)
-            for sink in self._sinks:
-                try:
-                    sink.close()
-                except Exception as exc:  # noqa: BLE001
-                    log.error(
-                        "run=%s source=%s closing a sink failed: %s",
-                        self.run_id,
-                        self.source_id,
-                        exc,
-                    )
-            with self._lock:
-                if self.error is not None:
-                    self.state = SourceState.FAILED
-                elif self._stopping.is_set():
-                    self.state = SourceState.STOPPED
-                else:
-                    self.state = SourceState.FINISHED
-                # whatever was decoded and neither emitted nor dropped was lost to shutdown
-                lost = self.decoded - self.emitted - sum(self.drops.values())
-                if lost > 0:
-                    self.drops["shutdown"] += lost
-            log.info(
-                "run=%s source=%s %s: %d decoded, %d emitted, drops %s",
-                self.run_id,
-                self.source_id,
-                self.state.value,
-                self.decoded,
-                self.emitted,
-                dict(self.drops),
-            )
+                except Exception as exc:  # noqa: BLE001 - a sink that cannot write fails the stream
+                    failed = True
+                    self._stopping.set()
+                    self._fail(exc)
+                    self._drop("sink_error", len(chunk) - done)
+                    break
+                with self._lock:
+                    self.emitted += 1
+                    self._emit_times.append(time.monotonic())
+                self._slots.release()
+        self._finish()
+
+    def _finish(self) -> None:
+        self._decode_thread.join()
+        self._sinks_ready.wait(timeout=5)
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001
+                log.error(
+                    "run=%s source=%s closing a sink failed: %s", self.run_id, self.source_id, exc
+                )
+        with self._lock:
+            if self.error is not None:
+                self.state = SourceState.FAILED
+            elif self._stopping.is_set():
+                self.state = SourceState.STOPPED
+            else:
+                self.state = SourceState.FINISHED
+        log.info(
+            "run=%s source=%s %s: %d decoded, %d emitted, drops %s",
+            self.run_id,
+            self.source_id,
+            self.state.value,
+            self.decoded,
+            self.emitted,
+            dict(self.drops),
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
 SCHEMES = ("synthetic", "file", *NETWORK_SCHEMES)
@@ -42,28 +41,28 @@ def file_path(uri: str) -> Path:
     return Path(uri)
 
 
-def mask_uri(uri: str) -> str:
-    """The URI with passwords and secret query values replaced by ``***``.
+def mask_uri(text: str) -> str:
+    """``text`` with every URI password, bare-user token and secret query value replaced by ``***``.
 
     ``rtsp://admin:hunter2@cam/stream?token=x`` -> ``rtsp://admin:***@cam/stream?token=***``.
-    Use it for everything a user may see: logs, status, metrics, errors.
+    Works on a single URI and on free text that quotes URIs (error messages from FFmpeg
+    do), and errs on the side of hiding too much. Use it for everything a user may see:
+    logs, status, metrics, errors.
     """
-    if "://" not in uri:
-        return uri
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return re.sub(r"//[^/@]*@", "//***@", uri)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() in _SECRET_QUERY_KEYS for k, _ in pairs):
-            query = urlencode(
-                [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*"
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    text = _USERINFO_RE.sub(_mask_userinfo, text)
+    return _SECRET_QUERY_RE.sub(r"\1***", text)
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    if match.group("password") is None:
+        return f"{match.group('scheme')}***@"
+    return f"{match.group('scheme')}{match.group('user')}:***@"
+
+
+# user, then optionally ':' and a password running to the last '@' before a space or quote
+_USERINFO_RE = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s:@/?#'\"]*)(?P<password>:[^\s'\"]*)?@"
+)
+_SECRET_QUERY_RE = re.compile(
+    r"([?&](?:" + "|".join(sorted(_SECRET_QUERY_KEYS)) + r")=)[^&#\s'\"]*", re.IGNORECASE
+)

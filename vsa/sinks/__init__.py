@@ -23,6 +23,7 @@ class FrameResult:
     detections: list[Detection]
     infer_ms: float  # model time of the batch the frame was in
     batch_size: int
+    batch: int = 0  # sequence number of that batch in the inference engine
 
 
 class Sink(Protocol):
@@ -67,6 +68,7 @@ def frame_record(run_id: str, source_id: str, frame: Frame, result: FrameResult)
         "capture_time": round(frame.wall_time, 6),
         "infer_ms": round(result.infer_ms, 3),
         "batch_size": result.batch_size,
+        "batch": result.batch,
         "width": w,
         "height": h,
         "detections": [d.to_json(h, w) for d in result.detections],

@@ -1,7 +1,8 @@
 """Annotated H.264 MP4 writer (PyAV/libx264).
 
-The MP4 is fragmented (``frag_keyframe+empty_moov``): what was written is playable
-even if the process dies before ``close()``.
+The MP4 is fragmented (``frag_keyframe+empty_moov``, packets flushed as written): a
+fragment per keyframe (every 2 s) reaches the disk as it completes, so a process that
+dies before ``close()`` leaves a playable file missing at most its last fragment.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ class VideoWriter:
             str(self.path),
             mode="w",
             format="mp4",
-            options={"movflags": "frag_keyframe+empty_moov+default_base_moof"}
-            if self.fragmented
-            else {},
+            options=(
+                {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+                if self.fragmented
+                else {}
+            ),
         )
         stream = self._container.add_stream(
             "libx264", rate=Fraction(self.fps).limit_denominator(1001)
@@ -44,6 +47,8 @@ class VideoWriter:
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.time_base = TIME_BASE
+        # The encoder must count in ms too, or close timestamps collapse onto one 1/fps tick.
+        stream.codec_context.time_base = TIME_BASE
         stream.options = {
             "crf": str(self.crf),
             "preset": "veryfast",
@@ -77,9 +82,12 @@ class VideoWriter:
         self.frames_written += 1
 
     def close(self) -> None:
+        """Flush the encoder and write the trailer; the file is closed even if flushing fails."""
         if self._container is None:
             return
-        for packet in self._stream.encode(None):
-            self._container.mux(packet)
-        self._container.close()
-        self._container = None
+        container, self._container = self._container, None
+        try:
+            for packet in self._stream.encode(None):
+                container.mux(packet)
+        finally:
+            container.close()

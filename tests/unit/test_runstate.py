@@ -1,0 +1,76 @@
+"""Run states derived from source states (the table in vsa/runstate.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vsa.runstate import RunState, derive_run_state
+from vsa.stream import SourceState
+
+TABLE = [
+    # no source streams yet
+    ([], RunState.WAITING),
+    (["CONNECTING"], RunState.WAITING),
+    (["CONNECTING", "CONNECTING"], RunState.WAITING),
+    (["CONNECTING", "FAILED"], RunState.WAITING),
+    (["CONNECTING", "FINISHED"], RunState.WAITING),
+    # every source that has not ended is streaming
+    (["STREAMING"], RunState.UP),
+    (["STREAMING", "STREAMING"], RunState.UP),
+    (["STREAMING", "FINISHED"], RunState.UP),
+    (["STREAMING", "CONNECTING"], RunState.UP),
+    # some failed while others stream
+    (["STREAMING", "FAILED"], RunState.DEGRADED),
+    (["FAILED", "STREAMING", "FINISHED", "CONNECTING"], RunState.DEGRADED),
+    # every source ended, at least one reached its end
+    (["FINISHED"], RunState.FINISHED),
+    (["FINISHED", "FINISHED"], RunState.FINISHED),
+    (["FINISHED", "FAILED"], RunState.FINISHED),
+    (["FAILED", "FAILED", "FINISHED"], RunState.FINISHED),
+    (["FINISHED", "STOPPED"], RunState.FINISHED),
+    # every source failed
+    (["FAILED"], RunState.FAILED),
+    (["FAILED", "FAILED", "FAILED"], RunState.FAILED),
+]
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"), TABLE, ids=[",".join(s) or "no-sources" for s, _ in TABLE]
+)
+def test_derive_run_state(sources: list[str], expected: RunState):
+    assert derive_run_state(sources) is expected
+
+
+def test_accepts_any_iterable_and_source_state_values():
+    assert derive_run_state(iter(["STREAMING", "FAILED"])) is RunState.DEGRADED
+    states = [SourceState.STREAMING, SourceState.FINISHED]
+    assert derive_run_state(states) is RunState.UP  # str enum members compare as strings
+    assert derive_run_state([SourceState.FAILED]) is RunState.FAILED
+
+
+@pytest.mark.parametrize(
+    ("state", "terminal"),
+    [
+        (RunState.WAITING, False),
+        (RunState.UP, False),
+        (RunState.DEGRADED, False),
+        (RunState.FINISHED, True),
+        (RunState.FAILED, True),
+        (RunState.STOPPED, True),
+    ],
+)
+def test_terminal(state: RunState, terminal: bool):
+    assert state.terminal is terminal
+
+
+def test_states_are_strings():
+    assert RunState("UP") is RunState.UP
+    assert RunState.DEGRADED == "DEGRADED"
+    assert {s.value for s in RunState} == {
+        "WAITING",
+        "UP",
+        "DEGRADED",
+        "FINISHED",
+        "FAILED",
+        "STOPPED",
+    }
