@@ -81,7 +81,9 @@ def _initial_source_status(source_id: str, uri: str) -> dict[str, Any]:
 
 @ray.remote(num_cpus=0)
 class Controller:
-    def __init__(self) -> None:
+    def __init__(self, fingerprint: str | None = None) -> None:
+        """``fingerprint`` overrides the code fingerprint it reports (tests use it to play an old controller)."""
+        self._fingerprint = fingerprint or CODE_FINGERPRINT
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
@@ -90,13 +92,13 @@ class Controller:
         self._inference_gpus = 0
         self._started_at = time.time()
         self._submit_lock = asyncio.Lock()
-        log.info("controller %s (code %s) up, pid %d", __version__, CODE_FINGERPRINT, os.getpid())
+        log.info("controller %s (code %s) up, pid %d", __version__, self._fingerprint, os.getpid())
 
     # --- queries -------------------------------------------------------------------------
     async def version(self) -> dict[str, Any]:
         return {
             "version": __version__,
-            "fingerprint": CODE_FINGERPRINT,
+            "fingerprint": self._fingerprint,
             "pid": os.getpid(),
             "started_at": self._started_at,
             "active_runs": [r.id for r in self._runs.values() if not r.state.terminal],
