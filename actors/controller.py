@@ -44,6 +44,7 @@ class _Run:
     finished_at: float | None = None
     error: str | None = None
     model: dict[str, Any] | None = None
+    engine_key: str | None = None
     actors: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop_requested: bool = False
@@ -125,7 +126,7 @@ class Controller:
             record = _Run(run_id, spec)
             record.sources = {s.id: _initial_source_status(s.id, s.uri) for s in spec.sources}
             record.model = await self._ensure_engine(spec)
-            key = record.model.pop("key")
+            key = record.engine_key = record.model.pop("key")
             for source in spec.sources:
                 record.actors[source.id] = SourceActor.options(
                     name=source_actor_name(run_id, source.id), namespace=NAMESPACE
@@ -247,6 +248,19 @@ class Controller:
         for actor in record.actors.values():
             ray.kill(actor)
         record.actors.clear()
+        async with self._submit_lock:  # a submit in progress may be about to use this model
+            in_use = any(
+                r.engine_key == record.engine_key
+                for r in self._runs.values()
+                if not r.state.terminal
+            )
+            if record.engine_key and not in_use and self._inference is not None:
+                try:
+                    await asyncio.wait_for(
+                        self._inference.release_engine.remote(record.engine_key), 30
+                    )
+                except Exception as exc:  # noqa: BLE001 - a model left loaded is not worth failing a run
+                    log.warning("run=%s could not unload its model: %s", record.id, exc)
         log.info("run=%s %s", record.id, state.value)
 
     def _forget_old_runs(self) -> None:

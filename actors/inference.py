@@ -63,12 +63,13 @@ class InferenceActor:
         try:
             import torch
 
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            torch.set_num_threads(int(os.environ.get("VSA_TORCH_THREADS", "1")))
         except Exception:  # noqa: BLE001
             pass
         self._engines: dict[str, _Engine] = {}
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         self._load_lock = asyncio.Lock()
+        self._released: dict[str, dict[str, Any]] = {}  # totals of unloaded engines, by model name
 
     async def ensure_engine(
         self, model: dict[str, Any], batching: dict[str, Any]
@@ -121,17 +122,45 @@ class InferenceActor:
         engine.wake.set()
         return list(await asyncio.gather(*(item.future for item in items)))
 
+    async def release_engine(self, key: str) -> bool:
+        """Unload a model no run uses any more (frames still waiting fail with an error)."""
+        engine = self._engines.pop(key, None)
+        if engine is None:
+            return False
+        if engine.task is not None:
+            engine.task.cancel()
+        for item in engine.former.drain():
+            if not item.future.done():
+                item.future.set_exception(RuntimeError("model unloaded"))
+        name = engine.model.name
+        totals = self._released.setdefault(name, {"batches": 0, "frames": 0, "model_s": 0.0})
+        totals["batches"] += engine.batches
+        totals["frames"] += engine.frames
+        totals["model_s"] += engine.model_s
+        del engine
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001
+            pass
+        log.info("unloaded %s", name)
+        return True
+
     async def stats(self) -> dict[str, Any]:
-        return {
-            e.model.name: {
-                "batches": e.batches,
-                "frames": e.frames,
-                "waiting": len(e.former),
-                "mean_batch": round(e.frames / e.batches, 2) if e.batches else 0.0,
-                "model_s": round(e.model_s, 3),
-            }
-            for e in self._engines.values()
-        }
+        """Batches, frames and model seconds per model name, since this actor started."""
+        totals = {name: dict(t) for name, t in self._released.items()}
+        for e in self._engines.values():
+            t = totals.setdefault(e.model.name, {"batches": 0, "frames": 0, "model_s": 0.0})
+            t["batches"] += e.batches
+            t["frames"] += e.frames
+            t["model_s"] += e.model_s
+        for t in totals.values():
+            t["mean_batch"] = round(t["frames"] / t["batches"], 2) if t["batches"] else 0.0
+            t["model_s"] = round(t["model_s"], 3)
+        totals["loaded"] = len(self._engines)
+        return totals
 
     async def _batch_loop(self, engine: _Engine) -> None:
         while True:

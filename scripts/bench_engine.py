@@ -85,6 +85,7 @@ def engine(args: argparse.Namespace, out: Path) -> tuple[float, dict]:
     emitted = sum(s["frames_emitted"] for s in run["sources"])
     assert emitted == args.sources * args.frames, run
     stats = ray.get(ray.get_actor("inference", namespace="vsa").stats.remote())
+    stats.pop("loaded", None)
     return emitted / (run["finished_at"] - run["created_at"]), stats
 
 

@@ -9,10 +9,20 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-"$PY" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+LOG="$VENV/install.log"
+pip_install() {
+  if ! "$PY" -m pip install -q "$@" >>"$LOG" 2>&1; then
+    echo "setup: pip install $* failed; last lines of $LOG:" >&2
+    tail -n 30 "$LOG" >&2
+    exit 1
+  fi
+}
+: >"$LOG"
+echo "setup: installing into $VENV (log: $LOG)"
+pip_install --upgrade pip
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
-  "$PY" -m pip install -q "${VSA_TORCH:-torch==2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
+  pip_install "${VSA_TORCH:-torch==2.13.0}"
 fi
-"$PY" -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install -e ".[test]"
 "$PY" -c "import vsa, actors, torch, av, cv2, ray" || { echo "setup: install failed" >&2; exit 1; }
 export PATH="$PWD/$VENV/bin:$PATH"

@@ -103,8 +103,7 @@ def render_run(run: dict[str, Any]) -> str:
 
 def progress_line(run: dict[str, Any], elapsed: float) -> str:
     parts = [
-        f"{s['id']} {s['state'][:6].lower()} {s['frames_emitted']}/{s['frames_decoded']} {s['fps']:.1f}fps"
-        for s in run["sources"]
+        f"{s['id']} {s['state']} {s['frames_emitted']} {s['fps']:.1f}fps" for s in run["sources"]
     ]
     return f"[{elapsed:5.0f}s] {run['state']:<8} " + " | ".join(parts)
 

@@ -78,7 +78,13 @@ def _enable_token_auth_if_available() -> None:
         )
     except ImportError:  # older or newer Ray without this helper: ray.init handles it
         return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # Ray warns on every connect; `ray start` already told the user
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        quiet.setLevel(level)
 
 
 class Client:

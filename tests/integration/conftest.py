@@ -50,8 +50,9 @@ def ray_cluster() -> dict[str, str]:
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def client(ray_cluster):
+    """A fresh client per test (a test may replace the controller)."""
     from vsa.client import Client
 
     return Client()

@@ -10,8 +10,11 @@ import sys
 import time
 
 import pytest
+import ray
 
+from actors import CONTROLLER_NAME, NAMESPACE
 from tests.integration.conftest import REPO, cli_env, read_jsonl, run_cli, wait_for, write_run
+from vsa.client import _wait_name_free
 
 pytestmark = pytest.mark.integration
 
@@ -150,34 +153,31 @@ def test_no_cluster_is_one_line_and_nonzero(tmp_path):
 
 
 def test_ray_job_submit_runs_the_same_command(ray_cluster, client, tmp_path):
-    """`ray job submit -- python -m vsa.submit run.yaml` against the token-protected cluster."""
+    """`ray job submit -- python -m vsa.submit run.yaml` against the token-protected cluster.
+
+    The job's driver creates the controller (the old one is removed first); the controller
+    outlives the job.
+    """
+    ray.kill(ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE), no_restart=True)
+    _wait_name_free(CONTROLLER_NAME, NAMESPACE)
     workdir = tmp_path / "job"
     workdir.mkdir()
     _finite_run(workdir, "viajob", frames=20).rename(workdir / "run.yaml")
     ray_bin = shutil.which("ray", path=str(REPO / ".venv" / "bin")) or shutil.which("ray")
-    done = subprocess.run(
-        [
-            ray_bin,
-            "job",
-            "submit",
-            "--address",
-            "http://" + ray_cluster["dashboard_url"].removeprefix("http://"),
-            "--working-dir",
-            str(workdir),
-            "--",
-            sys.executable,
-            "-m",
-            "vsa.submit",
-            "run.yaml",
-            "--follow",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=cli_env(RAY_AUTH_MODE="token"),
-    )
+    address = "http://" + ray_cluster["dashboard_url"].removeprefix("http://")
+    command = [ray_bin, "job", "submit", "--address", address, "--working-dir", str(workdir), "--",
+               sys.executable, "-m", "vsa.submit", "run.yaml", "--follow"]  # fmt: skip
+
+    def submitted():  # the dashboard's job agent may still be starting with the cluster
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=300, env=cli_env(RAY_AUTH_MODE="token")
+        )
+        return None if "No available agent to submit job" in done.stderr else done
+
+    done = wait_for(submitted, 120, "the job agent to accept a job", interval=2)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "FINISHED" in done.stdout
-    runs = [r for r in client.status()["runs"] if r["name"] == "viajob"]
-    assert runs and runs[-1]["state"] == "FINISHED"
+    controller = ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)  # outlived its job
+    runs = [r for r in ray.get(controller.status.remote())["runs"] if r["name"] == "viajob"]
+    assert len(runs) == 1 and runs[0]["state"] == "FINISHED"
     assert len(read_jsonl(workdir / "out" / "s1.jsonl")) == 20
