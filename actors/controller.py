@@ -26,6 +26,7 @@ from vsa import CODE_FINGERPRINT, __version__
 from vsa.config import RunSpec
 from vsa.errors import ConfigError, RunNotFound, VsaError
 from vsa.runstate import RunState, derive_run_state
+from vsa.settings import inference_gpus
 from vsa.uri import mask_uri
 
 log = logging.getLogger("vsa.controller")
@@ -172,8 +173,7 @@ class Controller:
         """Have the inference actor load the run's model; (re)create the actor when needed."""
         for attempt in range(2):
             if self._inference is None:
-                has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-                self._inference_gpus = 1 if has_gpu else 0
+                self._inference_gpus = inference_gpus(ray.cluster_resources().get("GPU", 0))
                 self._inference = InferenceActor.options(
                     name=INFERENCE_NAME,
                     namespace=NAMESPACE,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from vsa.batching import BatchFormer
 from vsa.config import BatchingSpec, ModelSpec
 from vsa.errors import ModelError
 from vsa.models import Model, load_model, run_model
+from vsa.settings import torch_threads
 from vsa.sinks import FrameResult
 
 log = logging.getLogger("vsa.inference")
@@ -63,7 +63,7 @@ class InferenceActor:
         try:
             import torch
 
-            torch.set_num_threads(int(os.environ.get("VSA_TORCH_THREADS", "1")))
+            torch.set_num_threads(torch_threads())
         except Exception:  # noqa: BLE001
             pass
         self._engines: dict[str, _Engine] = {}
