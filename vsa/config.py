@@ -60,16 +60,69 @@ class SourceSpec(_Strict):
 class ModelSpec(_Strict):
     """The model every stream of the run is analysed with."""
 
-    name: Literal["builtin"] = Field(
+    name: Literal["builtin", "torchscript", "torchvision"] = Field(
         "builtin",
-        description="`builtin`: the detector + segmenter shipped in the package (no download).",
+        description=(
+            "`builtin`: the detector + segmenter shipped in the package (no download); "
+            "`torchscript`: a TorchScript file with an Ultralytics YOLO (v8/11) output layout; "
+            "`torchvision`: a torchvision detection / Mask R-CNN model with a local weights file "
+            "(needs the optional torchvision package)."
+        ),
     )
+    path: str | None = Field(
+        None,
+        description="Model file (`torchscript`) or weights file (`torchvision`); relative to the submit directory.",
+    )
+    task: Literal["detect", "segment"] = Field(
+        "detect",
+        description="`segment` for models that also give instance masks (YOLO-seg, Mask R-CNN).",
+    )
+    arch: str | None = Field(
+        None,
+        description="torchvision architecture, e.g. `fasterrcnn_resnet50_fpn` or `maskrcnn_resnet50_fpn`.",
+    )
+    input_size: tuple[int, int] = Field(
+        (640, 640),
+        description="Model input `[height, width]` for `torchscript`; frames are letterboxed to it.",
+    )
+    classes: list[str] | str | None = Field(
+        None,
+        description=(
+            "Class names: a list, or a names file (one per line, or a YAML/JSON list or `names:` mapping). "
+            "For `torchscript`, omitted = the names embedded by the Ultralytics exporter."
+        ),
+    )
+    class_filter: list[str] | None = Field(None, description="Keep only these class names.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto` takes the GPU when the cluster has one, else the CPU."
     )
+    half: bool = Field(False, description="Run in float16 on CUDA (ignored on the CPU).")
     score_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="Detections below this score are dropped."
     )
+    iou_threshold: float = Field(
+        0.45, ge=0.0, le=1.0, description="Non-maximum suppression IoU (per class)."
+    )
+    max_detections: int = Field(300, ge=1, le=10_000, description="Detections per frame at most.")
+
+    @field_validator("input_size")
+    @classmethod
+    def _check_input_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not all(32 <= v <= 4096 for v in value):
+            raise ValueError(f"must be two sizes in [32, 4096], got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _needs(self) -> ModelSpec:
+        if self.name in ("torchscript", "torchvision") and not self.path:
+            raise ValueError(f"model.path: required for model '{self.name}'")
+        if self.name == "torchvision" and not self.arch:
+            raise ValueError(
+                "model.arch: required for model 'torchvision' (e.g. maskrcnn_resnet50_fpn)"
+            )
+        if self.name == "torchvision" and not self.classes:
+            raise ValueError("model.classes: required for model 'torchvision'")
+        return self
 
 
 class BatchingSpec(_Strict):
@@ -249,7 +302,7 @@ def load_run(path: str | os.PathLike[str], env: dict[str, str] | None = None) ->
 
 
 def resolve_paths(spec: RunSpec, base_dir: str | os.PathLike[str]) -> RunSpec:
-    """Make ``output_dir`` and file sources absolute against ``base_dir`` and check files exist.
+    """Make ``output_dir``, file sources and model files absolute against ``base_dir``; check files exist.
 
     Done by the client, because actors run in other working directories.
     """
@@ -265,8 +318,21 @@ def resolve_paths(spec: RunSpec, base_dir: str | os.PathLike[str]) -> RunSpec:
                 problems.append(f"sources[{i}].uri: file not found: {path}")
             source = source.model_copy(update={"uri": f"file://{path}"})
         sources.append(source)
+    model = spec.model
+    updates: dict[str, str] = {}
+    for field in ("path", "classes"):
+        value = getattr(model, field)
+        if not isinstance(value, str):
+            continue
+        path = Path(value).expanduser()
+        path = (path if path.is_absolute() else base / path).resolve()
+        if not path.is_file():
+            problems.append(f"model.{field}: file not found: {path}")
+        updates[field] = str(path)
     if problems:
         raise ConfigError(problems)
+    if updates:
+        spec = spec.model_copy(update={"model": model.model_copy(update=updates)})
     out = Path(spec.output_dir).expanduser()
     out = out if out.is_absolute() else (base / out)
     return spec.model_copy(update={"sources": sources, "output_dir": str(out.resolve())})

@@ -21,6 +21,14 @@ def load_model(spec: ModelSpec) -> Model:
         from vsa.models.builtin import BuiltinModel
 
         return BuiltinModel(device, score_threshold=spec.score_threshold)
+    if spec.name == "torchscript":
+        from vsa.models.yolo import TorchScriptYolo
+
+        return TorchScriptYolo(spec, device)
+    if spec.name == "torchvision":
+        from vsa.models.tv import TorchvisionModel
+
+        return TorchvisionModel(spec, device)
     raise ModelError(f"model.name: unknown model '{spec.name}'")
 
 
