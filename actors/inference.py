@@ -22,7 +22,7 @@ import ray
 from vsa.batching import BatchFormer
 from vsa.config import BatchingSpec, ModelSpec
 from vsa.errors import ModelError
-from vsa.models import Model, load_model, run_model
+from vsa.models import BatchRunner, Model, load_model
 from vsa.settings import torch_threads
 from vsa.sinks import FrameResult
 
@@ -41,6 +41,7 @@ class _Engine:
     key: str
     model: Model
     former: BatchFormer[_Item]
+    runner: BatchRunner
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     batches: int = 0
@@ -93,6 +94,7 @@ class InferenceActor:
                     key,
                     loaded,
                     BatchFormer(batching_spec.max_batch_size, batching_spec.max_wait_ms / 1000),
+                    BatchRunner(loaded, batching_spec.max_batch_size),
                 )
                 engine.task = asyncio.get_running_loop().create_task(self._batch_loop(engine))
                 self._engines[key] = engine
@@ -153,6 +155,8 @@ class InferenceActor:
         totals = {name: dict(t) for name, t in self._released.items()}
         for e in self._engines.values():
             t = totals.setdefault(e.model.name, {"batches": 0, "frames": 0, "model_s": 0.0})
+            t["max_batch_size"] = e.runner.max_batch_size
+            t["oom_events"] = t.get("oom_events", 0) + e.runner.oom_events
             t["batches"] += e.batches
             t["frames"] += e.frames
             t["model_s"] += e.model_s
@@ -187,7 +191,7 @@ class InferenceActor:
         started = time.perf_counter()
         try:
             detections = await asyncio.get_running_loop().run_in_executor(
-                self._model_thread, run_model, engine.model, [item.frame for item in batch]
+                self._model_thread, engine.runner.run, [item.frame for item in batch]
             )
             if len(detections) != len(batch):
                 raise RuntimeError(
@@ -200,6 +204,14 @@ class InferenceActor:
                     item.future.set_exception(RuntimeError(f"inference failed: {exc}"))
             return
         elapsed = time.perf_counter() - started
+        if engine.runner.max_batch_size < engine.former.max_batch_size:
+            log.warning(
+                "%s: device out of memory, max batch size lowered %d -> %d",
+                engine.model.name,
+                engine.former.max_batch_size,
+                engine.runner.max_batch_size,
+            )
+            engine.former.max_batch_size = engine.runner.max_batch_size
         engine.batches += 1
         engine.frames += len(batch)
         engine.model_s += elapsed

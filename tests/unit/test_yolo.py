@@ -15,6 +15,7 @@ from vsa.config import ModelSpec
 from vsa.errors import ModelError
 from vsa.models import load_model, run_model
 from vsa.models.nms import batched_nms, box_iou, nms
+from vsa.models.toy import export_toy
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning"
@@ -121,37 +122,16 @@ def test_segment_masks_are_assembled_in_source_pixels(tmp_path):
     assert full.sum() == 50 * 200
 
 
-class TinyYolo(nn.Module):
-    """Random weights, the exact Ultralytics output layout at 640x640 (8400 candidates)."""
-
-    def __init__(self, nc: int, nm: int = 0) -> None:
-        super().__init__()
-        self.nc, self.nm = nc, nm
-        self.stem = nn.Conv2d(3, 8, 3, stride=8, padding=1)
-        self.head = nn.Conv2d(8, 4 + nc + nm, 1)
-        self.proto = nn.Conv2d(8, max(nm, 1), 1)
-
-    def forward(self, x: torch.Tensor):
-        f8 = torch.relu(self.stem(x))
-        levels = [f8, nn.functional.avg_pool2d(f8, 2), nn.functional.avg_pool2d(f8, 4)]
-        out = torch.cat([self.head(f).flatten(2) for f in levels], 2)
-        box = torch.sigmoid(out[:, :4]) * 640
-        rest = torch.sigmoid(out[:, 4 : 4 + self.nc])
-        if self.nm == 0:
-            return torch.cat([box, rest], 1)
-        coeffs = out[:, 4 + self.nc :]
-        protos = nn.functional.interpolate(self.proto(f8), scale_factor=0.5)
-        return torch.cat([box, rest, coeffs], 1), protos
-
-
 @pytest.mark.parametrize("nm", [0, 32])
 def test_random_weights_with_the_real_layout(tmp_path, nm):
-    torch.manual_seed(0)
-    names = {i: f"c{i}" for i in range(3)}
-    path = save(TinyYolo(3, nm), tmp_path / "tiny.torchscript", names=names)
+    path = export_toy(tmp_path / "toy.torchscript", nc=3, nm=nm)
     model = load_model(ModelSpec(name="torchscript", path=str(path), task="segment" if nm else "detect",
                                  device="cpu", score_threshold=0.3, max_detections=50))  # fmt: skip
-    assert model.classes == ["c0", "c1", "c2"]  # embedded names, as Ultralytics exports them
+    assert model.classes == [
+        "class0",
+        "class1",
+        "class2",
+    ]  # embedded names, as Ultralytics exports them
     frames = [np.random.default_rng(1).integers(0, 255, (480, 640, 3), np.uint8), FRAME]
     for frame, dets in zip(frames, run_model(model, frames), strict=True):
         assert len(dets) <= 50

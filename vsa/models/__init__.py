@@ -5,14 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vsa.errors import ModelError
-from vsa.models.base import Batch, Detection, Model, resolve_device, run_model
+from vsa.models.base import Batch, BatchRunner, Detection, Model, resolve_device, run_model
 
 if TYPE_CHECKING:
     from vsa.config import ModelSpec
 
 
 def load_model(spec: ModelSpec) -> Model:
-    """Build the model a run asks for, on its device. Raises ModelError with the reason."""
+    """Build the model a run asks for, on its device, warmed up. Raises ModelError with the reason."""
+    model = _build(spec)
+    warmup = getattr(model, "warmup", None)
+    if warmup is not None:
+        warmup()
+    return model
+
+
+def _build(spec: ModelSpec) -> Model:
     try:
         device = resolve_device(spec.device)
     except ValueError as exc:
@@ -32,4 +40,12 @@ def load_model(spec: ModelSpec) -> Model:
     raise ModelError(f"model.name: unknown model '{spec.name}'")
 
 
-__all__ = ["Batch", "Detection", "Model", "load_model", "resolve_device", "run_model"]
+__all__ = [
+    "Batch",
+    "BatchRunner",
+    "Detection",
+    "Model",
+    "load_model",
+    "resolve_device",
+    "run_model",
+]

@@ -147,6 +147,47 @@ def run_model(model: Model, frames: Sequence[np.ndarray]) -> list[list[Detection
         return model.postprocess(raw, batch)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device allocation failure (CUDA's OutOfMemoryError, or the message other backends give)."""
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(exc, oom) or "out of memory" in str(exc).lower()
+
+
+class BatchRunner:
+    """Runs batches of frames through a model; a device OOM is not fatal.
+
+    On out-of-memory the batch is split in halves and each half retried, and the
+    runner's ``max_batch_size`` is lowered to the size that fit, so later batches are
+    formed smaller (the inference actor reads it back and reports it). Out of memory
+    for a single frame is raised: nothing smaller can be tried.
+    """
+
+    def __init__(self, model: Model, max_batch_size: int) -> None:
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.oom_events = 0
+
+    def run(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        if len(frames) > self.max_batch_size:
+            out: list[list[Detection]] = []
+            for i in range(0, len(frames), self.max_batch_size):
+                out += self.run(frames[i : i + self.max_batch_size])
+            return out
+        try:
+            return run_model(self.model, frames)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            self.oom_events += 1
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(frames) == 1:
+                raise
+            half = len(frames) // 2
+            self.max_batch_size = max(1, min(self.max_batch_size, half))
+            return self.run(frames[:half]) + self.run(frames[half:])
+
+
 def resolve_device(requested: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu. ``cuda`` without a GPU is an error."""
     if requested == "auto":

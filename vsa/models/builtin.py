@@ -73,6 +73,12 @@ class BuiltinModel:
         palette_rgb = np.array(PALETTE_BGR, np.float32)[:, ::-1] / 255.0
         self.net = ColourSegNet(palette_rgb).to(device).eval()
 
+    def warmup(self) -> None:
+        """One dummy frame through every stage, so the first real frame is not slow."""
+        from vsa.models.base import run_model
+
+        run_model(self, [np.zeros((*self.input_size, 3), np.uint8)])
+
     def preprocess(self, frames: Sequence[np.ndarray]) -> Batch:
         return letterbox_batch(frames, self.input_size, self.device)
 

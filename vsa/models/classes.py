@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vsa.errors import ModelError
 
 
@@ -37,6 +35,8 @@ def load_classes(classes: list[str] | str) -> list[str]:
     except OSError as exc:
         raise ModelError(f"{path}: cannot read the class names file ({exc.strerror})") from None
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        import yaml  # imported here: the model code must import without PyYAML on GPU check hosts
+
         try:
             data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as exc:

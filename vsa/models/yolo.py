@@ -100,7 +100,10 @@ class TorchScriptYolo:
         ]
 
     def warmup(self) -> None:
-        """Run one frame through the model: checks the input size and the output layout."""
+        """Run one frame through the model: checks the input size and the output layout.
+
+        ``load_model`` calls it, so a bad model fails at submit, not on the first real frame.
+        """
         h, w = self.input_size
         frame = np.zeros((h, w, 3), np.uint8)
         with torch.inference_mode():
