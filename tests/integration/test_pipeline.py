@@ -11,13 +11,12 @@ import av
 import numpy as np
 import pytest
 import ray
-import torch
 
 from tests.integration.conftest import count_video_frames, read_jsonl, wait_for
 from vsa.config import parse_run, resolve_paths
 from vsa.errors import VsaError
+from vsa.models import load_model
 from vsa.models.base import run_model
-from vsa.models.builtin import BuiltinModel
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +100,7 @@ def test_results_are_attributed_to_the_right_stream_and_frame(client, clips, tmp
     run = client.wait(run_id, timeout_s=240)
     assert run["state"] == "FINISHED", run
 
-    model = BuiltinModel(torch.device("cpu"), score_threshold=spec.model.score_threshold)
+    model = load_model(spec.model.model_copy(update={"device": "cpu"}))  # what the engine loaded
     streams_per_batch: dict[int, set[str]] = {}
     compared = 0
     for name, path in clips.items():

@@ -26,9 +26,9 @@ def _build(spec: ModelSpec) -> Model:
     except ValueError as exc:
         raise ModelError(str(exc)) from None
     if spec.name == "builtin":
-        from vsa.models.builtin import BuiltinModel
+        from vsa.models.shapenet import ShapesModel
 
-        return BuiltinModel(device, score_threshold=spec.score_threshold)
+        return ShapesModel(device, score_threshold=spec.score_threshold)
     if spec.name == "torchscript":
         from vsa.models.yolo import TorchScriptYolo
 
