@@ -15,18 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from vsa.config import JsonlSinkSpec, VideoSinkSpec, parse_run
+from vsa.config import JsonlSinkSpec, ModelSpec, VideoSinkSpec, parse_run
+from vsa.models import load_model
 from vsa.models.base import run_model
-from vsa.models.builtin import BuiltinModel
 from vsa.sinks import FrameResult, open_sinks
 from vsa.sources.base import Frame
 from vsa.sources.synthetic import ShapesScene, SyntheticParams
 
 
 def in_process(args: argparse.Namespace, out: Path) -> float:
-    model = BuiltinModel(torch.device("cpu"))
+    model = load_model(ModelSpec(device="cpu"))  # the model `builtin` loads in the engine
     scenes = [
         ShapesScene(SyntheticParams(seed=s, width=args.width, height=args.height, pace=False))
         for s in range(args.sources)
