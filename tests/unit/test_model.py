@@ -204,8 +204,12 @@ def test_detection_mask_box_rounds_outwards():
 
 
 def test_load_model_from_spec():
+    from vsa.models.shapenet import ShapesModel
+
     m = load_model(ModelSpec(device="cpu", score_threshold=0.3))
-    assert isinstance(m, BuiltinModel)
+    assert (
+        isinstance(m, ShapesModel) and m.name == "builtin-shapes-v1"
+    )  # `builtin` is the trained v1
     assert m.device == CPU and m.score_threshold == 0.3
     assert list(m.classes) == list(CLASSES)
 
