@@ -52,6 +52,43 @@ class Detection:
         return record
 
 
+def region_detection(
+    label: str,
+    class_id: int,
+    score: float,
+    rect: tuple[int, int, int, int],
+    region: np.ndarray,
+    lb: Letterbox,
+    fitted: tuple[int, int],
+    smooth_mask: bool = False,
+) -> Detection:
+    """A detection from a component found on the model's grid.
+
+    ``rect`` (x, y, w, h) and ``region`` (bool, h x w) are in letterboxed-input pixels with
+    the padding already cut off; ``fitted`` (h, w) is the size of that unpadded area. The box
+    is mapped to source pixels and the mask resized to ``mask_box()`` (bilinear then 0.5 when
+    ``smooth_mask``, else nearest).
+    """
+    import cv2
+
+    x, y, w, h = rect
+    sx, sy = lb.src_w / fitted[1], lb.src_h / fitted[0]
+    box = (x * sx, y * sy, min((x + w) * sx, lb.src_w), min((y + h) * sy, lb.src_h))
+    det = Detection(label, class_id, score, box)
+    mx1, my1, mx2, my2 = det.mask_box()
+    if smooth_mask:
+        resized = cv2.resize(
+            region.astype(np.float32), (mx2 - mx1, my2 - my1), interpolation=cv2.INTER_LINEAR
+        )
+        det.mask = resized >= 0.5
+    else:
+        resized = cv2.resize(
+            region.astype(np.uint8), (mx2 - mx1, my2 - my1), interpolation=cv2.INTER_NEAREST
+        )
+        det.mask = resized.astype(bool)
+    return det
+
+
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     """COCO uncompressed RLE (column-major, counts start with a run of zeros)."""
     flat = np.asarray(mask, dtype=np.uint8).ravel(order="F")

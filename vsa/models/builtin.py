@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsa.models.base import Batch, Detection, letterbox_batch
+from vsa.models.base import Batch, Detection, letterbox_batch, region_detection
 from vsa.sources.synthetic import CLASSES, PALETTE_BGR
 
 VERSION = "builtin-shapes-v0"
@@ -97,7 +97,6 @@ class BuiltinModel:
         w_in = round(lb.src_w * lb.scale)
         cls_map = cls_map[lb.pad_y : lb.pad_y + h_in, lb.pad_x : lb.pad_x + w_in]
         score_map = score_map[lb.pad_y : lb.pad_y + h_in, lb.pad_x : lb.pad_x + w_in]
-        sx, sy = lb.src_w / w_in, lb.src_h / h_in
         out: list[Detection] = []
         for c in np.unique(cls_map):
             if c == 0:
@@ -113,13 +112,9 @@ class BuiltinModel:
                 s = float(score_map[y : y + h, x : x + w][region].mean())
                 if s < self.score_threshold:
                     continue
-                x1, y1 = x * sx, y * sy
-                x2, y2 = min((x + w) * sx, lb.src_w), min((y + h) * sy, lb.src_h)
-                det = Detection(CLASSES[c - 1], int(c - 1), s, (x1, y1, x2, y2))
-                mx1, my1, mx2, my2 = det.mask_box()
-                det.mask = cv2.resize(
-                    region.astype(np.uint8), (mx2 - mx1, my2 - my1), interpolation=cv2.INTER_NEAREST
-                ).astype(bool)
+                det = region_detection(
+                    CLASSES[c - 1], int(c - 1), s, (x, y, w, h), region, lb, (h_in, w_in)
+                )
                 out.append(det)
         out.sort(key=lambda d: (d.class_id, d.box))
         return out

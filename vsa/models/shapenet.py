@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsa.models.base import Batch, Detection, Letterbox, letterbox_batch
+from vsa.models.base import Batch, Detection, Letterbox, letterbox_batch, region_detection
 from vsa.sources.synthetic import CLASSES
 
 VERSION = "builtin-shapes-v1"
@@ -167,7 +167,6 @@ class ShapesModel:
         h_in, w_in = fitted_size(lb, self.input_size)
         window = (slice(lb.pad_y, lb.pad_y + h_in), slice(lb.pad_x, lb.pad_x + w_in))
         cls_map, score_map, edge_map = cls_map[window], score_map[window], edge_map[window]
-        sx, sy = lb.src_w / w_in, lb.src_h / h_in
         edges = edge_map >= self.edge_threshold
         out: list[Detection] = []
         for c in np.unique(cls_map):
@@ -184,17 +183,15 @@ class ShapesModel:
                 s = float(score_map[y : y + h, x : x + w][region].mean())
                 if s < self.score_threshold:
                     continue
-                x1, y1 = x * sx, y * sy
-                x2, y2 = min((x + w) * sx, lb.src_w), min((y + h) * sy, lb.src_h)
-                det = Detection(CLASSES[c - 1], int(c - 1), s, (x1, y1, x2, y2))
-                mx1, my1, mx2, my2 = det.mask_box()
-                det.mask = (
-                    cv2.resize(
-                        region.astype(np.float32),
-                        (mx2 - mx1, my2 - my1),
-                        interpolation=cv2.INTER_LINEAR,
-                    )
-                    >= 0.5
+                det = region_detection(
+                    CLASSES[c - 1],
+                    int(c - 1),
+                    s,
+                    (x, y, w, h),
+                    region,
+                    lb,
+                    (h_in, w_in),
+                    smooth_mask=True,
                 )
                 out.append(det)
         out.sort(key=lambda d: (d.class_id, d.box))
