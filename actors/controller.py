@@ -25,7 +25,7 @@ from actors.source import SourceActor
 from vsa import CODE_FINGERPRINT, __version__
 from vsa.config import RunSpec
 from vsa.errors import ConfigError, RunNotFound, VsaError
-from vsa.runstate import RunState, derive_run_state
+from vsa.runstate import RunState, derive_run_state, run_reason
 from vsa.settings import inference_gpus
 from vsa.uri import mask_uri
 
@@ -50,18 +50,37 @@ class _Run:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop_requested: bool = False
     monitor: asyncio.Task | None = None
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+
+    def enter(self, state: RunState) -> None:
+        """Move to ``state``, log it with the reason, and keep the transition (bounded)."""
+        reason = None if state.terminal else run_reason(self.sources.values())
+        log.info(
+            "run=%s %s -> %s%s",
+            self.id,
+            self.state.value,
+            state.value,
+            f" ({reason})" if reason else "",
+        )
+        self.state = state
+        self.transitions.append(
+            {"t": round(time.time(), 3), "state": state.value, "reason": reason}
+        )
+        del self.transitions[:-200]
 
     def summary(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.spec.name,
             "state": self.state.value,
+            "reason": None if self.state.terminal else run_reason(self.sources.values()),
             "error": self.error,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "output_dir": self.spec.output_dir,
             "model": self.model,
             "sources": [self.sources[s.id] for s in self.spec.sources],
+            "transitions": list(self.transitions),
         }
 
 
@@ -70,7 +89,12 @@ def _initial_source_status(source_id: str, uri: str) -> dict[str, Any]:
         "id": source_id,
         "uri": mask_uri(uri),
         "state": "CONNECTING",
+        "code": None,
         "error": None,
+        "attempt": 0,
+        "next_retry_at": None,
+        "reconnects": 0,
+        "last_frame_age_s": None,
         "frames_decoded": 0,
         "frames_inferred": 0,
         "frames_emitted": 0,
@@ -78,6 +102,7 @@ def _initial_source_status(source_id: str, uri: str) -> dict[str, Any]:
         "drops": {},
         "in_flight": 0,
         "fps": 0.0,
+        "transitions": [],
     }
 
 
@@ -125,6 +150,7 @@ class Controller:
                     )
             run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
             record = _Run(run_id, spec)
+            record.transitions.append({"t": round(time.time(), 3), "state": "WAITING"})
             record.sources = {s.id: _initial_source_status(s.id, s.uri) for s in spec.sources}
             record.model = await self._ensure_engine(spec)
             key = record.engine_key = record.model.pop("key")
@@ -234,17 +260,17 @@ class Controller:
                 await self._finish(record, state)
                 return
             if state != record.state:
-                log.info("run=%s %s -> %s", record.id, record.state.value, state.value)
-                record.state = state
+                record.enter(state)
             await asyncio.sleep(POLL_S)
 
     async def _finish(self, record: _Run, state: RunState) -> None:
         if record.state.terminal:
             return
-        record.state, record.finished_at = state, time.time()
         if state is RunState.FAILED:
             errors = [f"{s['id']}: {s['error']}" for s in record.sources.values() if s.get("error")]
             record.error = "; ".join(errors) or "every source failed"
+        record.enter(state)
+        record.finished_at = time.time()
         for actor in record.actors.values():
             ray.kill(actor)
         record.actors.clear()
@@ -261,7 +287,6 @@ class Controller:
                     )
                 except Exception as exc:  # noqa: BLE001 - a model left loaded is not worth failing a run
                     log.warning("run=%s could not unload its model: %s", record.id, exc)
-        log.info("run=%s %s", record.id, state.value)
 
     def _forget_old_runs(self) -> None:
         done = sorted(

@@ -15,7 +15,7 @@ import ray
 
 from vsa.config import RunSpec
 from vsa.sinks import FrameResult, open_sinks
-from vsa.sources import Frame
+from vsa.sources import Frame, SourceOptions
 from vsa.stream import StreamWorker
 
 
@@ -53,6 +53,8 @@ class SourceActor:
             lambda fps: open_sinks(spec.sinks, spec.output_dir, run_id, source_id, fps),
             self._submit,
             max_in_flight=source.max_in_flight,
+            reconnect=source.reconnect,
+            options=SourceOptions.from_spec(source),
         )
         self.worker.start()
 

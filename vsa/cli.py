@@ -76,15 +76,18 @@ def render_run(run: dict[str, Any]) -> str:
     ]
     if run.get("error"):
         lines.append(f"  error: {run['error']}")
-    header = ("source", "state", "decoded", "inferred", "emitted", "dropped", "fps")
+    if run.get("reason"):
+        lines.append(f"  why: {run['reason']}")
+    header = ("source", "state", "decoded", "inferred", "emitted", "dropped", "reconn", "fps")
     rows = [header] + [
         (
             s["id"],
-            s["state"],
+            source_state_text(s),
             str(s["frames_decoded"]),
             str(s["frames_inferred"]),
             str(s["frames_emitted"]),
             str(s["frames_dropped"]),
+            str(s.get("reconnects", 0)),
             f"{s['fps']:.1f}",
         )
         for s in run["sources"]
@@ -101,9 +104,21 @@ def render_run(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def source_state_text(s: dict[str, Any], now: float | None = None) -> str:
+    """``STREAMING``, or ``RECONNECTING #3 in 4s`` with the attempt and time to the next try."""
+    if s["state"] != "RECONNECTING":
+        return s["state"]
+    text = f"RECONNECTING #{s.get('attempt', 0)}"
+    retry_at = s.get("next_retry_at")
+    if retry_at is not None:
+        text += f" in {max(0.0, retry_at - (time.time() if now is None else now)):.0f}s"
+    return text
+
+
 def progress_line(run: dict[str, Any], elapsed: float) -> str:
     parts = [
-        f"{s['id']} {s['state']} {s['frames_emitted']} {s['fps']:.1f}fps" for s in run["sources"]
+        f"{s['id']} {source_state_text(s)} {s['frames_emitted']} {s['fps']:.1f}fps"
+        for s in run["sources"]
     ]
     return f"[{elapsed:5.0f}s] {run['state']:<8} " + " | ".join(parts)
 

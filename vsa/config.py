@@ -25,6 +25,50 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ReconnectSpec(_Strict):
+    """How a network source retries after it fails or goes down (run level, overridable per source).
+
+    Files and `synthetic://` sources are never retried: reading the same bytes again fails the same way.
+    """
+
+    policy: Literal["exponential", "fixed"] = Field(
+        "exponential",
+        description="`exponential`: `initial_s`, times `multiplier` per attempt, up to `max_s`, "
+        "with `jitter`; `fixed`: every `interval_s` (the MVP's behaviour).",
+    )
+    interval_s: float = Field(5.0, gt=0, le=86400, description="Delay of the `fixed` policy.")
+    initial_s: float = Field(1.0, gt=0, le=86400, description="First delay of `exponential`.")
+    multiplier: float = Field(
+        2.0, ge=1.0, le=100, description="Growth per attempt of `exponential`."
+    )
+    max_s: float = Field(
+        30.0,
+        gt=0,
+        le=86400,
+        description="Longest delay of `exponential`; permanent errors (bad credentials, not found, "
+        "unsupported codec) wait this long at once instead of hammering the camera.",
+    )
+    jitter: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Each delay is drawn uniformly from [delay x (1 - jitter), delay], so cameras "
+        "that went down together do not all retry at the same instant.",
+    )
+    max_attempts: int | None = Field(
+        None,
+        ge=1,
+        description="Attempts in a row before the source is FAILED; `null` = retry forever. "
+        "A connection that delivers frames resets the count.",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> ReconnectSpec:
+        if self.policy == "exponential" and self.max_s < self.initial_s:
+            raise ValueError(f"max_s: {self.max_s} is smaller than initial_s {self.initial_s}")
+        return self
+
+
 class SourceSpec(_Strict):
     """One stream."""
 
@@ -45,6 +89,33 @@ class SourceSpec(_Strict):
         le=256,
         description="Frames of this stream that may be in the object store at once.",
     )
+    reconnect: ReconnectSpec = Field(
+        default_factory=ReconnectSpec,
+        description="Overrides of the run's `reconnect` block for this source (fields not "
+        "given here come from the run's block).",
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTP transport for `rtsp://`: `tcp` (interleaved, the default) or `udp`."
+    )
+    open_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Longest wait to connect and read the stream's header."
+    )
+    read_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Longest wait for data from a connected source."
+    )
+    stall_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A connected source that delivers no frame for this long is reconnected "
+        "(STALLED), even if its connection stays open.",
+    )
+    max_frame_pixels: int = Field(
+        3840 * 2160,
+        ge=64,
+        description="Frames larger than this (width x height) are refused with FRAME_TOO_LARGE; "
+        "raise it to accept bigger video.",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -55,6 +126,12 @@ class SourceSpec(_Strict):
 
             SyntheticParams.from_uri(value)
         return value
+
+    @model_validator(mode="after")
+    def _transport(self) -> SourceSpec:
+        if self.rtsp_transport != "tcp" and not uri_mod.scheme_of(self.uri).startswith("rtsp"):
+            raise ValueError("rtsp_transport: only applies to rtsp:// sources")
+        return self
 
 
 class ModelSpec(_Strict):
@@ -166,12 +243,40 @@ class RunSpec(_Strict):
         description="Where sinks write; relative paths are taken from the submit directory."
     )
     sources: list[SourceSpec] = Field(min_length=1, description="The streams.")
+    reconnect: ReconnectSpec = Field(
+        default_factory=ReconnectSpec,
+        description="Reconnect policy of every network source; a source's own `reconnect` "
+        "block overrides single fields.",
+    )
     model: ModelSpec = Field(default_factory=ModelSpec)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     sinks: list[SinkSpec] = Field(
         default_factory=lambda: [VideoSinkSpec(type="video"), JsonlSinkSpec(type="jsonl")],
         description="Outputs per stream; default: video and jsonl.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_reconnect(cls, data: Any) -> Any:
+        """Give each source the run's reconnect fields it does not set itself."""
+        if not isinstance(data, dict):
+            return data
+        base = data.get("reconnect") or {}
+        sources = data.get("sources")
+        if not isinstance(base, dict) or not isinstance(sources, list):
+            return data
+        try:
+            ReconnectSpec.model_validate(base)
+        except ValidationError:
+            return data  # reported once, at `reconnect`, not again under every source
+        merged = []
+        for source in sources:
+            if isinstance(source, dict):
+                own = source.get("reconnect")
+                if own is None or isinstance(own, dict):
+                    source = {**source, "reconnect": {**base, **(own or {})}}
+            merged.append(source)
+        return {**data, "sources": merged}
 
     @model_validator(mode="after")
     def _unique(self) -> RunSpec:
@@ -264,7 +369,9 @@ def _format_error(err: dict[str, Any]) -> str:
         msg = msg[len("Value error, ") :]
         # model-level validators already name their field
         if re.match(r"^[a-z_]+(\[\d+\])?[.:]", msg):
-            return msg
+            if not loc or msg.startswith(f"{loc[-1]}."):
+                return msg if len(loc) <= 1 else f"{_loc(loc[:-1])}.{msg}"
+            return f"{_loc(loc)}.{msg}"
     return f"{_loc(loc)}: {msg}"
 
 
@@ -346,7 +453,15 @@ def markdown_reference() -> str:
         "Generated from `vsa/config.py` by `python -m vsa.config --markdown`.",
         "",
     ]
-    for model in (RunSpec, SourceSpec, ModelSpec, BatchingSpec, VideoSinkSpec, JsonlSinkSpec):
+    for model in (
+        RunSpec,
+        SourceSpec,
+        ReconnectSpec,
+        ModelSpec,
+        BatchingSpec,
+        VideoSinkSpec,
+        JsonlSinkSpec,
+    ):
         lines += [f"## {model.__name__}", "", (model.__doc__ or "").strip(), ""]
         lines += ["| field | type | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():

@@ -2,9 +2,9 @@
 
 | run state | when |
 |---|---|
-| WAITING  | no source streams yet |
-| UP       | every source that has not ended is streaming |
-| DEGRADED | some sources failed while others stream |
+| WAITING  | no source delivers frames: at start, or while every live source is down (it keeps retrying) |
+| UP       | at least one source streams and none is down (CONNECTING at start or FINISHED is not down) |
+| DEGRADED | at least one source streams while others are RECONNECTING or FAILED |
 | FINISHED | every source ended and at least one reached its end |
 | FAILED   | every source failed |
 | STOPPED  | a user stopped it (from any state), or its sources ended stopped |
@@ -12,8 +12,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum
+from typing import Any
 
 
 class RunState(str, Enum):
@@ -29,15 +30,27 @@ class RunState(str, Enum):
         return self in (RunState.FINISHED, RunState.FAILED, RunState.STOPPED)
 
 
+ENDED = frozenset({"FINISHED", "FAILED", "STOPPED"})
+DOWN = frozenset({"RECONNECTING", "FAILED"})
+
+
 def derive_run_state(source_states: Iterable[str]) -> RunState:
     states = list(source_states)
-    ended = {"FINISHED", "FAILED", "STOPPED"}
-    if states and all(s in ended for s in states):
+    if states and all(s in ENDED for s in states):
         if all(s == "FAILED" for s in states):
             return RunState.FAILED
         return RunState.FINISHED if "FINISHED" in states else RunState.STOPPED
-    streaming = any(s == "STREAMING" for s in states)
-    failed = any(s == "FAILED" for s in states)
-    if not streaming:
+    if not any(s == "STREAMING" for s in states):
         return RunState.WAITING
-    return RunState.DEGRADED if failed else RunState.UP
+    return RunState.DEGRADED if any(s in DOWN for s in states) else RunState.UP
+
+
+def run_reason(sources: Iterable[Mapping[str, Any]]) -> str | None:
+    """Why a run is not simply UP: the sources that are down or not yet streaming, with codes."""
+    parts = []
+    for s in sources:
+        state = s.get("state")
+        if state in DOWN or state == "CONNECTING":
+            code = s.get("code")
+            parts.append(f"{s.get('id')} {state}" + (f" ({code})" if code else ""))
+    return ", ".join(parts) or None

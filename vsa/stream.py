@@ -1,5 +1,16 @@
 """One stream's pipeline, without Ray: decode -> submit to inference -> sinks, in order.
 
+The source state machine (docs/states.md)::
+
+    CONNECTING -> STREAMING -> FINISHED            (a file or finite source reached its end)
+        |  ^          |
+        v  |          v
+    RECONNECTING <----+  (network sources: error, stall or end; waits by the reconnect policy)
+        |
+        v
+      FAILED  (a file/synthetic source failed, or max_attempts ran out)
+    any state -> STOPPED (stop requested)
+
 Two threads. The decode thread opens the source, decodes frames and submits them in
 small chunks (one call per chunk amortises the per-call cost; live sources submit
 every frame at once for latency). The sink thread takes the results in submit order
@@ -21,9 +32,12 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any, Protocol
 
+from vsa.config import ReconnectSpec
+from vsa.reconnect import Backoff
 from vsa.sinks import FrameResult, Sink
-from vsa.sources import Frame, FrameSource, open_source
-from vsa.uri import mask_uri
+from vsa.sources import Frame, FrameSource, SourceOptions, open_source
+from vsa.sources.errors import SourceError, classify, describe
+from vsa.uri import NETWORK_SCHEMES, mask_uri, scheme_of
 
 log = logging.getLogger("vsa.stream")
 
@@ -31,6 +45,7 @@ log = logging.getLogger("vsa.stream")
 class SourceState(str, Enum):
     CONNECTING = "CONNECTING"
     STREAMING = "STREAMING"
+    RECONNECTING = "RECONNECTING"  # down; waiting ``next_retry_at`` for attempt ``attempt``
     FINISHED = (
         "FINISHED"  # a finite source reached its end; every frame emitted or counted as dropped
     )
@@ -47,7 +62,9 @@ class Pending(Protocol):
 
 
 Submit = Callable[[list[Frame]], Pending]
+Opener = Callable[[str, SourceOptions], FrameSource]
 _END = object()
+TRANSITIONS_KEPT = 100
 
 
 class StreamWorker:
@@ -61,15 +78,29 @@ class StreamWorker:
         max_in_flight: int = 8,
         chunk_size: int = 4,
         result_timeout_s: float = 120.0,
-        opener: Callable[[str], FrameSource] = open_source,
+        opener: Opener = open_source,
+        reconnect: ReconnectSpec | None = None,
+        options: SourceOptions | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self.run_id, self.source_id, self.uri = run_id, source_id, uri
         self._sinks_factory, self._submit, self._opener = sinks_factory, submit, opener
         self.max_in_flight = max_in_flight
         self.chunk_size = max(1, min(chunk_size, max_in_flight))
         self.result_timeout_s = result_timeout_s
+        self.options = options or SourceOptions()
+        self.options.on_skip = self._skipped
+        # only network sources come back: a file or a generator fails the same way again
+        self.reconnects = scheme_of(uri) in NETWORK_SCHEMES
+        self.backoff = backoff or Backoff(reconnect or ReconnectSpec())
         self.state = SourceState.CONNECTING
         self.error: str | None = None
+        self.code: str | None = None
+        self._failed = False
+        self.attempt = 0
+        self.next_retry_at: float | None = None
+        self.reconnect_count = 0  # connections made after the first
+        self.transitions: deque[dict[str, Any]] = deque(maxlen=TRANSITIONS_KEPT)
         self.decoded = self.inferred = self.emitted = 0
         self.drops: Counter[str] = Counter()
         self._slots = threading.Semaphore(max_in_flight)
@@ -77,11 +108,13 @@ class StreamWorker:
         self._stopping = threading.Event()
         self._stop_deadline: float | None = None
         self._emit_times: deque[float] = deque(maxlen=512)
+        self._last_frame_at: float | None = None
         self._lock = threading.Lock()
         self._source: FrameSource | None = None
         self._sinks: list[Sink] = []
         self._sinks_ready = threading.Event()
         self.started_at = time.time()
+        self._record(SourceState.CONNECTING)
         self._decode_thread = threading.Thread(
             target=self._decode_loop, name=f"decode:{source_id}", daemon=True
         )
@@ -125,11 +158,17 @@ class StreamWorker:
             fps = 0.0
             if len(recent) >= 2 and now - recent[0] > 0:
                 fps = (len(recent) - 1) / max(now - recent[0], 1e-6)
+            age = None if self._last_frame_at is None else round(now - self._last_frame_at, 2)
             return {
                 "id": self.source_id,
                 "uri": mask_uri(self.uri),
                 "state": self.state.value,
+                "code": self.code,
                 "error": self.error,
+                "attempt": self.attempt,
+                "next_retry_at": self.next_retry_at,
+                "reconnects": self.reconnect_count,
+                "last_frame_age_s": age,
                 "frames_decoded": self.decoded,
                 "frames_inferred": self.inferred,
                 "frames_emitted": self.emitted,
@@ -137,14 +176,35 @@ class StreamWorker:
                 "drops": dict(self.drops),
                 "in_flight": self.decoded - self.emitted - sum(self.drops.values()),
                 "fps": round(fps, 2),
+                "transitions": list(self.transitions),
             }
 
     # --- threads -------------------------------------------------------------------------
-    def _fail(self, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}".replace(self.uri, mask_uri(self.uri))
+    def _record(self, state: SourceState, code: str | None = None) -> None:
+        """Enter ``state`` (call with the lock held, or before the threads start)."""
+        self.state = state
+        entry: dict[str, Any] = {"t": round(time.time(), 3), "state": state.value}
+        if code:
+            entry["code"] = code
+        self.transitions.append(entry)
+
+    def _set_state(self, state: SourceState, code: str | None = None) -> None:
         with self._lock:
-            self.error = mask_uri(message)
+            if self.state is not state:
+                self._record(state, code)
+
+    def _fail(self, exc: BaseException) -> None:
+        err = classify(exc, self.uri)
+        with self._lock:
+            self.code, self.error = err.code, f"{err.code}: {mask_uri(err.message)}"
+            self._failed = True
         log.error("run=%s source=%s failed: %s", self.run_id, self.source_id, self.error)
+
+    def _skipped(self, cause: str, count: int) -> None:
+        """Frames the source lost before they were decoded (damaged data): decoded and dropped."""
+        with self._lock:
+            self.decoded += count
+            self.drops[cause] += count
 
     def _acquire_slot(self) -> bool:
         while not self._stopping.is_set():
@@ -167,43 +227,106 @@ class StreamWorker:
         self._pending.put((chunk, pending))
 
     def _decode_loop(self) -> None:
-        chunk: list[Frame] = []
         try:
-            self._source = self._opener(self.uri)
-            self._sinks = self._sinks_factory(self._source.fps)
+            while not self._stopping.is_set():
+                try:
+                    error = self._connect_and_stream()
+                except Exception as exc:  # noqa: BLE001 - any source error ends this connection only
+                    error = classify(exc, self.uri)
+                if self._stopping.is_set():
+                    return
+                if error is None:
+                    return  # a finite source reached its end
+                if not self._retry_later(error):
+                    return
+        finally:
             self._sinks_ready.set()
-            if self._stopping.is_set():
-                return
-            with self._lock:
-                self.state = SourceState.STREAMING
-            log.info(
-                "run=%s source=%s streaming %s", self.run_id, self.source_id, mask_uri(self.uri)
+            self._pending.put(_END)
+
+    def _retry_later(self, error: SourceError) -> bool:
+        """Wait by the reconnect policy; False when the source must give up (FAILED)."""
+        if not self.reconnects:
+            self._fail(error)
+            return False
+        self.attempt += 1
+        if self.backoff.exhausted(self.attempt):
+            self._fail(
+                SourceError(
+                    error.code,
+                    f"{error.message} (gave up after {self.attempt - 1} reconnect attempts)",
+                )
             )
-            live = self._source.live
-            for frame in self._source.frames():
+            return False
+        delay = self.backoff.delay(self.attempt, error.permanent)
+        with self._lock:
+            self.code, self.error = error.code, f"{error.code}: {mask_uri(error.message)}"
+            self.next_retry_at = time.time() + delay
+            self._record(SourceState.RECONNECTING, error.code)
+        log.warning(
+            "run=%s source=%s %s; reconnect attempt %d in %.1f s%s",
+            self.run_id,
+            self.source_id,
+            self.error,
+            self.attempt,
+            delay,
+            " (permanent error: waiting the policy's longest delay)" if error.permanent else "",
+        )
+        if self._stopping.wait(delay):
+            return False
+        with self._lock:
+            self.next_retry_at = None
+            self._record(SourceState.CONNECTING)
+        return True
+
+    def _connect_and_stream(self) -> SourceError | None:
+        """One connection: open, stream until it ends or fails. None = finished for good."""
+        chunk: list[Frame] = []
+        source: FrameSource | None = None
+        try:
+            source = self._source = self._opener(self.uri, self.options)
+            if not self._sinks_ready.is_set():
+                self._sinks = self._sinks_factory(source.fps)
+                self._sinks_ready.set()
+            if self._stopping.is_set():
+                return None
+            first = True
+            for frame in source.frames():
+                if first:  # connected *and* delivering: only now is the source STREAMING
+                    first = False
+                    with self._lock:
+                        if self.attempt:
+                            self.reconnect_count += 1
+                        self.attempt, self.code, self.error = 0, None, None
+                        self._record(SourceState.STREAMING)
+                    log.info(
+                        "run=%s source=%s streaming %s",
+                        self.run_id,
+                        self.source_id,
+                        mask_uri(self.uri),
+                    )
                 if not self._acquire_slot():
                     with self._lock:
                         self.decoded += 1
                         self.drops["shutdown"] += 1
-                    break
+                    return None
                 with self._lock:
+                    frame.index = self.decoded  # numbered across reconnects
                     self.decoded += 1
+                    self._last_frame_at = time.monotonic()
                 chunk.append(frame)
-                if live or len(chunk) >= self.chunk_size:
+                if source.live or len(chunk) >= self.chunk_size:
                     self._flush(chunk)
                     chunk = []
                 if self._stopping.is_set():
-                    break
-        except Exception as exc:  # noqa: BLE001 - any source error ends this stream only
-            if not self._stopping.is_set():
-                self._fail(exc)
+                    return None
+            if getattr(source, "endless", False):
+                return SourceError("ENDED", "the stream ended")
+            return None
         finally:
             self._flush(chunk)
-            self._sinks_ready.set()
-            self._pending.put(_END)
-            if self._source is not None:
+            if source is not None:
                 try:
-                    self._source.close()
+                    source.close()
                 except Exception:  # noqa: BLE001
                     pass
 
@@ -256,7 +379,7 @@ class StreamWorker:
                 except Exception as exc:  # noqa: BLE001 - a sink that cannot write fails the stream
                     failed = True
                     self._stopping.set()
-                    self._fail(exc)
+                    self._fail(SourceError("SINK_ERROR", f"{describe(exc)} ({type(exc).__name__})"))
                     self._drop("sink_error", len(chunk) - done)
                     break
                 with self._lock:
@@ -276,12 +399,14 @@ class StreamWorker:
                     "run=%s source=%s closing a sink failed: %s", self.run_id, self.source_id, exc
                 )
         with self._lock:
-            if self.error is not None:
-                self.state = SourceState.FAILED
+            if self._failed:
+                final = SourceState.FAILED
             elif self._stopping.is_set():
-                self.state = SourceState.STOPPED
+                final = SourceState.STOPPED
             else:
-                self.state = SourceState.FINISHED
+                final = SourceState.FINISHED
+            self.next_retry_at = None
+            self._record(final, self.code if final is SourceState.FAILED else None)
         log.info(
             "run=%s source=%s %s: %d decoded, %d emitted, drops %s",
             self.run_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vsa.runstate import RunState, derive_run_state
+from vsa.runstate import RunState, derive_run_state, run_reason
 from vsa.stream import SourceState
 
 TABLE = [
@@ -19,8 +19,15 @@ TABLE = [
     (["STREAMING", "STREAMING"], RunState.UP),
     (["STREAMING", "FINISHED"], RunState.UP),
     (["STREAMING", "CONNECTING"], RunState.UP),
-    # some failed while others stream
+    # no source streams: every live one is down, still retrying
+    (["RECONNECTING"], RunState.WAITING),
+    (["RECONNECTING", "CONNECTING"], RunState.WAITING),
+    (["RECONNECTING", "FAILED"], RunState.WAITING),
+    (["RECONNECTING", "FINISHED"], RunState.WAITING),
+    # some are down (failed or reconnecting) while others stream
     (["STREAMING", "FAILED"], RunState.DEGRADED),
+    (["STREAMING", "RECONNECTING"], RunState.DEGRADED),
+    (["STREAMING", "RECONNECTING", "CONNECTING", "FINISHED"], RunState.DEGRADED),
     (["FAILED", "STREAMING", "FINISHED", "CONNECTING"], RunState.DEGRADED),
     # every source ended, at least one reached its end
     (["FINISHED"], RunState.FINISHED),
@@ -74,3 +81,17 @@ def test_states_are_strings():
         "FAILED",
         "STOPPED",
     }
+
+
+def test_reason_names_the_sources_that_are_down_with_their_codes():
+    sources = [
+        {"id": "cam1", "state": "STREAMING", "code": None},
+        {"id": "cam2", "state": "RECONNECTING", "code": "UNREACHABLE"},
+        {"id": "cam3", "state": "FAILED", "code": "AUTH_FAILED"},
+        {"id": "cam4", "state": "CONNECTING", "code": None},
+        {"id": "clip", "state": "FINISHED", "code": None},
+    ]
+    assert run_reason(sources) == (
+        "cam2 RECONNECTING (UNREACHABLE), cam3 FAILED (AUTH_FAILED), cam4 CONNECTING"
+    )
+    assert run_reason(sources[:1]) is None

@@ -115,8 +115,24 @@ def test_pts_strictly_increasing_even_when_given_equal_or_backwards(tmp_path: Pa
     times = [f.time for f in decode(path)]
     assert len(times) == 6
     assert all(b > a for a, b in zip(times, times[1:], strict=False)), times
-    # 0, 100, 101 (equal -> +1 ms), 102 (backwards -> +1 ms), 202 (none -> +1/fps), 500 ms
-    assert np.allclose(np.array(times) - times[0], [0, 0.1, 0.101, 0.102, 0.202, 0.5], atol=1e-3)
+    # equal or backwards: one frame step after the last, and later pts keep that shift;
+    # missing: one frame step
+    assert np.allclose(np.array(times) - times[0], [0, 0.1, 0.2, 0.3, 0.4, 0.75], atol=1e-3)
+    assert writer.discontinuities == 2
+
+
+def test_timestamp_jumps_keep_the_video_continuous(tmp_path: Path):
+    """A reconnect restarts pts at 0; a camera clock jumps an hour: the video plays on."""
+    path = tmp_path / "jumps.mp4"
+    given = [5.0, 5.1, 5.2, 0.0, 0.1, 3600.1, 3600.2, 3600.4]
+    writer = VideoWriter(path, fps=10)
+    for k, pts in enumerate(given):
+        writer.write(image(k), pts)
+    writer.close()
+    times = [f.time for f in decode(path)]
+    expected = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8]  # the 0.2 s gap after the jump is kept
+    assert np.allclose(np.array(times) - times[0], expected, atol=1e-3), times
+    assert writer.discontinuities == 2
 
 
 def test_fragmented_file_is_readable_before_close(tmp_path: Path):

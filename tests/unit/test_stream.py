@@ -13,7 +13,7 @@ import av
 import pytest
 import torch
 
-from vsa.config import JsonlSinkSpec, VideoSinkSpec
+from vsa.config import JsonlSinkSpec, ReconnectSpec, VideoSinkSpec
 from vsa.models import run_model
 from vsa.models.builtin import BuiltinModel
 from vsa.sinks import FrameResult, open_sinks
@@ -207,8 +207,8 @@ def test_stop_on_an_endless_source(tmp_path: Path, model, executor):
     sinks = Sinks(tmp_path, recorder)
     closed = threading.Event()
 
-    def opener(uri: str):
-        source = open_source(uri)
+    def opener(uri: str, options):
+        source = open_source(uri, options)
         close = source.close
 
         def close_and_note():
@@ -252,12 +252,18 @@ def test_stop_before_start_of_streaming(tmp_path: Path, model, executor):
 def test_opener_error_fails_the_stream(tmp_path: Path, model, executor):
     uri = "rtsp://user:secret@127.0.0.1:1/x"
 
-    def opener(u: str):
+    def opener(u: str, options):
         raise OSError(f"cannot connect to {u}")
 
     sinks = Sinks(tmp_path)
     worker = StreamWorker(
-        "run-1", "cam1", uri, sinks, InProcessInference(model, executor), opener=opener
+        "run-1",
+        "cam1",
+        uri,
+        sinks,
+        InProcessInference(model, executor),
+        opener=opener,
+        reconnect=ReconnectSpec(initial_s=0.01, max_attempts=2),
     )
     worker.start()
     assert worker.join(TIMEOUT)
@@ -273,18 +279,27 @@ def test_opener_error_fails_the_stream(tmp_path: Path, model, executor):
 def test_opener_error_does_not_leak_credentials(tmp_path: Path, model, executor):
     uri = "rtsp://user:secret@127.0.0.1:1/x"
 
-    def opener(u: str):
+    def opener(u: str, options):
         raise OSError(f"cannot connect to {u}")
 
     worker = StreamWorker(
-        "run-1", "cam1", uri, Sinks(tmp_path), InProcessInference(model, executor), opener=opener
+        "run-1",
+        "cam1",
+        uri,
+        Sinks(tmp_path),
+        InProcessInference(model, executor),
+        opener=opener,
+        reconnect=ReconnectSpec(initial_s=0.01, max_attempts=2),
     )
     worker.start()
     assert worker.join(TIMEOUT)
     status = worker.status()
     assert status["state"] == "FAILED"
     assert "secret" not in json.dumps(status)
-    assert status["error"] == "OSError: cannot connect to rtsp://user:***@127.0.0.1:1/x"
+    assert status["code"] == "IO_ERROR"
+    assert status["error"] == (
+        "IO_ERROR: cannot connect to rtsp://user:***@127.0.0.1:1/x (gave up after 2 reconnect attempts)"
+    )
 
 
 def test_sink_error_fails_the_stream(tmp_path: Path, model, executor):
@@ -296,7 +311,7 @@ def test_sink_error_fails_the_stream(tmp_path: Path, model, executor):
     assert worker.join(TIMEOUT), "a failing sink must end the endless stream"
     status = worker.status()
     assert status["state"] == "FAILED"
-    assert status["error"] == "OSError: No space left on device"
+    assert status["error"] == "SINK_ERROR: No space left on device (OSError)"
     assert status["frames_emitted"] == 0
     invariant(status)
     assert sinks.all_closed()
@@ -320,7 +335,7 @@ def test_never_more_than_max_in_flight(tmp_path: Path, model, executor):
     class Instrumented:
         """The synthetic source, observing frames in flight each time a frame is pulled."""
 
-        def __init__(self, uri: str) -> None:
+        def __init__(self, uri: str, options=None) -> None:
             self.inner = SyntheticSource(uri)
             self.live, self.fps = self.inner.live, self.inner.fps
 
@@ -374,7 +389,7 @@ def test_live_source_submits_every_frame_at_once(tmp_path: Path, model, executor
     t = FakeTime()
     uri = f"synthetic://shapes?seed=5&width={W}&height={H}&fps=25&frames=12"
 
-    def opener(u: str) -> SyntheticSource:
+    def opener(u: str, options) -> SyntheticSource:
         return SyntheticSource(u, clock=t.clock, sleep=t.sleep)  # paced, on a fake clock
 
     submit = InProcessInference(model, executor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from vsa.models.base import Detection
 from vsa.sinks.jsonl import JsonlWriter
 from vsa.sinks.video import VideoWriter
 from vsa.sources.base import Frame
+
+log = logging.getLogger("vsa.sinks")
 
 
 @dataclass
@@ -33,11 +36,31 @@ class Sink(Protocol):
 
 
 class VideoSink:
+    """Annotated MP4. A resolution change starts a new segment: ``cam1.mp4``, ``cam1.part2.mp4``, ..."""
+
     def __init__(self, spec: VideoSinkSpec, path: Path, fps: float | None) -> None:
-        self.spec = spec
+        self.spec, self.path, self.fps = spec, path, fps
         self.writer = VideoWriter(path, fps=fps, crf=spec.crf)
+        self.segments = [path]
+        self._size: tuple[int, int] | None = None
 
     def write(self, frame: Frame, result: FrameResult) -> None:
+        size = frame.image.shape[1], frame.image.shape[0]
+        if self._size is not None and size != self._size:
+            self.writer.close()
+            path = self.path.with_name(
+                f"{self.path.stem}.part{len(self.segments) + 1}{self.path.suffix}"
+            )
+            log.info(
+                "%s: frame size changed from %dx%d to %dx%d; continuing in %s",
+                self.path.name,
+                *self._size,
+                *size,
+                path.name,
+            )
+            self.writer = VideoWriter(path, fps=self.fps, crf=self.spec.crf)
+            self.segments.append(path)
+        self._size = size
         annotated = draw_detections(frame.image, result.detections, draw_masks=self.spec.draw_masks)
         self.writer.write(annotated, frame.pts)
 

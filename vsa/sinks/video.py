@@ -14,6 +14,7 @@ import av
 import numpy as np
 
 TIME_BASE = Fraction(1, 1000)  # pts in milliseconds
+MAX_GAP_MS = 10_000  # a forward jump longer than this is a discontinuity, not a pause
 
 
 class VideoWriter:
@@ -27,6 +28,8 @@ class VideoWriter:
         self._container: av.container.OutputContainer | None = None
         self._stream = None
         self._last_pts: int | None = None
+        self._offset_ms = 0  # added to source pts; moved at each discontinuity
+        self.discontinuities = 0
         self.frames_written = 0
 
     def _open(self, width: int, height: int) -> None:
@@ -57,7 +60,13 @@ class VideoWriter:
         self._stream = stream
 
     def write(self, image: np.ndarray, pts: float | None = None) -> None:
-        """Append one BGR frame; ``pts`` in seconds (made strictly increasing)."""
+        """Append one BGR frame; ``pts`` in seconds.
+
+        Source timestamps are kept while they move forward by less than ``MAX_GAP_MS``.
+        When they jump backwards (a reconnect restarts them, a camera clock is reset) or
+        far forwards, the video continues one frame step after the last frame instead:
+        the file stays playable and its length matches what was recorded.
+        """
         h, w = image.shape[:2]
         w2, h2 = w - w % 2, h - h % 2  # yuv420p needs even sizes
         if self._container is None:
@@ -67,14 +76,16 @@ class VideoWriter:
                 f"{self.path.name}: frame size changed from {self._stream.width}x{self._stream.height} to {w2}x{h2}"
             )
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h2, :w2]), format="bgr24")
-        step = round(1000 / self.fps)
-        ms = (
-            round(pts * 1000)
-            if pts is not None
-            else (self._last_pts + step if self._last_pts is not None else 0)
-        )
-        if self._last_pts is not None and ms <= self._last_pts:
-            ms = self._last_pts + 1
+        step = max(1, round(1000 / self.fps))
+        last = self._last_pts
+        if pts is None:
+            ms = 0 if last is None else last + step
+        else:
+            ms = round(pts * 1000) + self._offset_ms
+            if last is not None and not (last < ms <= last + MAX_GAP_MS):
+                self._offset_ms += last + step - ms
+                ms = last + step
+                self.discontinuities += 1
         frame.pts, frame.time_base = ms, TIME_BASE
         self._last_pts = ms
         for packet in self._stream.encode(frame):

@@ -1,4 +1,15 @@
-"""Files and network streams decoded with PyAV."""
+"""Files and network streams decoded with PyAV, packet by packet.
+
+Decoding packet by packet (instead of ``container.decode()``) lets one damaged packet
+cost only the frames up to the next keyframe: a decode error, or a frame the decoder
+marks corrupt, is counted (``decode_error``) and packets are skipped until a keyframe.
+A stream that starts mid-GOP is skipped the same way until its first keyframe.
+
+Timeouts are always set: ``open_timeout_s`` bounds connecting and reading the header,
+and ``min(read_timeout_s, stall_timeout_s)`` every later read, so a dead camera raises
+instead of hanging the thread. A connection that keeps sending packets but no frame
+for ``stall_timeout_s`` raises ``STALLED``.
+"""
 
 from __future__ import annotations
 
@@ -9,33 +20,109 @@ import av
 import numpy as np
 
 from vsa import uri as uri_mod
-from vsa.sources.base import Frame
+from vsa.sources.base import Frame, SourceOptions
+from vsa.sources.errors import SourceError, classify
 
-OPEN_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 10.0
+# A keyframe wait longer than this many packets means the keyframe flags cannot be trusted
+# (some streams never set them): decode anyway rather than drop the stream forever.
+KEYFRAME_WAIT_PACKETS = 600
+
+
+def _too_large(width: int, height: int, limit: int) -> SourceError:
+    return SourceError(
+        "FRAME_TOO_LARGE",
+        f"frame {width}x{height} ({width * height} pixels) is larger than max_frame_pixels "
+        f"{limit}; raise the source's max_frame_pixels to accept it",
+    )
 
 
 class AvSource:
     """Decodes the first video stream of a file or URL to BGR frames."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
+        self.uri = uri
+        self.options = options = options or SourceOptions()
         scheme = uri_mod.scheme_of(uri)
         self.live = scheme in uri_mod.NETWORK_SCHEMES
         target = str(uri_mod.file_path(uri)) if scheme == "file" else uri
-        options = {"rtsp_transport": "tcp"} if scheme.startswith("rtsp") else {}
-        self._container = av.open(target, options=options, timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S))
-        if not self._container.streams.video:
+        av_options: dict[str, str] = {}
+        if scheme.startswith("rtsp"):
+            av_options["rtsp_transport"] = options.rtsp_transport
+        read_timeout = min(options.read_timeout_s, options.stall_timeout_s)
+        self._container = av.open(
+            target, options=av_options, timeout=(options.open_timeout_s, read_timeout)
+        )
+        try:
+            if not self._container.streams.video:
+                raise SourceError("NO_VIDEO", f"{uri_mod.mask_uri(uri)}: no video stream")
+            self._stream = stream = self._container.streams.video[0]
+            if stream.codec_context is None or stream.codec_context.codec is None:
+                raise SourceError(
+                    "UNSUPPORTED_CODEC", f"{uri_mod.mask_uri(uri)}: no decoder for this video codec"
+                )
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width * height > options.max_frame_pixels:
+                raise _too_large(width, height, options.max_frame_pixels)
+            # FFmpeg's default (slice threads) on purpose: frame threads add a frame of latency
+            # per thread and report decode errors packets late, so the wrong packets get skipped
+        except BaseException:
             self._container.close()
-            raise ValueError(f"{uri_mod.mask_uri(uri)}: no video stream")
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
-        rate = self._stream.average_rate or self._stream.guessed_rate
+            raise
+        rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else None
+        # a camera or a live HTTP stream is reconnected when it ends; a file over HTTP finishes
+        self.endless = self.live and (
+            scheme.startswith(("rtsp", "rtmp")) or self._container.duration is None
+        )
 
     def frames(self) -> Iterator[Frame]:
-        for k, frame in enumerate(self._container.decode(self._stream)):
-            image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
-            yield Frame(index=k, pts=frame.time, wall_time=time.time(), image=image)
+        opts = self.options
+        k = 0
+        waiting_key, waited = True, 0
+        last_frame = time.monotonic()
+        demux = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - classify; a timeout here is a stall
+                err = classify(exc, self.uri)
+                if err.code == "TIMEOUT" and k > 0:
+                    raise SourceError(
+                        "STALLED",
+                        f"no data for {min(opts.read_timeout_s, opts.stall_timeout_s):g} s",
+                    ) from None
+                if err.code == "ENDED":
+                    return
+                raise err from None
+            if packet.size and waiting_key and not packet.is_keyframe:
+                waited += 1
+                if waited <= KEYFRAME_WAIT_PACKETS:
+                    opts.on_skip("decode_error", 1)
+                    continue
+            if packet.is_keyframe:
+                waiting_key = False
+            try:
+                decoded = packet.decode()
+            except (av.error.InvalidDataError, av.error.UndefinedError) as exc:
+                opts.on_skip("decode_error", 1)
+                waiting_key, waited = True, 0
+                del exc
+                continue
+            for frame in decoded:
+                if getattr(frame, "is_corrupt", False):
+                    opts.on_skip("decode_error", 1)
+                    waiting_key, waited = True, 0
+                    continue
+                if frame.width * frame.height > opts.max_frame_pixels:
+                    raise _too_large(frame.width, frame.height, opts.max_frame_pixels)
+                image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
+                yield Frame(index=k, pts=frame.time, wall_time=time.time(), image=image)
+                k += 1
+                last_frame = time.monotonic()
+            if packet.size and time.monotonic() - last_frame > opts.stall_timeout_s:
+                raise SourceError("STALLED", f"packets but no frame for {opts.stall_timeout_s:g} s")
 
     def close(self) -> None:
         self._container.close()

@@ -1,8 +1,8 @@
-"""What every source yields."""
+"""What every source yields, and the options every source is opened with."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,17 +13,53 @@ import numpy as np
 class Frame:
     """One decoded frame: a contiguous HxWx3 uint8 BGR array plus where it came from."""
 
-    index: int  # 0-based position in decode order
+    index: int  # 0-based position in the stream (the worker numbers frames across reconnects)
     pts: float | None  # presentation time in seconds (None when the stream has none)
     wall_time: float  # capture time, time.time() when the frame left the decoder
     image: np.ndarray
     truth: list[dict[str, Any]] | None = field(default=None, repr=False)  # synthetic ground truth
 
 
+def _ignore(cause: str, count: int) -> None:
+    pass
+
+
+@dataclass
+class SourceOptions:
+    """Per-source limits (from the run file's source entry) and a callback for skipped frames."""
+
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    stall_timeout_s: float = 10.0
+    rtsp_transport: str = "tcp"
+    max_frame_pixels: int = 3840 * 2160
+    # called with ("decode_error", n) for frames lost to damaged data, so they are accounted for
+    on_skip: Callable[[str, int], None] = _ignore
+
+    @classmethod
+    def from_spec(
+        cls, spec: Any, on_skip: Callable[[str, int], None] | None = None
+    ) -> SourceOptions:
+        """From a ``vsa.config.SourceSpec``."""
+        return cls(
+            open_timeout_s=spec.open_timeout_s,
+            read_timeout_s=spec.read_timeout_s,
+            stall_timeout_s=spec.stall_timeout_s,
+            rtsp_transport=spec.rtsp_transport,
+            max_frame_pixels=spec.max_frame_pixels,
+            on_skip=on_skip or _ignore,
+        )
+
+
 class FrameSource(Protocol):
-    """An opened stream. ``live`` sources are paced by the camera (or the synthetic clock)."""
+    """An opened stream.
+
+    ``live`` sources are paced by the camera (or the synthetic clock). ``endless`` ones
+    (a camera, a live HTTP stream) are reconnected when they end; the others finish.
+    """
 
     live: bool
+    endless: bool
     fps: float | None  # nominal rate, when known
 
     def frames(self) -> Iterator[Frame]: ...

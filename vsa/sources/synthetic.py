@@ -189,6 +189,7 @@ class SyntheticSource:
         self.params = SyntheticParams.from_uri(uri)
         self.scene = ShapesScene(self.params)
         self.live = self.params.pace
+        self.endless = False  # a generator never goes down; frames=0 simply never ends
         self.fps = self.params.fps
         self._clock, self._sleep = clock, sleep
         self._closed = False
