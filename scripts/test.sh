@@ -3,11 +3,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-if ! command -v ffprobe >/dev/null 2>&1; then
+# Debian packages: ffprobe (checks our MP4s) and GStreamer's RTSP server (the live-source tests
+# run a real one under the system python3, which has the gi bindings).
+DEB=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+     gstreamer1.0-plugins-ugly gstreamer1.0-rtsp)
+missing=()
+for pkg in "${DEB[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 ruff check .
 ruff format --check .
-VSA_REQUIRE_FFPROBE=1 python -m pytest -q -p no:cacheprovider tests "$@"
+VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 python -m pytest -q -p no:cacheprovider tests "$@"

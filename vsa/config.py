@@ -94,6 +94,12 @@ class SourceSpec(_Strict):
         description="Overrides of the run's `reconnect` block for this source (fields not "
         "given here come from the run's block).",
     )
+    on_end: Literal["auto", "reconnect", "finish"] = Field(
+        "auto",
+        description="When a network stream ends: `reconnect` (a camera that went away) or "
+        "`finish` (a file served over HTTP). `auto`: reconnect `rtsp`/`rtmp`, and `http(s)` "
+        "streams with no known duration (MJPEG, live TS); finish the others.",
+    )
     rtsp_transport: Literal["tcp", "udp"] = Field(
         "tcp", description="RTP transport for `rtsp://`: `tcp` (interleaved, the default) or `udp`."
     )

@@ -97,6 +97,7 @@ class StreamWorker:
         self.error: str | None = None
         self.code: str | None = None
         self._failed = False
+        self._opening = False
         self.attempt = 0
         self.next_retry_at: float | None = None
         self.reconnect_count = 0  # connections made after the first
@@ -137,6 +138,13 @@ class StreamWorker:
         """
         self._stop_deadline = time.monotonic() + max(0.0, timeout - 1.0)
         self._stopping.set()
+        if self._opening:
+            # The decode thread is inside an open (up to open_timeout_s) and has nothing in
+            # flight for this connection: let the sink thread finish now instead of waiting.
+            self._pending.put(_END)
+            if self._sink_thread.ident is not None:
+                self._sink_thread.join(timeout)
+            return
         self.join(timeout)
 
     def join(self, timeout: float | None = None) -> bool:
@@ -283,12 +291,16 @@ class StreamWorker:
         chunk: list[Frame] = []
         source: FrameSource | None = None
         try:
-            source = self._source = self._opener(self.uri, self.options)
+            self._opening = True
+            try:
+                source = self._source = self._opener(self.uri, self.options)
+            finally:
+                self._opening = False
+            if self._stopping.is_set():
+                return None
             if not self._sinks_ready.is_set():
                 self._sinks = self._sinks_factory(source.fps)
                 self._sinks_ready.set()
-            if self._stopping.is_set():
-                return None
             first = True
             for frame in source.frames():
                 if first:  # connected *and* delivering: only now is the source STREAMING
@@ -389,7 +401,12 @@ class StreamWorker:
         self._finish()
 
     def _finish(self) -> None:
-        self._decode_thread.join()
+        if self._stop_deadline is None:
+            self._decode_thread.join()
+        elif not self._opening:  # an open still in progress is left to end on its own
+            self._decode_thread.join(max(0.0, self._stop_deadline - time.monotonic()))
+        if self._decode_thread.is_alive() or self._decode_thread.ident is None:
+            self._sinks_ready.set()
         self._sinks_ready.wait(timeout=5)
         for sink in self._sinks:
             try:

@@ -45,7 +45,11 @@ def ray_cluster() -> dict[str, str]:
         include_dashboard=True,
         object_store_memory=1_000_000_000,
     )
-    info = {"gcs_address": ctx.address_info["gcs_address"], "dashboard_url": ctx.dashboard_url}
+    info = {
+        "gcs_address": ctx.address_info["gcs_address"],
+        "dashboard_url": ctx.dashboard_url,
+        "session_dir": ctx.address_info["session_dir"],
+    }
     yield info
     ray.shutdown()
 

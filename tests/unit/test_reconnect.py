@@ -284,7 +284,7 @@ def test_stop_while_connecting(tmp_path: Path):
     stopper.start()
     script.release.set()  # the open times out, as a real one does after open_timeout_s
     stopper.join(TIMEOUT)
-    assert worker.join(0)
+    wait_for(lambda: worker.join(0))
     assert worker.status()["state"] == "STOPPED"
     assert script.connections == 1  # no reconnect after the stop
 
@@ -299,3 +299,18 @@ def test_counts_hold_across_outages(tmp_path: Path):
     worker.stop(TIMEOUT)
     s = worker.status()
     assert s["frames_decoded"] == s["frames_emitted"] + s["frames_dropped"] == 25
+
+
+def test_stop_does_not_wait_for_a_hanging_open(tmp_path: Path):
+    script = Scripted(["block-open"])
+    worker = make_worker(tmp_path, script)
+    worker.start()
+    assert script.opened.wait(TIMEOUT)
+    started = time.monotonic()
+    worker.stop(TIMEOUT)
+    assert time.monotonic() - started < 5  # not open_timeout_s, not the stop timeout
+    assert worker.status()["state"] == "STOPPED"
+    script.release.set()
+    wait_for(lambda: not worker._decode_thread.is_alive())
+    assert script.connections == 1
+    assert not (tmp_path / "cam1.jsonl").exists()  # nothing opened after the stop

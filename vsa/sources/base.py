@@ -33,6 +33,7 @@ class SourceOptions:
     stall_timeout_s: float = 10.0
     rtsp_transport: str = "tcp"
     max_frame_pixels: int = 3840 * 2160
+    on_end: str = "auto"  # auto | reconnect | finish (network streams)
     # called with ("decode_error", n) for frames lost to damaged data, so they are accounted for
     on_skip: Callable[[str, int], None] = _ignore
 
@@ -47,6 +48,7 @@ class SourceOptions:
             stall_timeout_s=spec.stall_timeout_s,
             rtsp_transport=spec.rtsp_transport,
             max_frame_pixels=spec.max_frame_pixels,
+            on_end=spec.on_end,
             on_skip=on_skip or _ignore,
         )
 

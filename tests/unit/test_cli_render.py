@@ -1,0 +1,61 @@
+"""What `vsa status` prints for sources that are down."""
+
+from __future__ import annotations
+
+from vsa.cli import progress_line, render_run, source_state_text
+
+
+def src(sid: str, state: str, **extra) -> dict:
+    base = {
+        "id": sid,
+        "state": state,
+        "code": None,
+        "error": None,
+        "attempt": 0,
+        "next_retry_at": None,
+        "reconnects": 0,
+        "frames_decoded": 10,
+        "frames_inferred": 10,
+        "frames_emitted": 10,
+        "frames_dropped": 0,
+        "fps": 15.0,
+    }
+    return {**base, **extra}
+
+
+def test_reconnecting_shows_attempt_and_time_to_the_next_try():
+    s = src("door", "RECONNECTING", attempt=3, next_retry_at=1000.0, code="UNREACHABLE")
+    assert source_state_text(s, now=996.2) == "RECONNECTING #3 in 4s"
+    assert source_state_text(s, now=1001.0) == "RECONNECTING #3 in 0s"
+    assert source_state_text(src("a", "STREAMING")) == "STREAMING"
+
+
+def test_status_table_names_why_the_run_is_degraded():
+    run = {
+        "id": "r-1",
+        "state": "DEGRADED",
+        "reason": "door RECONNECTING (AUTH_FAILED)",
+        "error": None,
+        "output_dir": "/out",
+        "model": None,
+        "sources": [
+            src("yard", "STREAMING", reconnects=2),
+            src(
+                "door",
+                "RECONNECTING",
+                attempt=1,
+                next_retry_at=None,
+                code="AUTH_FAILED",
+                error="AUTH_FAILED: Server returned 401 Unauthorized: 'rtsp://u:***@h/s'",
+            ),
+        ],
+    }
+    text = render_run(run)
+    assert "why: door RECONNECTING (AUTH_FAILED)" in text
+    rows = text.splitlines()
+    header = next(r for r in rows if r.strip().startswith("source"))
+    assert "reconn" in header
+    yard = next(r for r in rows if r.strip().startswith("yard"))
+    assert yard.split()[-2:] == ["2", "15.0"]
+    assert "door: AUTH_FAILED: Server returned 401" in text
+    assert "RECONNECTING #1" in progress_line(run, 12.0)
