@@ -407,3 +407,43 @@ def test_http_sources_and_bad_files_beside_a_healthy_stream(client, clips, tmp_p
     assert damaged["state"] == "FINISHED" and damaged["drops"].get("decode_error", 0) > 0
     for s in run["sources"]:
         assert s["frames_decoded"] == s["frames_emitted"] + s["frames_dropped"], s
+
+
+def test_camera_resolution_change_mid_run_continues_in_a_new_segment(client, tmp_path):
+    with RtspServer(port=free_port(), cameras=["cam1=320x240@15"]) as server:
+        run_id = client.submit(spec(tmp_path, "resize", [camera("cam1", server.url("cam1"))]))[
+            "run_id"
+        ]
+        try:
+            wait_for(lambda: source(client, run_id, "cam1")["frames_emitted"] >= 10, 120, "frames")
+            server.command("resize cam1 160x120")
+            out = tmp_path / "out"
+            wait_for(lambda: (out / "cam1.part2.mp4").exists(), 60, "a second video segment")
+            n = source(client, run_id, "cam1")["frames_emitted"]
+            wait_for(
+                lambda: source(client, run_id, "cam1")["frames_emitted"] >= n + 10,
+                60,
+                "frames at the new size",
+            )
+            assert source(client, run_id, "cam1")["state"] == "STREAMING"
+        finally:
+            final = client.stop(run_id)
+    cam = final["sources"][0]
+    sizes = [(r["width"], r["height"]) for r in read_jsonl(out / "cam1.jsonl")]
+    first_small = sizes.index((160, 120))
+    assert set(sizes[:first_small]) == {(320, 240)} and set(sizes[first_small:]) == {(160, 120)}
+    assert count_video_frames(out / "cam1.mp4") == first_small
+    assert count_video_frames(out / "cam1.part2.mp4") == cam["frames_emitted"] - first_small
+
+
+def test_stop_on_a_finished_or_failed_run_changes_nothing(client, tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    failed = client.submit(spec(tmp_path, "all-bad", [{"id": "bad", "uri": str(empty)}]))
+    run = client.wait(failed["run_id"], timeout_s=120)
+    assert run["state"] == "FAILED" and "bad: CORRUPT_DATA" in run["error"]
+    assert client.stop(failed["run_id"])["state"] == "FAILED"
+    syn = "synthetic://shapes?seed=1&fps=10&width=160&height=120&frames=5"
+    done = client.submit(spec(tmp_path, "short", [{"id": "syn", "uri": syn}]))
+    assert client.wait(done["run_id"], timeout_s=120)["state"] == "FINISHED"
+    assert client.stop(done["run_id"])["state"] == "FINISHED"
