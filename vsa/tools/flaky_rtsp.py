@@ -548,8 +548,8 @@ def _load_gi() -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m vsa.tools.flaky_rtsp",
-        description="Local RTSP test cameras that stall, drop, resize or go down on purpose.",
-        epilog="See the module docstring (python -m pydoc vsa.tools.flaky_rtsp) for examples.",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8554, help="port; 0 picks a free one (8554)")
