@@ -1,19 +1,31 @@
-"""The controller: a detached, named actor that owns runs.
+"""The controller: a detached, named actor that owns runs and supervises the engine.
 
 It is created by the first client that needs it and stays up, idle, waiting for runs. For each
-run it starts one source actor per stream and makes sure the shared inference
-actor has the run's model loaded; a monitor task per run polls the sources and
-derives the run's state. State lives in memory for now (durable recovery is the
-supervision issue's work).
+run it starts one source actor per stream and makes sure the shared inference actor has the
+run's model loaded; a monitor task per run polls the sources and derives the run's state.
+
+Supervision (the failure policy in docs/failure-policy.md):
+
+- every run is saved in Ray's GCS key-value store; a controller that Ray restarts (its
+  process died) reloads them, re-attaches to the source actors and the inference actor (both
+  detached, so they outlive it) and goes on: runs keep their ids and files;
+- a supervisor task polls the inference actor: when it is dead it is recreated, the models of
+  the active runs are loaded again and the sources get the new handle; when it makes no
+  progress for ``batching.stall_timeout_s`` while frames wait, it is killed and recreated;
+  when its device cannot fit one frame (repeated out-of-memory), the runs on it fail;
+- source actors are restarted by Ray (``max_restarts=-1``); the monitor notices the new
+  incarnation and carries the counters over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +43,20 @@ from vsa.uri import mask_uri
 
 log = logging.getLogger("vsa.controller")
 POLL_S = 0.5
+SUPERVISE_S = 1.0
+SAVE_EVERY_S = 5.0
 STATUS_TIMEOUT_S = 10.0
 ENGINE_TIMEOUT_S = 120.0
 KEEP_FINISHED = 50
+KV_PREFIX = "run/"
+KV_VERSION = 1
+COUNTERS = ("frames_decoded", "frames_inferred", "frames_emitted")
+
+
+def _kv() -> Any:
+    from ray.experimental import internal_kv
+
+    return internal_kv
 
 
 @dataclass
@@ -48,13 +71,18 @@ class _Run:
     engine_key: str | None = None
     actors: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # counters of earlier incarnations of each source actor (a restarted actor counts from 0)
+    base: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop_requested: bool = False
     monitor: asyncio.Task | None = None
     transitions: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # recoveries and failures
+    degraded: str | None = None  # why the run is DEGRADED for its performance
+    saved_at: float = 0.0
 
     def enter(self, state: RunState) -> None:
         """Move to ``state``, log it with the reason, and keep the transition (bounded)."""
-        reason = None if state.terminal else run_reason(self.sources.values())
+        reason = None if state.terminal else self.reason()
         log.info(
             "run=%s %s -> %s%s",
             self.id,
@@ -68,12 +96,22 @@ class _Run:
         )
         del self.transitions[:-200]
 
+    def event(self, what: str, **details: Any) -> None:
+        entry = {"t": round(time.time(), 3), "event": what, **details}
+        self.events.append(entry)
+        del self.events[:-100]
+        log.warning("run=%s %s %s", self.id, what, json.dumps(details) if details else "")
+
+    def reason(self) -> str | None:
+        parts = [p for p in (run_reason(self.sources.values()), self.degraded) if p]
+        return "; ".join(parts) or None
+
     def summary(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.spec.name,
             "state": self.state.value,
-            "reason": None if self.state.terminal else run_reason(self.sources.values()),
+            "reason": None if self.state.terminal else self.reason(),
             "error": self.error,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
@@ -81,7 +119,42 @@ class _Run:
             "model": self.model,
             "sources": [self.sources[s.id] for s in self.spec.sources],
             "transitions": list(self.transitions),
+            "events": list(self.events),
         }
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "v": KV_VERSION,
+                "id": self.id,
+                "spec": self.spec.model_dump(),
+                "created_at": self.created_at,
+                "state": self.state.value,
+                "finished_at": self.finished_at,
+                "error": self.error,
+                "model": self.model,
+                "engine_key": self.engine_key,
+                "sources": self.sources,
+                "base": self.base,
+                "stop_requested": self.stop_requested,
+                "transitions": self.transitions,
+                "events": self.events,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> _Run:
+        d = json.loads(text)
+        if d.get("v") != KV_VERSION:
+            raise ValueError(f"saved run format {d.get('v')} (this controller reads {KV_VERSION})")
+        record = cls(d["id"], RunSpec.model_validate(d["spec"]), d["created_at"])
+        record.state = RunState(d["state"])
+        record.finished_at, record.error = d["finished_at"], d["error"]
+        record.model, record.engine_key = d["model"], d["engine_key"]
+        record.sources, record.base = d["sources"], d.get("base", {})
+        record.stop_requested = d.get("stop_requested", False)
+        record.transitions, record.events = d["transitions"], d.get("events", [])
+        return record
 
 
 def _initial_source_status(source_id: str, uri: str) -> dict[str, Any]:
@@ -103,7 +176,24 @@ def _initial_source_status(source_id: str, uri: str) -> dict[str, Any]:
         "in_flight": 0,
         "fps": 0.0,
         "transitions": [],
+        "incarnation": None,
+        "restarts": 0,
     }
+
+
+def _merge(base: dict[str, Any] | None, status: dict[str, Any]) -> dict[str, Any]:
+    """A source's status with the counters of its earlier incarnations added."""
+    if not base:
+        return {**status, "restarts": 0}
+    out = dict(status)
+    for key in COUNTERS:
+        out[key] = status.get(key, 0) + base.get(key, 0)
+    drops = Counter(base.get("drops", {}))
+    drops.update(status.get("drops", {}))
+    out["drops"] = dict(drops)
+    out["frames_dropped"] = sum(drops.values())
+    out["restarts"] = base.get("restarts", 0)
+    return out
 
 
 @ray.remote(num_cpus=0)
@@ -118,11 +208,100 @@ class Controller:
         self._inference: Any = None
         self._inference_gpus = 0
         self._started_at = time.time()
-        self._submit_lock = asyncio.Lock()
-        log.info("controller %s (code %s) up, pid %d", __version__, self._fingerprint, os.getpid())
+        self._submit_lock: asyncio.Lock | None = None
+        self._recovered: asyncio.Event | None = None
+        self._supervisor: asyncio.Task | None = None
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        log.info(
+            "controller %s (code %s) %s, pid %d",
+            __version__,
+            self._fingerprint,
+            "restarted by Ray" if self.restarted else "up",
+            os.getpid(),
+        )
+        # recovery runs as this actor's first task, on its event loop
+        ray.get_runtime_context().current_actor.recover.remote()
+
+    # --- recovery ------------------------------------------------------------------------
+    async def _ready(self) -> None:
+        if self._recovered is None:
+            self._recovered = asyncio.Event()
+            self._submit_lock = asyncio.Lock()
+            if not self.restarted:
+                # a new controller (first start, or replacing one that ran other code): an
+                # inference actor left by its predecessor may run old code; start afresh
+                await self._kill_named_inference()
+            await self._load_saved_runs()
+            self._recovered.set()
+        await self._recovered.wait()
+
+    async def recover(self) -> dict[str, Any]:
+        """Reload saved runs and resume the active ones (called once, right after start)."""
+        await self._ready()
+        return {"runs": len(self._runs)}
+
+    async def _load_saved_runs(self) -> None:
+        kv = _kv()
+        try:
+            keys = kv._internal_kv_list(KV_PREFIX, namespace=NAMESPACE)
+        except Exception as exc:  # noqa: BLE001 - no durable state: start empty
+            log.warning("cannot read saved runs: %s", exc)
+            return
+        for key in keys:
+            try:
+                record = _Run.from_json(kv._internal_kv_get(key, namespace=NAMESPACE).decode())
+            except Exception as exc:  # noqa: BLE001 - skip what this version cannot read
+                log.warning("skipping saved run %s: %s", key, exc)
+                continue
+            self._runs[record.id] = record
+        active = [r for r in self._runs.values() if not r.state.terminal]
+        if self._runs:
+            log.info("loaded %d saved runs, %d active", len(self._runs), len(active))
+        if not active:
+            return
+        try:
+            self._inference = ray.get_actor(INFERENCE_NAME, namespace=NAMESPACE)
+            self._inference_gpus = inference_gpus(ray.cluster_resources().get("GPU", 0))
+        except ValueError:
+            self._inference = None
+        for record in active:
+            try:
+                record.model = {**(record.model or {}), **await self._ensure_engine(record.spec)}
+                record.engine_key = record.model.pop("key")
+            except Exception as exc:  # noqa: BLE001
+                record.error = f"could not reload the model after a controller restart: {exc}"
+                await self._finish(record, RunState.FAILED)
+                continue
+            for source in record.spec.sources:
+                name = source_actor_name(record.id, source.id)
+                try:
+                    record.actors[source.id] = ray.get_actor(name, namespace=NAMESPACE)
+                except ValueError:  # the actor is gone: start it again (files are appended)
+                    record.actors[source.id] = self._start_source(record, source.id)
+                    record.event("source_recreated", source=source.id)
+                    continue
+                record.actors[source.id].set_inference.remote(self._inference, record.engine_key)
+            record.event("recovered", after="controller restart")
+            if record.stop_requested:  # the stop was cut short by the restart: finish it
+                record.stop_requested = False
+                asyncio.get_running_loop().create_task(self.stop(record.id))
+                continue
+            record.monitor = asyncio.get_running_loop().create_task(self._monitor(record))
+            self._save(record)
+        self._ensure_supervisor()
+
+    def _save(self, record: _Run) -> None:
+        record.saved_at = time.monotonic()
+        try:
+            _kv()._internal_kv_put(
+                KV_PREFIX + record.id, record.to_json(), overwrite=True, namespace=NAMESPACE
+            )
+        except Exception as exc:  # noqa: BLE001 - the run goes on; only recovery would suffer
+            log.warning("run=%s could not be saved: %s", record.id, exc)
 
     # --- queries -------------------------------------------------------------------------
     async def version(self) -> dict[str, Any]:
+        await self._ready()
         return {
             "version": __version__,
             "fingerprint": self._fingerprint,
@@ -132,15 +311,18 @@ class Controller:
         }
 
     async def status(self, run: str | None = None) -> dict[str, Any]:
+        await self._ready()
         runs = [self._find(run)] if run else sorted(self._runs.values(), key=lambda r: r.created_at)
         return {"runs": [r.summary() for r in runs]}
 
     # --- commands ------------------------------------------------------------------------
     async def submit(self, run: dict[str, Any]) -> dict[str, Any]:
+        await self._ready()
         try:
             spec = RunSpec.model_validate(run)
         except Exception as exc:  # the client validated already; this guards other callers
             raise ConfigError([str(exc)]) from None
+        assert self._submit_lock is not None
         async with self._submit_lock:
             for other in self._runs.values():
                 if other.spec.name == spec.name and not other.state.terminal:
@@ -153,14 +335,14 @@ class Controller:
             record.transitions.append({"t": round(time.time(), 3), "state": "WAITING"})
             record.sources = {s.id: _initial_source_status(s.id, s.uri) for s in spec.sources}
             record.model = await self._ensure_engine(spec)
-            key = record.engine_key = record.model.pop("key")
+            record.engine_key = record.model.pop("key")
             for source in spec.sources:
-                record.actors[source.id] = SourceActor.options(
-                    name=source_actor_name(run_id, source.id), namespace=NAMESPACE
-                ).remote(run_id, spec.model_dump(), source.id, self._inference, key)
+                record.actors[source.id] = self._start_source(record, source.id)
             self._runs[run_id] = record
+            self._save(record)
             record.monitor = asyncio.get_running_loop().create_task(self._monitor(record))
             self._forget_old_runs()
+            self._ensure_supervisor()
         log.info(
             "run=%s submitted: %d sources, model %s on %s",
             run_id,
@@ -172,14 +354,17 @@ class Controller:
 
     async def stop(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
         """Stop a run: sources stop decoding, write what is in flight and close their files."""
+        await self._ready()
         record = self._find(run)
         if record.state.terminal:
             return record.summary()
         record.stop_requested = True
+        self._save(record)
         calls = {sid: actor.stop.remote(timeout_s) for sid, actor in record.actors.items()}
         for sid, ref in calls.items():
             try:
-                record.sources[sid] = await asyncio.wait_for(ref, timeout_s + 10)
+                status = await asyncio.wait_for(ref, timeout_s + 10)
+                record.sources[sid] = _merge(record.base.get(sid), status)
             except Exception as exc:  # noqa: BLE001 - a dead source is stopped too
                 record.sources[sid]["state"] = "STOPPED"
                 record.sources[sid]["error"] = f"stop failed: {type(exc).__name__}"
@@ -195,17 +380,46 @@ class Controller:
             return max(named, key=lambda r: r.created_at)
         raise RunNotFound(f"no run with id or name '{run}' (see `vsa list`)")
 
+    def _start_source(self, record: _Run, source_id: str) -> Any:
+        # detached: a source outlives a controller restart; max_restarts: Ray restarts a source
+        # actor whose process died (the memory monitor picks restartable actors first)
+        return SourceActor.options(
+            name=source_actor_name(record.id, source_id),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            max_restarts=-1,
+        ).remote(record.id, record.spec.model_dump(), source_id, self._inference, record.engine_key)
+
+    async def _kill_named_inference(self) -> None:
+        """Kill the actor named ``inference`` if there is one, and wait until the name is free."""
+        for attempt in range(100):
+            try:
+                actor = ray.get_actor(INFERENCE_NAME, namespace=NAMESPACE)
+            except ValueError:
+                return
+            if attempt == 0:
+                log.info("stopping the inference actor left by an earlier controller")
+                ray.kill(actor, no_restart=True)
+            await asyncio.sleep(0.1)
+
+    def _new_inference(self) -> Any:
+        self._inference_gpus = inference_gpus(ray.cluster_resources().get("GPU", 0))
+        # detached, not restarted by Ray: the controller restarts it and reloads the models;
+        # not restartable also makes it the last choice of Ray's memory monitor
+        return InferenceActor.options(
+            name=INFERENCE_NAME,
+            namespace=NAMESPACE,
+            num_gpus=self._inference_gpus,
+            max_concurrency=1000,
+            lifetime="detached",
+        ).remote()
+
     async def _ensure_engine(self, spec: RunSpec) -> dict[str, Any]:
         """Have the inference actor load the run's model; (re)create the actor when needed."""
         for attempt in range(2):
             if self._inference is None:
-                self._inference_gpus = inference_gpus(ray.cluster_resources().get("GPU", 0))
-                self._inference = InferenceActor.options(
-                    name=INFERENCE_NAME,
-                    namespace=NAMESPACE,
-                    num_gpus=self._inference_gpus,
-                    max_concurrency=1000,
-                ).remote()
+                await self._kill_named_inference()
+                self._inference = self._new_inference()
             if spec.model.device == "cuda" and not self._inference_gpus:
                 raise VsaError(
                     "model.device is 'cuda' but the Ray cluster has no GPU: use device: auto or cpu"
@@ -229,6 +443,103 @@ class Controller:
             "the inference actor could not be started; see its log (`ray logs actor --id ...`)"
         )
 
+    # --- supervision of the inference actor ----------------------------------------------
+    def _ensure_supervisor(self) -> None:
+        if self._supervisor is None or self._supervisor.done():
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    def _active(self) -> list[_Run]:
+        return [r for r in self._runs.values() if not r.state.terminal and not r.stop_requested]
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(SUPERVISE_S)
+            active = self._active()
+            if not active:
+                continue
+            try:
+                await self._check_inference(active)
+            except Exception:  # noqa: BLE001 - never let supervision die
+                log.exception("supervisor error (continuing)")
+
+    async def _check_inference(self, active: list[_Run]) -> None:
+        if self._inference is None:
+            await self._restart_inference(active, "no inference actor")
+            return
+        try:
+            health = await asyncio.wait_for(self._inference.health.remote(), STATUS_TIMEOUT_S)
+        except ray.exceptions.RayActorError as exc:
+            await self._restart_inference(active, f"inference actor died ({type(exc).__name__})")
+            return
+        except asyncio.TimeoutError:
+            await self._restart_inference(
+                active, f"inference actor did not answer within {STATUS_TIMEOUT_S:.0f} s"
+            )
+            return
+        for key, engine in health.items():
+            runs = [r for r in active if r.engine_key == key]
+            if not runs:
+                continue
+            if engine["fatal"]:
+                for record in runs:
+                    record.error = f"inference: {engine['fatal']}"
+                    record.event("fatal", reason=engine["fatal"])
+                    await self._stop_sources(record)
+                    await self._finish(record, RunState.FAILED)
+                continue
+            limit = min(r.spec.batching.stall_timeout_s for r in runs)
+            busy = engine["waiting"] or engine["running"]
+            if busy and engine["since_progress_s"] > limit:
+                await self._restart_inference(
+                    active,
+                    f"pipeline blocked: no batch finished for {engine['since_progress_s']:.0f} s "
+                    f"with {engine['waiting'] + engine['running']} frames waiting",
+                    kill=True,
+                )
+                return
+        missing = {r.engine_key for r in active} - set(health)
+        if missing:
+            await self._restart_inference(active, "the inference actor lost a model", kill=True)
+
+    async def _restart_inference(self, active: list[_Run], reason: str, kill: bool = False) -> None:
+        started = time.monotonic()
+        log.error("restarting the inference actor: %s", reason)
+        if kill and self._inference is not None:
+            try:
+                ray.kill(self._inference, no_restart=True)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+        self._inference = None
+        await self._kill_named_inference()  # the name is free once the old actor is gone
+        for record in active:
+            try:
+                model = await self._ensure_engine(record.spec)
+            except Exception as exc:  # noqa: BLE001
+                record.error = f"the inference actor could not be restarted: {exc}"
+                await self._stop_sources(record)
+                await self._finish(record, RunState.FAILED)
+                continue
+            record.engine_key = model.pop("key")
+            for actor in record.actors.values():
+                actor.set_inference.remote(self._inference, record.engine_key)
+        took = round(time.monotonic() - started, 2)
+        for record in active:
+            if not record.state.terminal:
+                record.event("inference_restarted", reason=reason, took_s=took)
+                self._save(record)
+
+    async def _stop_sources(self, record: _Run, timeout_s: float = 30.0) -> None:
+        """Close the sources' files before a run fails (what was written stays)."""
+        record.stop_requested = True
+        calls = {sid: a.stop.remote(timeout_s) for sid, a in record.actors.items()}
+        for sid, ref in calls.items():
+            try:
+                status = await asyncio.wait_for(ref, timeout_s + 10)
+                record.sources[sid] = _merge(record.base.get(sid), status)
+            except Exception:  # noqa: BLE001
+                pass
+
+    # --- per-run monitor -----------------------------------------------------------------
     async def _poll(self, actor: Any) -> dict[str, Any] | BaseException | None:
         """A source's status; None when it did not answer in time (busy, still starting)."""
         try:
@@ -237,6 +548,59 @@ class Controller:
             return None
         except ray.exceptions.RayActorError as exc:
             return exc
+
+    def _absorb(self, record: _Run, sid: str, status: dict[str, Any]) -> None:
+        """Take a polled status; a new incarnation (Ray restarted the actor) carries counters over."""
+        previous = record.sources.get(sid, {})
+        old, new = previous.get("incarnation"), status.get("incarnation")
+        if old is not None and new is not None and old != new:
+            base = record.base.setdefault(sid, {})
+            drops = Counter(previous.get("drops", {}))
+            resumed = status.get("resumed")
+            if resumed:  # the JSONL says exactly what the dead incarnations wrote
+                emitted, decoded = resumed["emitted"], resumed["frame"]
+                lost = decoded - emitted - sum(drops.values())
+                decoded = max(decoded, emitted + sum(drops.values()))
+            else:  # no JSONL: the last poll, and what was in flight then is lost
+                emitted, decoded = previous.get("frames_emitted", 0), previous["frames_decoded"]
+                lost = previous.get("in_flight", 0)
+            if lost > 0:
+                drops["source_lost"] += lost
+            base.update(
+                frames_decoded=decoded,
+                frames_inferred=emitted,
+                frames_emitted=emitted,
+                drops=dict(drops),
+                restarts=previous.get("restarts", 0) + 1,
+            )
+            record.event("source_restarted", source=sid, lost=max(0, lost))
+            self._save(record)
+        record.sources[sid] = _merge(record.base.get(sid), status)
+
+    def _degradation(self, record: _Run) -> str | None:
+        """Sustained drop ratio or p99 latency above the run's thresholds, per source."""
+        limits = record.spec.degradation
+        now = time.monotonic()
+        history = record.__dict__.setdefault("_history", {})
+        reasons = []
+        for sid, s in record.sources.items():
+            if s.get("state") != "STREAMING":
+                continue
+            drops = sum(v for k, v in s.get("drops", {}).items() if k != "decimated")
+            decoded = s.get("frames_decoded", 0) - s.get("drops", {}).get("decimated", 0)
+            samples = history.setdefault(sid, [])
+            samples.append((now, decoded, drops))
+            while samples and now - samples[0][0] > limits.window_s:
+                samples.pop(0)
+            t0, d0, x0 = samples[0]
+            if now - t0 >= 0.8 * limits.window_s and decoded - d0 > 0:
+                ratio = (drops - x0) / (decoded - d0)
+                if ratio > limits.max_drop_ratio:
+                    reasons.append(f"{sid} drops {ratio:.0%} of frames")
+            p99 = (s.get("latency_ms") or {}).get("p99")
+            if p99 is not None and p99 > limits.max_p99_latency_ms:
+                reasons.append(f"{sid} p99 latency {p99:.0f} ms")
+        return ", ".join(reasons) or None
 
     async def _monitor(self, record: _Run) -> None:
         ended = ("FINISHED", "FAILED", "STOPPED")
@@ -251,29 +615,42 @@ class Controller:
                 return  # stop() owns the final statuses
             for sid, result in zip(live, results, strict=True):
                 if isinstance(result, dict):
-                    record.sources[sid] = result
-                elif isinstance(result, BaseException):
+                    self._absorb(record, sid, result)
+                elif isinstance(result, ray.exceptions.ActorDiedError):
                     record.sources[sid]["state"] = "FAILED"
                     record.sources[sid]["error"] = f"source actor died: {type(result).__name__}"
+                # ActorUnavailableError: Ray is restarting it; the next poll sees it again
             state = derive_run_state([s["state"] for s in record.sources.values()])
             if state.terminal:
                 await self._finish(record, state)
                 return
+            degraded = self._degradation(record)
+            if degraded != record.degraded:
+                if degraded:
+                    record.event("degraded", reason=degraded)
+                record.degraded = degraded
+            if degraded and state is RunState.UP:
+                state = RunState.DEGRADED
             if state != record.state:
                 record.enter(state)
+                self._save(record)
+            elif time.monotonic() - record.saved_at > SAVE_EVERY_S:
+                self._save(record)
             await asyncio.sleep(POLL_S)
 
     async def _finish(self, record: _Run, state: RunState) -> None:
         if record.state.terminal:
             return
-        if state is RunState.FAILED:
+        if state is RunState.FAILED and not record.error:
             errors = [f"{s['id']}: {s['error']}" for s in record.sources.values() if s.get("error")]
             record.error = "; ".join(errors) or "every source failed"
         record.enter(state)
         record.finished_at = time.time()
         for actor in record.actors.values():
-            ray.kill(actor)
+            ray.kill(actor, no_restart=True)
         record.actors.clear()
+        self._save(record)
+        assert self._submit_lock is not None
         async with self._submit_lock:  # a submit in progress may be about to use this model
             in_use = any(
                 r.engine_key == record.engine_key
@@ -294,3 +671,7 @@ class Controller:
         )
         for r in done[: max(0, len(done) - KEEP_FINISHED)]:
             del self._runs[r.id]
+            try:
+                _kv()._internal_kv_del(KV_PREFIX + r.id, namespace=NAMESPACE)
+            except Exception:  # noqa: BLE001
+                pass

@@ -34,6 +34,7 @@ class _Item:
     frame: np.ndarray
     index: int
     future: asyncio.Future
+    deadline: float | None = None  # wall time after which the frame is stale (realtime)
 
 
 @dataclass
@@ -47,11 +48,18 @@ class _Engine:
     batches: int = 0
     frames: int = 0
     model_s: float = 0.0
+    stale: int = 0
+    running: int = 0  # frames in the batch the model is working on
+    last_progress: float = field(default_factory=time.monotonic)  # batch done, or work arrived
 
 
 def engine_key(model: ModelSpec, batching: BatchingSpec) -> str:
     return json.dumps(
-        {"model": model.model_dump(), "batching": batching.model_dump()}, sort_keys=True
+        {
+            "model": model.model_dump(),
+            "batching": batching.model_dump(exclude={"stall_timeout_s"}),  # not the engine's
+        },
+        sort_keys=True,
     )
 
 
@@ -108,19 +116,31 @@ class InferenceActor:
         }
 
     async def infer(
-        self, key: str, stream: str, indices: list[int], refs: list[ray.ObjectRef]
-    ) -> list[FrameResult]:
+        self,
+        key: str,
+        stream: str,
+        indices: list[int],
+        refs: list[ray.ObjectRef],
+        deadlines: list[float] | None = None,
+        priority: int = 0,
+    ) -> list[FrameResult | None]:
+        """Results in order; ``None`` for a frame past its ``deadline`` when its batch formed
+        (dropped as stale instead of inferred late)."""
         engine = self._engines.get(key)
         if engine is None:
             raise ModelError("no model loaded for this run (the inference actor restarted?)")
+        if engine.runner.fatal:
+            raise ModelError(engine.runner.fatal)
         frames = await asyncio.gather(*refs)
+        if not len(engine.former) and not engine.running:
+            engine.last_progress = time.monotonic()  # idle until now: the stall clock starts here
         loop = asyncio.get_running_loop()
         items = [
-            _Item(frame, index, loop.create_future())
-            for frame, index in zip(frames, indices, strict=True)
+            _Item(frame, index, loop.create_future(), None if deadlines is None else deadlines[i])
+            for i, (frame, index) in enumerate(zip(frames, indices, strict=True))
         ]
         for item in items:
-            engine.former.add(stream, item)
+            engine.former.add(stream, item, priority)
         engine.wake.set()
         return list(await asyncio.gather(*(item.future for item in items)))
 
@@ -149,6 +169,51 @@ class InferenceActor:
             pass
         log.info("unloaded %s", name)
         return True
+
+    async def health(self) -> dict[str, Any]:
+        """Per engine: frames waiting and running, seconds since progress, a fatal reason."""
+        now = time.monotonic()
+        return {
+            key: {
+                "model": e.model.name,
+                "waiting": len(e.former),
+                "running": e.running,
+                "since_progress_s": round(now - e.last_progress, 3),
+                "fatal": e.runner.fatal,
+                "max_batch_size": e.runner.max_batch_size,
+            }
+            for key, e in self._engines.items()
+        }
+
+    async def inject_fault(self, kind: str, seconds: float = 0.0) -> None:
+        """Fault injection for tests and outage rehearsals (``vsa`` never calls it itself).
+
+        ``oom``: every model call from now on fails with a device out-of-memory error raised
+        from the model wrapper. ``hang``: the next model call blocks for ``seconds`` (a hung
+        kernel or driver).
+        """
+        import torch
+
+        for engine in self._engines.values():
+            model = engine.model
+            forward = model.forward
+            if kind == "oom":
+
+                def oom(batch: Any) -> Any:
+                    raise torch.OutOfMemoryError("CUDA out of memory (injected by inject_fault)")
+
+                model.forward = oom  # type: ignore[method-assign]
+            elif kind == "hang":
+                state = {"armed": True}
+
+                def hang(batch: Any, forward: Any = forward, state: dict = state) -> Any:
+                    if state.pop("armed", False):
+                        time.sleep(seconds)
+                    return forward(batch)
+
+                model.forward = hang  # type: ignore[method-assign]
+            else:
+                raise ValueError(f"unknown fault {kind!r} (oom, hang)")
 
     async def stats(self) -> dict[str, Any]:
         """Batches, frames and model seconds per model name, since this actor started."""
@@ -186,9 +251,16 @@ class InferenceActor:
             return
         # callers that gave up (cancelled) are skipped, not computed
         batch = [item for item in engine.former.take() if not item.future.done()]
+        now = time.time()
+        stale = [i for i in batch if i.deadline is not None and i.deadline < now]
+        for item in stale:
+            item.future.set_result(None)
+        engine.stale += len(stale)
+        batch = [i for i in batch if not i.future.done()]
         if not batch:
             return
         started = time.perf_counter()
+        engine.running = len(batch)
         try:
             detections = await asyncio.get_running_loop().run_in_executor(
                 self._model_thread, engine.runner.run, [item.frame for item in batch]
@@ -198,11 +270,20 @@ class InferenceActor:
                     f"model returned {len(detections)} results for {len(batch)} frames"
                 )
         except Exception as exc:  # noqa: BLE001 - fail these frames, keep serving
-            log.exception("batch of %d failed", len(batch))
+            engine.running = 0
+            engine.last_progress = time.monotonic()
+            log.error("batch of %d failed: %s", len(batch), exc)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(RuntimeError(f"inference failed: {exc}"))
+            if engine.runner.fatal:
+                log.error("%s: %s", engine.model.name, engine.runner.fatal)
+                for item in engine.former.drain():
+                    if not item.future.done():
+                        item.future.set_exception(ModelError(engine.runner.fatal))
             return
+        engine.running = 0
+        engine.last_progress = time.monotonic()
         elapsed = time.perf_counter() - started
         if engine.runner.max_batch_size < engine.former.max_batch_size:
             log.warning(

@@ -3,28 +3,47 @@
 Frames go to the object store with ``ray.put`` (this actor owns them) and their
 references to the inference actor; results come back to this actor, which keeps
 the decoded frames locally and writes the stream's sinks.
+
+Source actors are detached (they outlive a controller restart) and restartable
+(``max_restarts=-1``): when Ray restarts one, it continues its run's files (JSONL
+appended, numbering goes on, video in a new segment) and reconnects by its policy.
+When the inference actor dies, frames wait for the controller to hand over the new
+one (``set_inference``) instead of failing one by one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from vsa.config import RunSpec
 from vsa.sinks import FrameResult, open_sinks
+from vsa.sinks.jsonl import count_lines, last_record
 from vsa.sources import Frame, SourceOptions
 from vsa.stream import StreamWorker
 
+log = logging.getLogger("vsa.source")
+INFERENCE_WAIT_S = 120.0  # longest wait for a restarted inference actor before frames fail
+
 
 class _RayPending:
-    def __init__(self, ref: ray.ObjectRef) -> None:
+    def __init__(self, ref: ray.ObjectRef, on_actor_error: Any) -> None:
         self.ref = ref
+        self._on_actor_error = on_actor_error
 
-    def result(self, timeout: float) -> Sequence[FrameResult]:
-        return ray.get(self.ref, timeout=timeout)
+    def result(self, timeout: float) -> Sequence[FrameResult | None]:
+        try:
+            return ray.get(self.ref, timeout=timeout)
+        except ray.exceptions.RayActorError:
+            self._on_actor_error()
+            raise
 
     def cancel(self) -> None:
         """Withdraw the frames from the inference queue (they were counted as dropped)."""
@@ -45,29 +64,70 @@ class SourceActor:
         spec = RunSpec.model_validate(run)
         source = next(s for s in spec.sources if s.id == source_id)
         self._inference, self._key = inference, engine_key
+        self._inference_ok = threading.Event()
+        self._inference_ok.set()
         self._stream_key = f"{run_id}/{source_id}"
+        self.incarnation = f"{os.getpid()}-{time.time():.3f}"
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        offset = 0
+        self.resumed: dict[str, int] | None = None
+        if restarted:
+            jsonl = Path(spec.output_dir) / f"{source_id}.jsonl"
+            last = last_record(jsonl, run_id)
+            offset = 0 if last is None else last["frame"] + 1
+            if last is not None:  # what earlier incarnations wrote: the controller's base counts
+                self.resumed = {"frame": offset, "emitted": count_lines(jsonl)}
+            log.warning(
+                "run=%s source=%s restarted by Ray: files continue at frame %d",
+                run_id,
+                source_id,
+                offset,
+            )
         self.worker = StreamWorker(
             run_id,
             source_id,
             source.uri,
-            lambda fps: open_sinks(spec.sinks, spec.output_dir, run_id, source_id, fps),
+            lambda fps: open_sinks(
+                spec.sinks, spec.output_dir, run_id, source_id, fps, resume=restarted
+            ),
             self._submit,
             max_in_flight=source.max_in_flight,
             reconnect=source.reconnect,
             options=SourceOptions.from_spec(source),
+            realtime=source.realtime,
+            max_fps=source.fps,
+            max_age_s=source.max_age_ms / 1000,
+            latency_window_s=spec.degradation.window_s,
+            index_offset=offset,
         )
+        self._priority = source.priority
         self.worker.start()
 
+    def _inference_lost(self) -> None:
+        self._inference_ok.clear()
+
+    def set_inference(self, inference: Any, engine_key: str) -> None:
+        """The controller restarted the inference actor: use the new one."""
+        self._inference, self._key = inference, engine_key
+        self._inference_ok.set()
+
     def _submit(self, frames: list[Frame]) -> _RayPending:
+        deadline = time.monotonic() + INFERENCE_WAIT_S
+        while not self._inference_ok.wait(0.2):
+            if self.worker._stopping.is_set() or time.monotonic() > deadline:
+                raise RuntimeError("the inference actor is gone and no new one was handed over")
         refs = [ray.put(frame.image) for frame in frames]
+        deadlines = None
+        if self.worker.realtime:
+            deadlines = [f.wall_time + self.worker.max_age_s for f in frames]
         ref = self._inference.infer.options(enable_task_events=False).remote(
-            self._key, self._stream_key, [f.index for f in frames], refs
+            self._key, self._stream_key, [f.index for f in frames], refs, deadlines, self._priority
         )
-        return _RayPending(ref)
+        return _RayPending(ref, self._inference_lost)
 
     def status(self) -> dict[str, Any]:
-        return self.worker.status()
+        return {**self.worker.status(), "incarnation": self.incarnation, "resumed": self.resumed}
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
         self.worker.stop(timeout_s)
-        return self.worker.status()
+        return self.status()

@@ -3,7 +3,9 @@
 Policy: a batch is ready when ``max_batch_size`` frames wait, or when the oldest
 waiting frame has waited ``max_wait_s``. Frames are taken round-robin across
 streams (one per stream per turn), so a stream with many waiting frames cannot
-fill every batch while another stream waits. The clock is injected; this module
+fill every batch while another stream waits. Streams with a higher ``priority``
+are served first; lower ones get the places left over, so under saturation their
+frames wait, go stale and are dropped first. The clock is injected; this module
 knows nothing of Ray or torch.
 """
 
@@ -36,13 +38,16 @@ class BatchFormer(Generic[T]):
         self.max_wait_s = max_wait_s
         self._clock = clock
         self._queues: OrderedDict[Hashable, deque[_Waiting[T]]] = OrderedDict()
+        self._priority: dict[Hashable, int] = {}
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
 
-    def add(self, stream: Hashable, item: T) -> None:
+    def add(self, stream: Hashable, item: T, priority: int = 0) -> None:
+        """Queue ``item`` of ``stream``; streams of higher ``priority`` are served first."""
         self._queues.setdefault(stream, deque()).append(_Waiting(item, self._clock()))
+        self._priority[stream] = priority
         self._size += 1
 
     def oldest_wait(self) -> float | None:
@@ -71,13 +76,19 @@ class BatchFormer(Generic[T]):
         """
         batch: list[T] = []
         while len(batch) < self.max_batch_size and self._size:
-            for stream in list(self._queues):
+            # higher priority first; round-robin (least recently served first) within a level
+            order = sorted(self._queues, key=lambda s: -self._priority.get(s, 0))
+            top = self._priority.get(order[0], 0)
+            for stream in order:
+                if self._priority.get(stream, 0) < top:
+                    break  # lower levels only get what the higher ones leave over
                 queue = self._queues[stream]
                 batch.append(queue.popleft().item)
                 self._size -= 1
                 self._queues.move_to_end(stream)
                 if not queue:
                     del self._queues[stream]
+                    self._priority.pop(stream, None)
                 if len(batch) == self.max_batch_size:
                     break
         return batch
@@ -86,5 +97,6 @@ class BatchFormer(Generic[T]):
         """Everything still waiting (for shutdown)."""
         items = [w.item for q in self._queues.values() for w in q]
         self._queues.clear()
+        self._priority.clear()
         self._size = 0
         return items

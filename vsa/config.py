@@ -69,6 +69,22 @@ class ReconnectSpec(_Strict):
         return self
 
 
+class DegradationSpec(_Strict):
+    """When a run counts as DEGRADED for its performance (it keeps running; nothing is killed)."""
+
+    max_drop_ratio: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Frames dropped / frames decoded over the window, per source, above which "
+        "the run is DEGRADED (`decimated` drops do not count: they were asked for).",
+    )
+    max_p99_latency_ms: float = Field(
+        5000.0, gt=0, description="p99 capture-to-result latency of a source over the window."
+    )
+    window_s: float = Field(30.0, gt=0, le=3600, description="The window both are measured on.")
+
+
 class SourceSpec(_Strict):
     """One stream."""
 
@@ -93,6 +109,35 @@ class SourceSpec(_Strict):
         default_factory=ReconnectSpec,
         description="Overrides of the run's `reconnect` block for this source (fields not "
         "given here come from the run's block).",
+    )
+    mode: Literal["auto", "lossless", "realtime"] = Field(
+        "auto",
+        description="`lossless`: every frame is processed, the source waits for the engine "
+        "(default for files and `synthetic://`). `realtime`: never fall behind; when the engine "
+        "is slower than the camera the newest frame is kept and older ones are dropped "
+        "(`queue_full`), and frames older than `max_age_ms` are dropped (`stale`) (default for "
+        "network streams; set `lossless` for a file served over HTTP).",
+    )
+    fps: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="Process at most this many frames per second; the others are dropped at "
+        "the source as `decimated`, before any copy.",
+    )
+    max_age_ms: float = Field(
+        1000.0,
+        gt=0,
+        le=600_000,
+        description="Realtime mode: a frame older than this (since capture) is dropped "
+        "(`stale`) instead of being inferred late.",
+    )
+    priority: int = Field(
+        0,
+        ge=-100,
+        le=100,
+        description="Higher is served first when the inference actor has more frames than it "
+        "can batch; under saturation lower-priority realtime streams lose frames first.",
     )
     on_end: Literal["auto", "reconnect", "finish"] = Field(
         "auto",
@@ -132,6 +177,13 @@ class SourceSpec(_Strict):
 
             SyntheticParams.from_uri(value)
         return value
+
+    @property
+    def realtime(self) -> bool:
+        """The delivery mode in effect: ``auto`` is realtime for network streams."""
+        if self.mode == "auto":
+            return uri_mod.scheme_of(self.uri) in uri_mod.NETWORK_SCHEMES
+        return self.mode == "realtime"
 
     @model_validator(mode="after")
     def _transport(self) -> SourceSpec:
@@ -218,6 +270,13 @@ class BatchingSpec(_Strict):
         le=10_000.0,
         description="How long a batch may wait for more frames after its first one.",
     )
+    stall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Watchdog: an inference actor that finishes no batch for this long while "
+        "frames wait is killed and restarted (a hung device or driver).",
+    )
 
 
 class VideoSinkSpec(_Strict):
@@ -253,6 +312,10 @@ class RunSpec(_Strict):
         default_factory=ReconnectSpec,
         description="Reconnect policy of every network source; a source's own `reconnect` "
         "block overrides single fields.",
+    )
+    degradation: DegradationSpec = Field(
+        default_factory=DegradationSpec,
+        description="Thresholds of sustained degradation (drop ratio, p99 latency).",
     )
     model: ModelSpec = Field(default_factory=ModelSpec)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)

@@ -33,6 +33,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from vsa.config import ReconnectSpec
+from vsa.flow import Decimator, LatencyWindow, LatestSlot
 from vsa.reconnect import Backoff
 from vsa.sinks import FrameResult, Sink
 from vsa.sources import Frame, FrameSource, SourceOptions, open_source
@@ -82,6 +83,11 @@ class StreamWorker:
         reconnect: ReconnectSpec | None = None,
         options: SourceOptions | None = None,
         backoff: Backoff | None = None,
+        realtime: bool = False,
+        max_fps: float | None = None,
+        max_age_s: float = 1.0,
+        latency_window_s: float = 30.0,
+        index_offset: int = 0,
     ) -> None:
         self.run_id, self.source_id, self.uri = run_id, source_id, uri
         self._sinks_factory, self._submit, self._opener = sinks_factory, submit, opener
@@ -90,6 +96,12 @@ class StreamWorker:
         self.result_timeout_s = result_timeout_s
         self.options = options or SourceOptions()
         self.options.on_skip = self._skipped
+        self.options.max_fps = max_fps
+        self.realtime, self.max_fps, self.max_age_s = realtime, max_fps, max_age_s
+        self.index_offset = index_offset  # a restarted source goes on numbering where it was
+        self._latest: LatestSlot[Frame] = LatestSlot()
+        self._decode_done = threading.Event()
+        self._latency = LatencyWindow(latency_window_s)
         # only network sources come back: a file or a generator fails the same way again
         self.reconnects = scheme_of(uri) in NETWORK_SCHEMES
         self.backoff = backoff or Backoff(reconnect or ReconnectSpec())
@@ -122,10 +134,15 @@ class StreamWorker:
         self._sink_thread = threading.Thread(
             target=self._sink_loop, name=f"sink:{source_id}", daemon=True
         )
+        self._submit_thread = threading.Thread(
+            target=self._submit_loop, name=f"submit:{source_id}", daemon=True
+        )
 
     # --- control -------------------------------------------------------------------------
     def start(self) -> None:
         self._decode_thread.start()
+        if self.realtime:
+            self._submit_thread.start()
         self._sink_thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -149,11 +166,13 @@ class StreamWorker:
 
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in (self._decode_thread, self._sink_thread):
+        for thread in (self._decode_thread, self._submit_thread, self._sink_thread):
             if thread.is_alive() or thread.ident is not None:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 thread.join(left)
-        return not (self._decode_thread.is_alive() or self._sink_thread.is_alive())
+        return not any(
+            t.is_alive() for t in (self._decode_thread, self._submit_thread, self._sink_thread)
+        )
 
     @property
     def done(self) -> bool:
@@ -167,6 +186,7 @@ class StreamWorker:
             if len(recent) >= 2 and now - recent[0] > 0:
                 fps = (len(recent) - 1) / max(now - recent[0], 1e-6)
             age = None if self._last_frame_at is None else round(now - self._last_frame_at, 2)
+            p50, p99 = self._latency.percentiles(50, 99)
             return {
                 "id": self.source_id,
                 "uri": mask_uri(self.uri),
@@ -184,6 +204,11 @@ class StreamWorker:
                 "drops": dict(self.drops),
                 "in_flight": self.decoded - self.emitted - sum(self.drops.values()),
                 "fps": round(fps, 2),
+                "mode": "realtime" if self.realtime else "lossless",
+                "latency_ms": {
+                    "p50": None if p50 is None else round(p50 * 1000, 1),
+                    "p99": None if p99 is None else round(p99 * 1000, 1),
+                },
                 "transitions": list(self.transitions),
             }
 
@@ -207,6 +232,17 @@ class StreamWorker:
             self.code, self.error = err.code, f"{err.code}: {mask_uri(err.message)}"
             self._failed = True
         log.error("run=%s source=%s failed: %s", self.run_id, self.source_id, self.error)
+
+    def _count(self, frame: Frame) -> None:
+        with self._lock:
+            frame.index = self.index_offset + self.decoded  # numbered across reconnects
+            self.decoded += 1
+            self._last_frame_at = time.monotonic()
+
+    def _drop_uncounted(self, cause: str) -> None:
+        """A decoded frame dropped before it took a slot."""
+        with self._lock:
+            self.drops[cause] += 1
 
     def _skipped(self, cause: str, count: int) -> None:
         """Frames the source lost before they were decoded (damaged data): decoded and dropped."""
@@ -249,6 +285,33 @@ class StreamWorker:
                     return
         finally:
             self._sinks_ready.set()
+            self._decode_done.set()
+            if not self.realtime:
+                self._pending.put(_END)  # in realtime mode the submit thread ends the queue
+
+    def _submit_loop(self) -> None:
+        """Realtime mode: whenever a slot is free, submit the newest frame, unless it is stale."""
+        try:
+            while True:
+                if not self._acquire_slot():
+                    break
+                frame = None
+                while frame is None:
+                    frame = self._latest.take(0.2)
+                    if frame is None and (self._decode_done.is_set() or self._stopping.is_set()):
+                        break
+                if frame is None:
+                    self._slots.release()
+                    break
+                if time.time() - frame.wall_time > self.max_age_s:
+                    self._drop("stale", 1)
+                    continue
+                self._flush([frame])
+        finally:
+            left = self._latest.close()
+            if left is not None:
+                with self._lock:
+                    self.drops["shutdown"] += 1
             self._pending.put(_END)
 
     def _retry_later(self, error: SourceError) -> bool:
@@ -302,6 +365,9 @@ class StreamWorker:
                 self._sinks = self._sinks_factory(source.fps)
                 self._sinks_ready.set()
             first = True
+            decimator = None
+            if self.max_fps and not getattr(source, "decimates", False):
+                decimator = Decimator(self.max_fps)
             for frame in source.frames():
                 if first:  # connected *and* delivering: only now is the source STREAMING
                     first = False
@@ -316,15 +382,26 @@ class StreamWorker:
                         self.source_id,
                         mask_uri(self.uri),
                     )
-                if not self._acquire_slot():
-                    with self._lock:
-                        self.decoded += 1
-                        self.drops["shutdown"] += 1
+                if decimator is not None and not decimator.keep(
+                    frame.wall_time if frame.pts is None else frame.pts
+                ):
+                    self._skipped("decimated", 1)
+                    continue
+                if self.realtime:
+                    self._count(frame)
+                    replaced = self._latest.put(frame)
+                    if replaced is frame:  # the submit thread has ended (stopping)
+                        self._drop_uncounted("shutdown")
+                        return None
+                    if replaced is not None:  # the older frame was never sent
+                        self._drop_uncounted("queue_full")
+                    if self._stopping.is_set():
+                        return None
+                    continue
+                if not self._acquire_slot():  # lossless: wait for the engine
+                    self._skipped("shutdown", 1)
                     return None
-                with self._lock:
-                    frame.index = self.decoded  # numbered across reconnects
-                    self.decoded += 1
-                    self._last_frame_at = time.monotonic()
+                self._count(frame)
                 chunk.append(frame)
                 if source.live or len(chunk) >= self.chunk_size:
                     self._flush(chunk)
@@ -383,6 +460,9 @@ class StreamWorker:
                 self._drop("shutdown" if stopping else "inference_error", len(chunk))
                 continue
             for done, (frame, result) in enumerate(zip(chunk, results, strict=True)):
+                if result is None:  # too old when its batch formed: dropped, not inferred
+                    self._drop("stale", 1)
+                    continue
                 with self._lock:
                     self.inferred += 1
                 try:
@@ -397,6 +477,7 @@ class StreamWorker:
                 with self._lock:
                     self.emitted += 1
                     self._emit_times.append(time.monotonic())
+                    self._latency.add(time.time() - frame.wall_time)
                 self._slots.release()
         self._finish()
 

@@ -163,8 +163,9 @@ def test_camera_killed_mid_run_comes_back_and_others_keep_their_pace(client, tmp
     for s in final["sources"]:
         assert s["state"] == "STOPPED"
         assert s["frames_decoded"] == s["frames_emitted"] + s["frames_dropped"]
-        lines = read_jsonl(out / f"{s['id']}.jsonl")
-        assert [r["frame"] for r in lines] == list(range(s["frames_emitted"]))  # one record
+        frames = [r["frame"] for r in read_jsonl(out / f"{s['id']}.jsonl")]
+        # one record across the outage: numbered on, never repeated (realtime drops leave gaps)
+        assert len(frames) == s["frames_emitted"] and frames == sorted(set(frames))
         assert count_video_frames(out / f"{s['id']}.mp4") == s["frames_emitted"]
 
 
@@ -383,7 +384,7 @@ def test_http_sources_and_bad_files_beside_a_healthy_stream(client, clips, tmp_p
                 "http-and-bad",
                 [
                     {"id": "syn", "uri": syn},
-                    camera("web", f"{base}/clip.mp4"),
+                    camera("web", f"{base}/clip.mp4", mode="lossless"),  # a file: every frame
                     camera(
                         "gone", f"{base}/missing.mp4", reconnect={"max_attempts": 1, "max_s": 1}
                     ),

@@ -57,6 +57,22 @@ def test_oom_at_batch_size_one_is_raised():
     assert runner.max_batch_size == 1
 
 
+def test_repeated_oom_for_a_single_frame_becomes_fatal():
+    model = OomAbove(limit=0)
+    runner = BatchRunner(model, max_batch_size=1, fatal_after=3)
+    for _ in range(2):
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            runner.run(frames(1))
+    assert runner.fatal is None  # recoverable so far
+    model.limit = 1
+    runner.run(frames(1))  # a success resets the streak
+    model.limit = 0
+    for _ in range(3):
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            runner.run(frames(1))
+    assert runner.fatal is not None and "3 times in a row" in runner.fatal
+
+
 def test_other_errors_are_not_retried():
     class Broken(OomAbove):
         def forward(self, batch):

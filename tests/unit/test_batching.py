@@ -196,3 +196,25 @@ def test_invalid_arguments(size: int, wait: float, message: str):
     with pytest.raises(ValueError) as info:
         BatchFormer(size, wait)
     assert str(info.value) == message
+
+
+def test_higher_priority_streams_are_served_first_under_saturation():
+    former = BatchFormer(max_batch_size=4, max_wait_s=0.0, clock=lambda: 0.0)
+    for k in range(6):
+        former.add("low", ("low", k), priority=0)
+        former.add("high", ("high", k), priority=5)
+        former.add("high2", ("high2", k), priority=5)
+    first = former.take()
+    assert sorted(first) == [("high", 0), ("high", 1), ("high2", 0), ("high2", 1)]
+    second = former.take()
+    assert {s for s, _ in second} == {"high", "high2"}
+    assert {s for s, _ in former.take()} == {"high", "high2"}  # their last two each
+    assert [s for s, _ in former.take()] == ["low"] * 4  # only now the low stream
+
+
+def test_lower_priority_fills_what_is_left():
+    former = BatchFormer(max_batch_size=4, max_wait_s=0.0, clock=lambda: 0.0)
+    former.add("high", "h0", priority=1)
+    for k in range(5):
+        former.add("low", f"l{k}")
+    assert former.take() == ["h0", "l0", "l1", "l2"]

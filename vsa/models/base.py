@@ -199,10 +199,14 @@ class BatchRunner:
     for a single frame is raised: nothing smaller can be tried.
     """
 
-    def __init__(self, model: Model, max_batch_size: int) -> None:
+    def __init__(self, model: Model, max_batch_size: int, fatal_after: int = 3) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
         self.oom_events = 0
+        # out of memory for a single frame this many times in a row: nothing can fit
+        self.fatal_after = fatal_after
+        self.single_frame_ooms = 0
+        self.fatal: str | None = None
 
     def run(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         if len(frames) > self.max_batch_size:
@@ -211,7 +215,7 @@ class BatchRunner:
                 out += self.run(frames[i : i + self.max_batch_size])
             return out
         try:
-            return run_model(self.model, frames)
+            out = run_model(self.model, frames)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -219,10 +223,18 @@ class BatchRunner:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             if len(frames) == 1:
+                self.single_frame_ooms += 1
+                if self.single_frame_ooms >= self.fatal_after and self.fatal is None:
+                    self.fatal = (
+                        f"device out of memory for a single frame {self.single_frame_ooms} "
+                        "times in a row: the model does not fit on this device"
+                    )
                 raise
             half = len(frames) // 2
             self.max_batch_size = max(1, min(self.max_batch_size, half))
             return self.run(frames[:half]) + self.run(frames[half:])
+        self.single_frame_ooms = 0
+        return out
 
 
 def resolve_device(requested: str) -> torch.device:

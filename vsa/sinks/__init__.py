@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,19 +39,30 @@ class Sink(Protocol):
 class VideoSink:
     """Annotated MP4. A resolution change starts a new segment: ``cam1.mp4``, ``cam1.part2.mp4``, ..."""
 
-    def __init__(self, spec: VideoSinkSpec, path: Path, fps: float | None) -> None:
+    def __init__(
+        self, spec: VideoSinkSpec, path: Path, fps: float | None, resume: bool = False
+    ) -> None:
         self.spec, self.path, self.fps = spec, path, fps
-        self.writer = VideoWriter(path, fps=fps, crf=spec.crf)
-        self.segments = [path]
+        self.segments: list[Path] = []  # earlier segments kept on resume, then this run's
+        n = 1
+        while resume and self._part(n).exists():  # a restarted source: go on in a new segment
+            self.segments.append(self._part(n))
+            n += 1
+        self.writer = VideoWriter(self._part(n), fps=fps, crf=spec.crf)
+        self.segments.append(self._part(n))
         self._size: tuple[int, int] | None = None
+
+    def _part(self, n: int) -> Path:
+        """Segment ``n``: ``cam1.mp4`` for 1, ``cam1.part<n>.mp4`` after it."""
+        if n == 1:
+            return self.path
+        return self.path.with_name(f"{self.path.stem}.part{n}{self.path.suffix}")
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         size = frame.image.shape[1], frame.image.shape[0]
         if self._size is not None and size != self._size:
             self.writer.close()
-            path = self.path.with_name(
-                f"{self.path.stem}.part{len(self.segments) + 1}{self.path.suffix}"
-            )
+            path = self._part(len(self.segments) + 1)
             log.info(
                 "%s: frame size changed from %dx%d to %dx%d; continuing in %s",
                 self.path.name,
@@ -69,9 +81,9 @@ class VideoSink:
 
 
 class JsonlSink:
-    def __init__(self, run_id: str, source_id: str, path: Path) -> None:
+    def __init__(self, run_id: str, source_id: str, path: Path, resume: bool = False) -> None:
         self.run_id, self.source_id = run_id, source_id
-        self.writer = JsonlWriter(path)
+        self.writer = JsonlWriter(path, append=resume)
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         self.writer.write(frame_record(self.run_id, self.source_id, frame, result))
@@ -89,6 +101,7 @@ def frame_record(run_id: str, source_id: str, frame: Frame, result: FrameResult)
         "frame": frame.index,
         "pts": None if frame.pts is None else round(frame.pts, 6),
         "capture_time": round(frame.wall_time, 6),
+        "latency_ms": round((time.time() - frame.wall_time) * 1000, 1),  # capture to result
         "infer_ms": round(result.infer_ms, 3),
         "batch_size": result.batch_size,
         "batch": result.batch,
@@ -104,14 +117,16 @@ def open_sinks(
     run_id: str,
     source_id: str,
     fps: float | None,
+    resume: bool = False,
 ) -> list[Sink]:
+    """The stream's sinks; ``resume`` continues the files of an earlier incarnation."""
     out = Path(output_dir)
     sinks: list[Sink] = []
     for spec in specs:
         if isinstance(spec, VideoSinkSpec):
-            sinks.append(VideoSink(spec, out / f"{source_id}.mp4", fps))
+            sinks.append(VideoSink(spec, out / f"{source_id}.mp4", fps, resume))
         elif isinstance(spec, JsonlSinkSpec):
-            sinks.append(JsonlSink(run_id, source_id, out / f"{source_id}.jsonl"))
+            sinks.append(JsonlSink(run_id, source_id, out / f"{source_id}.jsonl", resume))
     return sinks
 
 

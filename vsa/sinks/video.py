@@ -1,8 +1,11 @@
 """Annotated H.264 MP4 writer (PyAV/libx264).
 
-The MP4 is fragmented (``frag_keyframe+empty_moov``, packets flushed as written): a
-fragment per keyframe (every 2 s) reaches the disk as it completes, so a process that
-dies before ``close()`` leaves a playable file missing at most its last fragment.
+The MP4 is fragmented with one fragment per frame (``frag_every_frame+empty_moov``,
+packets flushed as written) and the encoder runs without lookahead (``tune=zerolatency``),
+so every frame reaches the disk as soon as the next one is written: a process that is
+killed leaves a playable file missing at most its last frame. (Measured: killed after 13
+frames, 12 decode; with a fragment per keyframe and lookahead, none did.) The cost is
+~100-200 bytes of fragment headers per frame.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class VideoWriter:
             mode="w",
             format="mp4",
             options=(
-                {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+                {"movflags": "frag_every_frame+empty_moov+default_base_moof", "flush_packets": "1"}
                 if self.fragmented
                 else {}
             ),
@@ -55,6 +58,7 @@ class VideoWriter:
         stream.options = {
             "crf": str(self.crf),
             "preset": "veryfast",
+            "tune": "zerolatency",  # no lookahead: a frame is written when it is encoded
             "g": str(max(1, round(self.fps * 2))),
         }
         self._stream = stream

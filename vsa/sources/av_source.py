@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from vsa import uri as uri_mod
+from vsa.flow import Decimator
 from vsa.sources.base import Frame, SourceOptions
 from vsa.sources.errors import SourceError, classify
 
@@ -83,8 +84,11 @@ class AvSource:
         else:
             self.endless = self.live and options.on_end == "reconnect"
 
+    decimates = True  # frames over ``max_fps`` are dropped before their BGR conversion
+
     def frames(self) -> Iterator[Frame]:
         opts = self.options
+        decimator = Decimator(opts.max_fps) if opts.max_fps else None
         k = 0
         waiting_key, waited = True, 0
         last_frame = time.monotonic()
@@ -125,8 +129,15 @@ class AvSource:
                     continue
                 if frame.width * frame.height > opts.max_frame_pixels:
                     raise _too_large(frame.width, frame.height, opts.max_frame_pixels)
+                wall = time.time()
+                if decimator is not None and not decimator.keep(
+                    wall if frame.time is None else frame.time
+                ):
+                    opts.on_skip("decimated", 1)
+                    last_frame = time.monotonic()
+                    continue
                 image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
-                yield Frame(index=k, pts=frame.time, wall_time=time.time(), image=image)
+                yield Frame(index=k, pts=frame.time, wall_time=wall, image=image)
                 k += 1
                 last_frame = time.monotonic()
             if packet.size and time.monotonic() - last_frame > opts.stall_timeout_s:

@@ -34,6 +34,7 @@ class SourceOptions:
     rtsp_transport: str = "tcp"
     max_frame_pixels: int = 3840 * 2160
     on_end: str = "auto"  # auto | reconnect | finish (network streams)
+    max_fps: float | None = None  # decimate to this rate (sources that can do it before a copy)
     # called with ("decode_error", n) for frames lost to damaged data, so they are accounted for
     on_skip: Callable[[str, int], None] = _ignore
 

@@ -1,0 +1,62 @@
+"""Decimation, the latest-frame mailbox and the latency window."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from vsa.flow import Decimator, LatencyWindow, LatestSlot
+
+
+def kept(fps_in: float, cap: float, seconds: float = 10.0, start: float = 0.0) -> int:
+    d = Decimator(cap)
+    n = int(fps_in * seconds)
+    return sum(d.keep(start + k / fps_in) for k in range(n))
+
+
+@pytest.mark.parametrize(
+    ("fps_in", "cap", "expected"), [(15, 5, 50), (30, 15, 150), (25, 10, 100), (10, 15, 100)]
+)
+def test_decimation_keeps_the_cap_rate_without_drift(fps_in, cap, expected):
+    assert kept(fps_in, cap) == expected
+
+
+def test_decimation_tolerates_jitter_and_restarts_after_jumps():
+    d = Decimator(5)
+    times = [0.0, 0.19, 0.41, 0.59, 0.8]  # 5 fps with +-10 ms jitter: all kept
+    assert all(d.keep(t) for t in times)
+    assert d.keep(100.0)  # a gap: count from here
+    assert not d.keep(100.1)
+    assert d.keep(3.0)  # timestamps went backwards (a reconnect): start again
+    with pytest.raises(ValueError):
+        Decimator(0)
+
+
+def test_latest_slot_replaces_and_reports_the_replaced_item():
+    slot: LatestSlot[int] = LatestSlot()
+    assert slot.put(1) is None
+    assert slot.put(2) == 1  # 1 was never taken: the caller counts it as dropped
+    assert slot.take(0.01) == 2
+    assert slot.take(0.01) is None
+    got: list[int | None] = []
+    t = threading.Thread(target=lambda: got.append(slot.take(10)))
+    t.start()
+    slot.put(3)
+    t.join(10)
+    assert got == [3]
+    slot.put(4)
+    assert slot.close() == 4
+    assert slot.put(5) == 5  # closed: handed back, so the caller can count it
+
+
+def test_latency_window_percentiles_and_expiry():
+    now = [0.0]
+    w = LatencyWindow(window_s=10, clock=lambda: now[0])
+    assert w.percentiles(50, 99) == [None, None]
+    for k in range(100):
+        w.add((k + 1) / 1000)
+    assert w.percentiles(50, 99, 100) == [0.05, 0.099, 0.1]
+    now[0] = 11.0
+    w.add(5.0)
+    assert w.percentiles(50) == [5.0]  # the old samples left the window

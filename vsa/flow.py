@@ -1,0 +1,108 @@
+"""Flow-control pieces of a stream, without threads of their own (clocks are injected).
+
+- :class:`Decimator`: keep at most ``fps`` frames per second of media (or wall) time.
+- :class:`LatestSlot`: a one-frame mailbox for realtime sources; a newer frame replaces an
+  older one that was not taken yet (the replaced one is the caller's ``queue_full`` drop).
+- :class:`LatencyWindow`: capture-to-result latencies of the last ``window_s`` seconds,
+  for p50/p99 in the status.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Decimator:
+    """Keeps frames spaced by at least one period of ``max_fps``; drift-free on steady input."""
+
+    def __init__(self, max_fps: float) -> None:
+        if max_fps <= 0:
+            raise ValueError("max_fps must be > 0")
+        self.period = 1.0 / max_fps
+        self._tolerance = 0.1 * self.period  # jitter of camera timestamps
+        self._next: float | None = None
+
+    def keep(self, t: float) -> bool:
+        if self._next is not None and t < self._next - self._tolerance:
+            if t < self._next - 10 * self.period:  # timestamps went backwards: start again
+                self._next = None
+            else:
+                return False
+        # on time: the next slot is one period later; after a gap, count from this frame
+        if self._next is None or t - self._next > self.period:
+            self._next = t + self.period
+        else:
+            self._next += self.period
+        return True
+
+
+class LatestSlot(Generic[T]):
+    """Holds the newest item only. ``put`` returns the item it replaced (or None)."""
+
+    def __init__(self) -> None:
+        self._item: T | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: T) -> T | None:
+        """Store ``item``; returns the item it replaced, or ``item`` itself once closed."""
+        with self._cond:
+            if self._closed:
+                return item
+            old, self._item = self._item, item
+            self._cond.notify()
+            return old
+
+    def take(self, timeout: float) -> T | None:
+        """The item, waiting up to ``timeout``; None when empty (or closed)."""
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> T | None:
+        """Wake any waiter; returns an item nobody took."""
+        with self._cond:
+            self._closed = True
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return item
+
+
+class LatencyWindow:
+    """Latencies (seconds) of the last ``window_s`` seconds, at most ``max_samples`` of them."""
+
+    def __init__(
+        self,
+        window_s: float = 30.0,
+        max_samples: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
+
+    def add(self, latency_s: float) -> None:
+        self._samples.append((self._clock(), latency_s))
+
+    def _recent(self) -> list[float]:
+        cutoff = self._clock() - self.window_s
+        while self._samples and self._samples[0][0] < cutoff:
+            self._samples.popleft()
+        return sorted(v for _, v in self._samples)
+
+    def percentiles(self, *qs: float) -> list[float | None]:
+        values = self._recent()
+        if not values:
+            return [None for _ in qs]
+        return [
+            values[min(len(values) - 1, max(0, math.ceil(q / 100 * len(values)) - 1))] for q in qs
+        ]
