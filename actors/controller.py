@@ -37,6 +37,7 @@ from actors.source import SourceActor
 from vsa import CODE_FINGERPRINT, __version__
 from vsa.config import RunSpec
 from vsa.errors import ConfigError, RunNotFound, VsaError
+from vsa.report import build_report, write_report
 from vsa.runstate import RunState, derive_run_state, run_reason
 from vsa.settings import inference_gpus
 from vsa.uri import mask_uri
@@ -48,6 +49,7 @@ SAVE_EVERY_S = 5.0
 STATUS_TIMEOUT_S = 10.0
 ENGINE_TIMEOUT_S = 120.0
 KEEP_FINISHED = 50
+METRICS_FLUSH_S = 12.0  # > Ray's metrics_report_interval_ms (10 s by default)
 KV_PREFIX = "run/"
 KV_VERSION = 1
 COUNTERS = ("frames_decoded", "frames_inferred", "frames_emitted")
@@ -79,6 +81,22 @@ class _Run:
     events: list[dict[str, Any]] = field(default_factory=list)  # recoveries and failures
     degraded: str | None = None  # why the run is DEGRADED for its performance
     saved_at: float = 0.0
+    series: dict[str, list[list[float]]] = field(default_factory=dict)  # for report.png
+    sampled_at: float = 0.0
+    report: list[str] = field(default_factory=list)  # the report files, once written
+
+    def sample(self) -> None:
+        """One row per source per second: [t, fps, p50 ms, p99 ms] (bounded: halved when full)."""
+        now = time.time()
+        if now - self.sampled_at < 1.0:
+            return
+        self.sampled_at = now
+        for sid, s in self.sources.items():
+            lat = s.get("latency_ms") or {}
+            rows = self.series.setdefault(sid, [])
+            rows.append([round(now, 3), s.get("fps", 0.0), lat.get("p50"), lat.get("p99")])
+            if len(rows) > 4000:
+                del rows[::2]
 
     def enter(self, state: RunState) -> None:
         """Move to ``state``, log it with the reason, and keep the transition (bounded)."""
@@ -120,6 +138,7 @@ class _Run:
             "sources": [self.sources[s.id] for s in self.spec.sources],
             "transitions": list(self.transitions),
             "events": list(self.events),
+            "report": list(self.report),
         }
 
     def to_json(self) -> str:
@@ -255,6 +274,14 @@ class Controller:
                 continue
             self._runs[record.id] = record
         active = [r for r in self._runs.values() if not r.state.terminal]
+        for record in self._runs.values():  # actors a finished run left (restart while reaping)
+            if record.state.terminal and time.time() - (record.finished_at or 0) < 600:
+                for source in record.spec.sources:
+                    try:
+                        name = source_actor_name(record.id, source.id)
+                        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                    except Exception:  # noqa: BLE001 - gone already
+                        pass
         if self._runs:
             log.info("loaded %d saved runs, %d active", len(self._runs), len(active))
         if not active:
@@ -620,6 +647,7 @@ class Controller:
                     record.sources[sid]["state"] = "FAILED"
                     record.sources[sid]["error"] = f"source actor died: {type(result).__name__}"
                 # ActorUnavailableError: Ray is restarting it; the next poll sees it again
+            record.sample()
             state = derive_run_state([s["state"] for s in record.sources.values()])
             if state.terminal:
                 await self._finish(record, state)
@@ -644,10 +672,26 @@ class Controller:
         if state is RunState.FAILED and not record.error:
             errors = [f"{s['id']}: {s['error']}" for s in record.sources.values() if s.get("error")]
             record.error = "; ".join(errors) or "every source failed"
+        # the report is written before the run reads as ended, so whoever sees the final state
+        # finds the report too
+        finished_at = time.time()
+        try:
+            summary = record.summary()
+            summary.update(state=state.value, finished_at=finished_at, error=record.error)
+            summary["transitions"].append({"t": round(finished_at, 3), "state": state.value})
+            report = build_report(summary, record.series)
+            paths = await asyncio.to_thread(write_report, record.spec.output_dir, report)
+            record.report = [str(p) for p in paths]
+            log.info("run=%s report: %s", record.id, ", ".join(record.report))
+        except Exception as exc:  # noqa: BLE001 - a report is not worth failing the run over
+            log.warning("run=%s could not write its report: %s", record.id, exc)
+        if record.state.terminal:
+            return  # finished by another path while the report was written
         record.enter(state)
-        record.finished_at = time.time()
-        for actor in record.actors.values():
-            ray.kill(actor, no_restart=True)
+        record.finished_at = finished_at
+        # the source actors' last metrics reach Ray's agent on its next report: let them live
+        # that long (they are idle), then remove them
+        asyncio.get_running_loop().create_task(self._reap(list(record.actors.values())))
         record.actors.clear()
         self._save(record)
         assert self._submit_lock is not None
@@ -664,6 +708,14 @@ class Controller:
                     )
                 except Exception as exc:  # noqa: BLE001 - a model left loaded is not worth failing a run
                     log.warning("run=%s could not unload its model: %s", record.id, exc)
+
+    async def _reap(self, actors: list[Any]) -> None:
+        await asyncio.sleep(METRICS_FLUSH_S)
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
 
     def _forget_old_runs(self) -> None:
         done = sorted(

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors.metrics import InferenceMetrics
 from vsa.batching import BatchFormer
 from vsa.config import BatchingSpec, ModelSpec
 from vsa.errors import ModelError
@@ -79,6 +80,7 @@ class InferenceActor:
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         self._load_lock = asyncio.Lock()
         self._released: dict[str, dict[str, Any]] = {}  # totals of unloaded engines, by model name
+        self._metrics = InferenceMetrics()
 
     async def ensure_engine(
         self, model: dict[str, Any], batching: dict[str, Any]
@@ -296,6 +298,13 @@ class InferenceActor:
         engine.batches += 1
         engine.frames += len(batch)
         engine.model_s += elapsed
+        try:
+            self._metrics.batch(engine.model.name, elapsed, len(batch))
+            if stale:
+                self._metrics.stale.inc(len(stale), tags={"model": engine.model.name})
+            self._metrics.gpu()
+        except Exception:  # noqa: BLE001 - metrics never break inference
+            log.exception("metrics failed")
         for item, dets in zip(batch, detections, strict=True):
             if not item.future.done():
                 item.future.set_result(

@@ -23,6 +23,7 @@ from typing import Any
 
 import ray
 
+from actors.metrics import StreamMetrics
 from vsa.config import RunSpec
 from vsa.sinks import FrameResult, open_sinks
 from vsa.sinks.jsonl import count_lines, last_record
@@ -31,6 +32,7 @@ from vsa.stream import StreamWorker
 
 log = logging.getLogger("vsa.source")
 INFERENCE_WAIT_S = 120.0  # longest wait for a restarted inference actor before frames fail
+DROPS_SUMMARY_S = 30.0
 
 
 class _RayPending:
@@ -99,9 +101,45 @@ class SourceActor:
             max_age_s=source.max_age_ms / 1000,
             latency_window_s=spec.degradation.window_s,
             index_offset=offset,
+            on_emit=self._emitted,
         )
         self._priority = source.priority
+        self._frame_bytes = 0
+        self.metrics = StreamMetrics(run_id, source_id)
         self.worker.start()
+        threading.Thread(target=self._report, name="metrics", daemon=True).start()
+
+    def _emitted(self, frame: Frame, latency_s: float) -> None:
+        self._frame_bytes = frame.image.nbytes
+        self.metrics.frame_emitted(latency_s, frame.decode_s)
+
+    def _report(self) -> None:
+        """Every second: metrics from the worker's counters; every 30 s: a drops summary line."""
+        last_summary, last_drops = time.monotonic(), {}
+        while True:
+            done = self.worker.done
+            status = self.worker.status()
+            try:
+                self.metrics.update(status, self._frame_bytes)
+            except Exception:  # noqa: BLE001 - metrics never break a stream
+                log.exception("metrics update failed")
+            if time.monotonic() - last_summary >= DROPS_SUMMARY_S:
+                drops = status["drops"]
+                new = {k: v - last_drops.get(k, 0) for k, v in drops.items()}
+                new = {k: v for k, v in new.items() if v}
+                if new:
+                    log.info(
+                        "run=%s source=%s drops in the last %.0f s: %s (total %s)",
+                        self.worker.run_id,
+                        self.worker.source_id,
+                        DROPS_SUMMARY_S,
+                        new,
+                        drops,
+                    )
+                last_summary, last_drops = time.monotonic(), dict(drops)
+            if done:
+                return  # the final counts are in
+            time.sleep(1.0)
 
     def _inference_lost(self) -> None:
         self._inference_ok.clear()

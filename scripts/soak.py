@@ -20,8 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 
 def object_store_mib() -> float:
     from ray._private.internal_api import memory_summary
@@ -42,10 +40,14 @@ def actor_pids() -> dict[str, int]:
 
 
 def rss_mib(pid: int) -> float:
+    """Resident memory of a process, from /proc (Linux)."""
     try:
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except psutil.Error:
-        return float("nan")
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def main() -> None:

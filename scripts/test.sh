@@ -3,10 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-# Debian packages: ffprobe (checks our MP4s) and GStreamer's RTSP server (the live-source tests
-# run a real one under the system python3, which has the gi bindings).
+# Debian packages: ffprobe (checks our MP4s), GStreamer's RTSP server (the live-source tests
+# run a real one under the system python3, which has the gi bindings) and Prometheus (the
+# metrics test scrapes Ray's endpoint with it; the test starts its own on 127.0.0.1).
 DEB=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-     gstreamer1.0-plugins-ugly gstreamer1.0-rtsp)
+     gstreamer1.0-plugins-ugly gstreamer1.0-rtsp prometheus)
 missing=()
 for pkg in "${DEB[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,4 +20,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 ruff check .
 ruff format --check .
-VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 python -m pytest -q -p no:cacheprovider tests "$@"
+VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 python -m pytest -q -p no:cacheprovider tests "$@"

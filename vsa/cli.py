@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="state and counters of runs and their sources")
     p.add_argument("run", nargs="?", help="run id or name (default: all runs)")
     p.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="refresh the run's table in place until it ends (plain lines when not a terminal)",
+    )
     _add_address(p)
 
     p = sub.add_parser("stop", help="stop a run; files are closed and playable")
@@ -78,17 +83,17 @@ def render_run(run: dict[str, Any]) -> str:
         lines.append(f"  error: {run['error']}")
     if run.get("reason"):
         lines.append(f"  why: {run['reason']}")
-    header = ("source", "state", "decoded", "inferred", "emitted", "dropped", "reconn", "fps")
+    header = ("source", "state", "fps", "p50 ms", "p99 ms", "emitted", "dropped", "reconn")
     rows = [header] + [
         (
             s["id"],
             source_state_text(s),
-            str(s["frames_decoded"]),
-            str(s["frames_inferred"]),
+            f"{s['fps']:.1f}",
+            _ms((s.get("latency_ms") or {}).get("p50")),
+            _ms((s.get("latency_ms") or {}).get("p99")),
             str(s["frames_emitted"]),
             str(s["frames_dropped"]),
             str(s.get("reconnects", 0)),
-            f"{s['fps']:.1f}",
         )
         for s in run["sources"]
     ]
@@ -101,7 +106,17 @@ def render_run(run: dict[str, Any]) -> str:
     for s in run["sources"]:
         if s.get("error"):
             lines.append(f"  {s['id']}: {s['error']}")
+        drops = s.get("drops") or {}
+        if drops:
+            causes = ", ".join(f"{k} {v}" for k, v in sorted(drops.items()))
+            lines.append(f"  {s['id']} drops: {causes}")
+    if run.get("report"):
+        lines.append(f"  report: {', '.join(run['report'])}")
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def source_state_text(s: dict[str, Any], now: float | None = None) -> str:
@@ -164,12 +179,16 @@ def follow(
     client: Any, run_id: str, out: TextIO, local: bool = False, interval_s: float = 2.0
 ) -> int:
     started = time.monotonic()
+    live = LiveTable(out)
     try:
         while True:
             run = client.status(run_id)["runs"][0]
             if run["state"] in TERMINAL:
                 break
-            print(progress_line(run, time.monotonic() - started), file=out, flush=True)
+            if live.tty:
+                live.show(render_run(run))  # refreshed in place
+            else:
+                print(progress_line(run, time.monotonic() - started), file=out, flush=True)
             time.sleep(interval_s)
     except KeyboardInterrupt:
         if local:
@@ -183,12 +202,35 @@ def follow(
                 file=out,
             )
             return 0
-    print(render_run(run), file=out)
+    if live.tty:
+        live.show(render_run(run))
+    else:
+        print(render_run(run), file=out)
     return 0 if run["state"] in ("FINISHED", "STOPPED") else 1
 
 
+class LiveTable:
+    """Redraws a block of text in place on a terminal (ANSI: cursor up, clear to the end)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = bool(getattr(out, "isatty", lambda: False)())
+        self._lines = 0
+
+    def show(self, text: str) -> None:
+        prefix = f"\x1b[{self._lines}F\x1b[J" if self._lines else ""
+        self.out.write(prefix + text + "\n")
+        self.out.flush()
+        self._lines = text.count("\n") + 1
+
+
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    status = _client(args).status(args.run)
+    client = _client(args)
+    if getattr(args, "follow", False):
+        if not args.run:
+            raise VsaError("--follow needs a run id or name")
+        return follow(client, client.status(args.run)["runs"][0]["id"], out)
+    status = client.status(args.run)
     if args.json:
         print(json.dumps(status, indent=2), file=out)
     elif not status["runs"]:

@@ -106,3 +106,45 @@ class LatencyWindow:
         return [
             values[min(len(values) - 1, max(0, math.ceil(q / 100 * len(values)) - 1))] for q in qs
         ]
+
+
+class LatencyHistogram:
+    """Every latency of a run in log-spaced buckets (1 ms to ~100 s, ~5% wide): percentiles
+    of a whole run in constant memory, mergeable across streams."""
+
+    BASE_S = 0.001
+    GROWTH = 1.05
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.total = 0
+        self.max_s = 0.0
+
+    def _bucket(self, seconds: float) -> int:
+        if seconds <= self.BASE_S:
+            return 0
+        return 1 + int(math.log(seconds / self.BASE_S, self.GROWTH))
+
+    def add(self, seconds: float) -> None:
+        b = self._bucket(seconds)
+        self.counts[b] = self.counts.get(b, 0) + 1
+        self.total += 1
+        self.max_s = max(self.max_s, seconds)
+
+    def merge(self, counts: dict) -> None:
+        for b, n in counts.items():
+            b = int(b)
+            self.counts[b] = self.counts.get(b, 0) + n
+            self.total += n
+
+    def percentile(self, q: float) -> float | None:
+        """Upper edge of the bucket holding the q-th percentile, in seconds."""
+        if not self.total:
+            return None
+        rank = max(1, math.ceil(q / 100 * self.total))
+        seen = 0
+        for b in sorted(self.counts):
+            seen += self.counts[b]
+            if seen >= rank:
+                return self.BASE_S * self.GROWTH**b
+        return self.max_s

@@ -33,7 +33,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from vsa.config import ReconnectSpec
-from vsa.flow import Decimator, LatencyWindow, LatestSlot
+from vsa.flow import Decimator, LatencyHistogram, LatencyWindow, LatestSlot
 from vsa.reconnect import Backoff
 from vsa.sinks import FrameResult, Sink
 from vsa.sources import Frame, FrameSource, SourceOptions, open_source
@@ -88,6 +88,7 @@ class StreamWorker:
         max_age_s: float = 1.0,
         latency_window_s: float = 30.0,
         index_offset: int = 0,
+        on_emit: Callable[[Frame, float], None] | None = None,
     ) -> None:
         self.run_id, self.source_id, self.uri = run_id, source_id, uri
         self._sinks_factory, self._submit, self._opener = sinks_factory, submit, opener
@@ -99,9 +100,11 @@ class StreamWorker:
         self.options.max_fps = max_fps
         self.realtime, self.max_fps, self.max_age_s = realtime, max_fps, max_age_s
         self.index_offset = index_offset  # a restarted source goes on numbering where it was
+        self._on_emit = on_emit  # (frame, capture-to-result seconds), once per emitted frame
         self._latest: LatestSlot[Frame] = LatestSlot()
         self._decode_done = threading.Event()
         self._latency = LatencyWindow(latency_window_s)
+        self._run_latency = LatencyHistogram()  # the whole run, for the end-of-run report
         # only network sources come back: a file or a generator fails the same way again
         self.reconnects = scheme_of(uri) in NETWORK_SCHEMES
         self.backoff = backoff or Backoff(reconnect or ReconnectSpec())
@@ -210,6 +213,7 @@ class StreamWorker:
                     "p99": None if p99 is None else round(p99 * 1000, 1),
                 },
                 "transitions": list(self.transitions),
+                "latency_hist": dict(self._run_latency.counts),
             }
 
     # --- threads -------------------------------------------------------------------------
@@ -474,10 +478,17 @@ class StreamWorker:
                     self._fail(SourceError("SINK_ERROR", f"{describe(exc)} ({type(exc).__name__})"))
                     self._drop("sink_error", len(chunk) - done)
                     break
+                latency = time.time() - frame.wall_time
                 with self._lock:
                     self.emitted += 1
                     self._emit_times.append(time.monotonic())
-                    self._latency.add(time.time() - frame.wall_time)
+                    self._latency.add(latency)
+                    self._run_latency.add(latency)
+                if self._on_emit is not None:
+                    try:
+                        self._on_emit(frame, latency)
+                    except Exception:  # noqa: BLE001 - metrics never break a stream
+                        log.exception("on_emit failed")
                 self._slots.release()
         self._finish()
 

@@ -44,6 +44,8 @@ def ray_cluster() -> dict[str, str]:
         log_to_driver=False,
         include_dashboard=True,
         object_store_memory=1_000_000_000,
+        # metrics reach Ray's Prometheus endpoint every second (10 s by default)
+        _system_config={"metrics_report_interval_ms": 1000},
     )
     info = {
         "gcs_address": ctx.address_info["gcs_address"],

@@ -39,7 +39,7 @@ def test_status_table_names_why_the_run_is_degraded():
         "output_dir": "/out",
         "model": None,
         "sources": [
-            src("yard", "STREAMING", reconnects=2),
+            src("yard", "STREAMING", reconnects=2, latency_ms={"p50": 12.4, "p99": 240.0}),
             src(
                 "door",
                 "RECONNECTING",
@@ -56,6 +56,23 @@ def test_status_table_names_why_the_run_is_degraded():
     header = next(r for r in rows if r.strip().startswith("source"))
     assert "reconn" in header
     yard = next(r for r in rows if r.strip().startswith("yard"))
-    assert yard.split()[-2:] == ["2", "15.0"]
+    assert yard.split() == ["yard", "STREAMING", "15.0", "12", "240", "10", "0", "2"]
     assert "door: AUTH_FAILED: Server returned 401" in text
     assert "RECONNECTING #1" in progress_line(run, 12.0)
+
+
+def test_live_table_redraws_in_place_on_a_terminal_and_appends_otherwise():
+    import io
+
+    from vsa.cli import LiveTable
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    live = LiveTable(tty)
+    live.show("a\nb")
+    live.show("c\nd\ne")
+    assert tty.getvalue() == "a\nb\n\x1b[2F\x1b[Jc\nd\ne\n"  # up 2 lines, clear, redraw
+    assert not LiveTable(io.StringIO()).tty  # a pipe or file gets plain lines instead

@@ -60,3 +60,17 @@ def test_latency_window_percentiles_and_expiry():
     now[0] = 11.0
     w.add(5.0)
     assert w.percentiles(50) == [5.0]  # the old samples left the window
+
+
+def test_latency_histogram_percentiles_within_a_bucket_and_merge():
+    from vsa.flow import LatencyHistogram
+
+    h = LatencyHistogram()
+    assert h.percentile(50) is None
+    for k in range(1, 1001):
+        h.add(k / 1000)  # 1 ms .. 1 s
+    for q, exact in ((50, 0.5), (90, 0.9), (99, 0.99)):
+        assert exact <= h.percentile(q) <= exact * 1.06
+    other = LatencyHistogram()
+    other.merge({str(b): n for b, n in h.counts.items()})  # as it arrives through JSON
+    assert other.total == 1000 and other.percentile(50) == h.percentile(50)

@@ -115,6 +115,7 @@ class AvSource:
                     continue
             if packet.is_keyframe:
                 waiting_key = False
+            started = time.perf_counter()
             try:
                 decoded = packet.decode()
             except (av.error.InvalidDataError, av.error.UndefinedError) as exc:
@@ -137,7 +138,9 @@ class AvSource:
                     last_frame = time.monotonic()
                     continue
                 image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
-                yield Frame(index=k, pts=frame.time, wall_time=wall, image=image)
+                took = time.perf_counter() - started
+                yield Frame(index=k, pts=frame.time, wall_time=wall, image=image, decode_s=took)
+                started = time.perf_counter()
                 k += 1
                 last_frame = time.monotonic()
             if packet.size and time.monotonic() - last_frame > opts.stall_timeout_s:

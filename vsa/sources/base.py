@@ -18,6 +18,7 @@ class Frame:
     wall_time: float  # capture time, time.time() when the frame left the decoder
     image: np.ndarray
     truth: list[dict[str, Any]] | None = field(default=None, repr=False)  # synthetic ground truth
+    decode_s: float | None = None  # time spent decoding (or rendering) and converting it
 
 
 def _ignore(cause: str, count: int) -> None:

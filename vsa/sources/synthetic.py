@@ -202,9 +202,15 @@ class SyntheticSource:
                 delay = start + k / self.params.fps - self._clock()
                 if delay > 0:
                     self._sleep(delay)
+            started = time.perf_counter()
             image, truth = self.scene.render(k)
             yield Frame(
-                index=k, pts=k / self.params.fps, wall_time=time.time(), image=image, truth=truth
+                index=k,
+                pts=k / self.params.fps,
+                wall_time=time.time(),
+                image=image,
+                truth=truth,
+                decode_s=time.perf_counter() - started,
             )
             k += 1
 

@@ -1,0 +1,133 @@
+"""The engine's metrics, through ``ray.util.metrics``: Ray's metrics agent exports them on
+its Prometheus port (names get Ray's ``ray_`` prefix) next to Ray's own CPU, GPU and memory
+metrics, and the Ray dashboard shows them. The table is in docs/metrics.md.
+
+Tag keys: ``run`` and ``source`` for every per-stream metric (``cause`` for drops,
+``state`` for the source state), ``model`` for the inference metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ray.util.metrics import Counter, Gauge, Histogram
+
+STREAM = ("run", "source")
+LATENCY_BOUNDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+DECODE_BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]
+BATCH_SECONDS_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+BATCH_SIZE_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128]
+SOURCE_STATES = ("CONNECTING", "STREAMING", "RECONNECTING", "FINISHED", "FAILED", "STOPPED")
+
+
+class StreamMetrics:
+    """Per-stream metrics of one source actor.
+
+    ``frame_emitted`` is called for every emitted frame (so the latency histogram's count is
+    the number of frames emitted); ``update`` folds a status into counters and gauges.
+    """
+
+    def __init__(self, run_id: str, source_id: str) -> None:
+        tags = {"run": run_id, "source": source_id}
+        self._lock = threading.Lock()
+        self.decoded = Counter("vsa_frames_decoded", "Frames decoded.", STREAM)
+        self.inferred = Counter("vsa_frames_inferred", "Frames with inference results.", STREAM)
+        self.emitted = Counter("vsa_frames_emitted", "Frames written to the sinks.", STREAM)
+        self.dropped = Counter(
+            "vsa_frames_dropped", "Frames dropped, by cause.", (*STREAM, "cause")
+        )
+        self.reconnects = Counter("vsa_reconnects", "Reconnections after an outage.", STREAM)
+        self.fps = Gauge("vsa_source_fps", "Frames emitted per second (last 3 s).", STREAM)
+        self.in_flight = Gauge(
+            "vsa_source_queue_depth", "Frames decoded, not yet emitted or dropped.", STREAM
+        )
+        self.store_bytes = Gauge(
+            "vsa_object_store_bytes",
+            "Bytes of frames this stream holds in the object store.",
+            STREAM,
+        )
+        self.state = Gauge(
+            "vsa_source_state", "1 for the source's current state.", (*STREAM, "state")
+        )
+        self.latency = Histogram(
+            "vsa_latency_seconds", "Capture to result, per emitted frame.", LATENCY_BOUNDS, STREAM
+        )
+        self.decode = Histogram(
+            "vsa_decode_seconds", "Decoding (and BGR conversion) per frame.", DECODE_BOUNDS, STREAM
+        )
+        for metric in (
+            self.decoded,
+            self.inferred,
+            self.emitted,
+            self.dropped,
+            self.reconnects,
+            self.fps,
+            self.in_flight,
+            self.store_bytes,
+            self.state,
+            self.latency,
+            self.decode,
+        ):
+            metric.set_default_tags(tags)
+        self._seen: dict[str, Any] = {"drops": {}}
+
+    def frame_emitted(self, latency_s: float, decode_s: float | None) -> None:
+        self.latency.observe(max(0.0, latency_s))
+        if decode_s is not None:
+            self.decode.observe(decode_s)
+
+    def update(self, status: dict[str, Any], frame_bytes: int) -> None:
+        """Counters advance by what changed since the last call; gauges take the values."""
+        with self._lock:
+            seen = self._seen
+            for key, counter in (
+                ("frames_decoded", self.decoded),
+                ("frames_inferred", self.inferred),
+                ("frames_emitted", self.emitted),
+                ("reconnects", self.reconnects),
+            ):
+                delta = status.get(key, 0) - seen.get(key, 0)
+                if delta > 0:
+                    counter.inc(delta)
+                seen[key] = status.get(key, 0)
+            for cause, n in status.get("drops", {}).items():
+                delta = n - seen["drops"].get(cause, 0)
+                if delta > 0:
+                    self.dropped.inc(delta, tags={"cause": cause})
+                seen["drops"][cause] = n
+        self.fps.set(status.get("fps", 0.0))
+        self.in_flight.set(status.get("in_flight", 0))
+        self.store_bytes.set(status.get("in_flight", 0) * frame_bytes)
+        for state in SOURCE_STATES:
+            self.state.set(1.0 if status.get("state") == state else 0.0, tags={"state": state})
+
+
+class InferenceMetrics:
+    def __init__(self) -> None:
+        self.batch_seconds = Histogram(
+            "vsa_inference_batch_seconds", "Model time per batch.", BATCH_SECONDS_BOUNDS, ("model",)
+        )
+        self.batch_size = Histogram(
+            "vsa_batch_size", "Frames per batch.", BATCH_SIZE_BOUNDS, ("model",)
+        )
+        self.stale = Counter(
+            "vsa_inference_stale", "Frames past their deadline when their batch formed.", ("model",)
+        )
+        self.gpu_memory = Gauge(
+            "vsa_gpu_memory_bytes", "Device memory allocated by the models (0 on the CPU).", ()
+        )
+
+    def batch(self, model: str, seconds: float, size: int) -> None:
+        tags = {"model": model}
+        self.batch_seconds.observe(seconds, tags=tags)
+        self.batch_size.observe(size, tags=tags)
+
+    def gpu(self) -> None:
+        try:
+            import torch
+
+            used = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+        except Exception:  # noqa: BLE001
+            used = 0
+        self.gpu_memory.set(used)

@@ -1,0 +1,128 @@
+"""The end-of-run report: ``<output_dir>/report.json`` and ``report.png`` (fps and latency over
+time per stream). Built by the controller when a run ends or is stopped; no Ray needed here."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from vsa.flow import LatencyHistogram
+
+PERCENTILES = (50, 90, 99)
+
+
+def _percentiles(hist: LatencyHistogram) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for q in PERCENTILES:
+        v = hist.percentile(q)
+        out[f"p{q}"] = None if v is None else round(v * 1000, 1)
+    out["max"] = round(hist.max_s * 1000, 1) if hist.total else None
+    return out
+
+
+def build_report(run: dict[str, Any], series: dict[str, list[list[float]]]) -> dict[str, Any]:
+    """``run``: the controller's run summary; ``series``: per source, [t, fps, p50, p99] rows."""
+    end = run.get("finished_at") or run["created_at"]
+    duration = max(1e-9, end - run["created_at"])
+    streams, everything = [], LatencyHistogram()
+    totals: Counter[str] = Counter()
+    drops: Counter[str] = Counter()
+    for s in run["sources"]:
+        hist = LatencyHistogram()
+        hist.merge(s.get("latency_hist") or {})
+        everything.merge(s.get("latency_hist") or {})
+        for key in ("frames_decoded", "frames_inferred", "frames_emitted", "frames_dropped"):
+            totals[key] += s.get(key, 0)
+        drops.update(s.get("drops", {}))
+        streams.append(
+            {
+                "id": s["id"],
+                "uri": s["uri"],  # already masked
+                "state": s["state"],
+                "code": s.get("code"),
+                "error": s.get("error"),
+                "frames_decoded": s.get("frames_decoded", 0),
+                "frames_inferred": s.get("frames_inferred", 0),
+                "frames_emitted": s.get("frames_emitted", 0),
+                "frames_dropped": s.get("frames_dropped", 0),
+                "drops": s.get("drops", {}),
+                "fps_mean": round(s.get("frames_emitted", 0) / duration, 2),
+                "latency_ms": _percentiles(hist),
+                "reconnects": s.get("reconnects", 0),
+                "restarts": s.get("restarts", 0),
+                "transitions": s.get("transitions", []),
+            }
+        )
+    return {
+        "run": run["id"],
+        "name": run["name"],
+        "state": run["state"],
+        "error": run.get("error"),
+        "started_at": run["created_at"],
+        "finished_at": run.get("finished_at"),
+        "duration_s": round(duration, 3),
+        "model": run.get("model"),
+        "totals": {
+            **totals,
+            "drops": dict(drops),
+            "fps_mean": round(totals["frames_emitted"] / duration, 2),
+        },
+        "latency_ms": _percentiles(everything),
+        "streams": streams,
+        "transitions": run.get("transitions", []),
+        "events": run.get("events", []),
+        "series": {
+            sid: {"columns": ["t", "fps", "p50_ms", "p99_ms"], "rows": rows}
+            for sid, rows in series.items()
+        },
+    }
+
+
+def write_report(output_dir: str | Path, report: dict[str, Any]) -> list[Path]:
+    """Write report.json and report.png; the PNG is skipped (with a note) if matplotlib fails."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.json"
+    path.write_text(json.dumps(report, indent=1))
+    written = [path]
+    try:
+        written.append(plot(report, out / "report.png"))
+    except Exception as exc:  # noqa: BLE001 - the JSON is what matters
+        report["plot_error"] = f"{type(exc).__name__}: {exc}"
+        path.write_text(json.dumps(report, indent=1))
+    return written
+
+
+def plot(report: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_fps, ax_lat) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    t0 = report["started_at"]
+    for sid, data in report["series"].items():
+        rows = data["rows"]
+        if not rows:
+            continue
+        t = [r[0] - t0 for r in rows]
+        ax_fps.plot(t, [r[1] for r in rows], label=sid)
+        p99 = [r[3] for r in rows]
+        (line,) = ax_lat.plot(t, p99, label=f"{sid} p99")
+        ax_lat.plot(
+            t, [r[2] for r in rows], linestyle=":", color=line.get_color(), label=f"{sid} p50"
+        )
+    ax_fps.set_ylabel("frames/s emitted")
+    ax_lat.set_ylabel("latency (ms)")
+    ax_lat.set_xlabel("seconds since the run started")
+    ax_fps.set_title(f"{report['run']} ({report['state']})")
+    for ax in (ax_fps, ax_lat):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
