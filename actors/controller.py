@@ -49,10 +49,23 @@ SAVE_EVERY_S = 5.0
 STATUS_TIMEOUT_S = 10.0
 ENGINE_TIMEOUT_S = 120.0
 KEEP_FINISHED = 50
+STORE_CHECK_S = 5.0
+WARNING_HOLD_S = 60.0  # a warning stays in the status this long after it was last seen
 METRICS_FLUSH_S = 12.0  # > Ray's metrics_report_interval_ms (10 s by default)
 KV_PREFIX = "run/"
 KV_VERSION = 1
 COUNTERS = ("frames_decoded", "frames_inferred", "frames_emitted")
+
+
+def _store_stats() -> tuple[int, int] | None:
+    """(bytes in the object store, bytes spilled to disk so far) for the cluster, or None."""
+    try:  # Ray's own `ray memory --stats-only` source: private, so guarded
+        from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+        stats = get_memory_info_reply(get_state_from_address(None), timeout_seconds=10).store_stats
+        return int(stats.object_store_bytes_used), int(stats.spilled_bytes_total)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _kv() -> Any:
@@ -80,6 +93,7 @@ class _Run:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # recoveries and failures
     degraded: str | None = None  # why the run is DEGRADED for its performance
+    warnings: dict[str, tuple[float, str]] = field(default_factory=dict)  # kind -> (until, text)
     saved_at: float = 0.0
     series: dict[str, list[list[float]]] = field(default_factory=dict)  # for report.png
     sampled_at: float = 0.0
@@ -138,6 +152,7 @@ class _Run:
             "sources": [self.sources[s.id] for s in self.spec.sources],
             "transitions": list(self.transitions),
             "events": list(self.events),
+            "warnings": [text for until, text in self.warnings.values() if until > time.time()],
             "report": list(self.report),
         }
 
@@ -230,6 +245,7 @@ class Controller:
         self._submit_lock: asyncio.Lock | None = None
         self._recovered: asyncio.Event | None = None
         self._supervisor: asyncio.Task | None = None
+        self._spilled_seen: int | None = None
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         log.info(
             "controller %s (code %s) %s, pid %d",
@@ -479,6 +495,7 @@ class Controller:
         return [r for r in self._runs.values() if not r.state.terminal and not r.stop_requested]
 
     async def _supervise(self) -> None:
+        last_store_check = 0.0
         while True:
             await asyncio.sleep(SUPERVISE_S)
             active = self._active()
@@ -486,8 +503,32 @@ class Controller:
                 continue
             try:
                 await self._check_inference(active)
+                if time.monotonic() - last_store_check >= STORE_CHECK_S:
+                    last_store_check = time.monotonic()
+                    await self._check_store(active)
             except Exception:  # noqa: BLE001 - never let supervision die
                 log.exception("supervisor error (continuing)")
+
+    async def _check_store(self, active: list[_Run]) -> None:
+        """Spilling to disk means the object store is full: a warning on every active run."""
+        stats = await asyncio.to_thread(_store_stats)
+        if stats is None:
+            return
+        used, spilled = stats
+        if self._spilled_seen is not None and spilled > self._spilled_seen:
+            text = (
+                f"object store spilling to disk: {(spilled - self._spilled_seen) >> 20} MiB in "
+                f"the last {STORE_CHECK_S:.0f} s ({used >> 20} MiB in memory); the engine holds "
+                "at most max_in_flight frames per source, so another workload fills the store"
+            )
+            for record in active:
+                if (
+                    "spilling" not in record.warnings
+                    or record.warnings["spilling"][0] < time.time()
+                ):
+                    record.event("warning", reason=text)
+                record.warnings["spilling"] = (time.time() + WARNING_HOLD_S, text)
+        self._spilled_seen = spilled
 
     async def _check_inference(self, active: list[_Run]) -> None:
         if self._inference is None:

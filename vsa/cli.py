@@ -83,6 +83,8 @@ def render_run(run: dict[str, Any]) -> str:
         lines.append(f"  error: {run['error']}")
     if run.get("reason"):
         lines.append(f"  why: {run['reason']}")
+    for warning in run.get("warnings") or []:
+        lines.append(f"  warning: {warning}")
     header = ("source", "state", "fps", "p50 ms", "p99 ms", "emitted", "dropped", "reconn")
     rows = [header] + [
         (

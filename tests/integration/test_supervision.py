@@ -194,3 +194,26 @@ def test_sustained_drops_mark_the_run_degraded_without_killing_it(client, tmp_pa
     finally:
         final = client.stop(run_id)
     check_files(tmp_path, final)
+
+
+def test_object_store_spilling_is_reported_as_a_warning(client, tmp_path):
+    import numpy as np
+
+    run_id = client.submit(spec(tmp_path, "spill", n=1))["run_id"]
+    held = []
+    try:
+        wait_for(lambda: emitted(client, run_id)["cam0"] >= 5, 120, "frames")
+        # another workload fills the 1 GB store of the test cluster: Ray spills to disk
+        held = [ray.put(np.zeros(100_000_000, np.uint8)) for _ in range(12)]
+        wait_for(
+            lambda: any("spilling" in w for w in run_of(client, run_id)["warnings"]),
+            60,
+            "a spilling warning in the status",
+        )
+        run = run_of(client, run_id)
+        assert run["state"] == "UP"  # a warning, not a failure
+        assert any(e["event"] == "warning" for e in run["events"])
+    finally:
+        del held
+        final = client.stop(run_id)
+    check_files(tmp_path, final)
