@@ -93,6 +93,8 @@ class _Run:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # recoveries and failures
     degraded: str | None = None  # why the run is DEGRADED for its performance
+    # per source: (time, decoded, dropped) samples over degradation.window_s
+    window: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)
     warnings: dict[str, tuple[float, str]] = field(default_factory=dict)  # kind -> (until, text)
     saved_at: float = 0.0
     series: dict[str, list[list[float]]] = field(default_factory=dict)  # for report.png
@@ -649,14 +651,13 @@ class Controller:
         """Sustained drop ratio or p99 latency above the run's thresholds, per source."""
         limits = record.spec.degradation
         now = time.monotonic()
-        history = record.__dict__.setdefault("_history", {})
         reasons = []
         for sid, s in record.sources.items():
             if s.get("state") != "STREAMING":
                 continue
             drops = sum(v for k, v in s.get("drops", {}).items() if k != "decimated")
             decoded = s.get("frames_decoded", 0) - s.get("drops", {}).get("decimated", 0)
-            samples = history.setdefault(sid, [])
+            samples = record.window.setdefault(sid, [])
             samples.append((now, decoded, drops))
             while samples and now - samples[0][0] > limits.window_s:
                 samples.pop(0)

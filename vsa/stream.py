@@ -243,11 +243,6 @@ class StreamWorker:
             self.decoded += 1
             self._last_frame_at = time.monotonic()
 
-    def _drop_uncounted(self, cause: str) -> None:
-        """A decoded frame dropped before it took a slot."""
-        with self._lock:
-            self.drops[cause] += 1
-
     def _skipped(self, cause: str, count: int) -> None:
         """Frames the source lost before they were decoded (damaged data): decoded and dropped."""
         with self._lock:
@@ -395,10 +390,10 @@ class StreamWorker:
                     self._count(frame)
                     replaced = self._latest.put(frame)
                     if replaced is frame:  # the submit thread has ended (stopping)
-                        self._drop_uncounted("shutdown")
+                        self._drop("shutdown", 1, held_slot=False)
                         return None
                     if replaced is not None:  # the older frame was never sent
-                        self._drop_uncounted("queue_full")
+                        self._drop("queue_full", 1, held_slot=False)
                     if self._stopping.is_set():
                         return None
                     continue
@@ -428,11 +423,13 @@ class StreamWorker:
             return self.result_timeout_s
         return max(0.05, self._stop_deadline - time.monotonic())
 
-    def _drop(self, cause: str, count: int) -> None:
+    def _drop(self, cause: str, count: int, held_slot: bool = True) -> None:
+        """Count decoded frames as dropped; give back their in-flight slots if they held one."""
         with self._lock:
             self.drops[cause] += count
-        for _ in range(count):
-            self._slots.release()
+        if held_slot:
+            for _ in range(count):
+                self._slots.release()
 
     def _sink_loop(self) -> None:
         failed = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,22 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def require(what: str, env: str, why: str | None) -> None:
+    """Skip when ``why`` says a system tool is missing, or fail when ``env`` is 1 (CI sets it)."""
+    if why is None:
+        return
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{what} is required ({env}=1): {why}")
+    pytest.skip(why)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(

@@ -21,7 +21,7 @@ import av
 import av.error
 import pytest
 
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import require, wait_for
 from tests.rtsp_server import SYSTEM_PYTHON, RtspServer, available
 
 pytestmark = pytest.mark.integration
@@ -34,11 +34,7 @@ SECRET = "pa55-w0rd-xyzzy"
 
 @pytest.fixture(scope="module", autouse=True)
 def _need_rtsp():
-    why = available()
-    if why is not None:
-        if os.environ.get("VSA_REQUIRE_RTSP") == "1":
-            pytest.fail(f"the RTSP test server is required (VSA_REQUIRE_RTSP=1): {why}")
-        pytest.skip(why)
+    require("the RTSP test server", "VSA_REQUIRE_RTSP", available())
 
 
 class _Tee:

@@ -6,7 +6,6 @@ cameras of different sizes, and ``stop`` from every run state.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -14,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import count_video_frames, read_jsonl, wait_for
+from tests.integration.conftest import (
+    count_video_frames,
+    free_port,
+    read_jsonl,
+    require,
+    wait_for,
+)
 from tests.rtsp_server import RtspServer, available
 from vsa.config import parse_run, resolve_paths
 
@@ -28,17 +33,7 @@ SECRET = "s3cr3t-pw"
 
 @pytest.fixture(scope="module", autouse=True)
 def _need_rtsp():
-    why = available()
-    if why is not None:
-        if os.environ.get("VSA_REQUIRE_RTSP") == "1":
-            pytest.fail(f"the RTSP test server is required (VSA_REQUIRE_RTSP=1): {why}")
-        pytest.skip(why)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    require("the RTSP test server", "VSA_REQUIRE_RTSP", available())
 
 
 def spec(tmp_path: Path, name: str, sources: list[dict], **extra):

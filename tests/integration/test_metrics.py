@@ -5,9 +5,7 @@ end-of-run report."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import free_port, require, wait_for
 from vsa.config import parse_run, resolve_paths
 
 pytestmark = pytest.mark.integration
@@ -23,19 +21,14 @@ pytestmark = pytest.mark.integration
 FRAMES = 40
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prometheus(ray_cluster, tmp_path_factory):
     binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("VSA_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail("prometheus is required (VSA_REQUIRE_PROMETHEUS=1) but not installed")
-        pytest.skip("prometheus is not installed (apt install prometheus)")
+    require(
+        "prometheus",
+        "VSA_REQUIRE_PROMETHEUS",
+        None if binary else "prometheus is not installed (apt install prometheus)",
+    )
     root = tmp_path_factory.mktemp("prometheus")
     sd = Path(ray_cluster["session_dir"]) / "prom_metrics_service_discovery.json"
     wait_for(sd.exists, 60, "Ray's Prometheus service-discovery file")
