@@ -6,19 +6,106 @@ default, and ``docs/run-file.md`` is generated from them (``python -m vsa.config
 
 from __future__ import annotations
 
+import errno
+import functools
+import operator
 import os
 import re
+import reprlib
 import sys
+import types
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vsa import uri as uri_mod
 from vsa.errors import ConfigError
 
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# `<id>.part<n>.mp4` are the later segments of a video sink (vsa.sinks.VideoSink)
+_SEGMENT_SUFFIX_RE = re.compile(r"\.part\d+$", re.IGNORECASE)
+
+MAX_RUN_FILE_BYTES = 1 << 20  # 1 MiB: a run file lists streams and settings
+MAX_YAML_DEPTH = 100  # nesting levels of a run file; it needs about 4
+MAX_TEXT = 4096  # characters of a URI or a path
+MAX_ARCH = 128
+MAX_CLASS_NAME = 256  # the same limits as vsa.models.classes (not imported: it needs torch)
+MAX_CLASSES = 10_000
+_SHORT = 60  # characters of a value echoed into an error message
+
+
+# --- values echoed into error messages ------------------------------------------------------
+
+
+_REPR = reprlib.Repr()  # bounded work and size, whatever the value holds
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 40, 40
+
+
+def _short(value: Any, limit: int = _SHORT) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for an error message.
+
+    ``'aaaa…' (52428800 chars)``: the cut keeps the quotes and says how long the value was,
+    so a 50 MB string in a run file costs a line, not 50 MB, in the error. Containers show
+    their first items and their size: ``['x', 'x', 'x', 'x', 'x', 'x', ...] (1000 items)``.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        head = repr(value[:limit])
+        quote = head[-1]
+        return f"{head[:-1][: limit + 1]}…{quote} ({len(value)} chars)"
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int of more digits than str() converts
+        return f"<{type(value).__name__} of about {value.bit_length() * 0.30103:.0f} digits>"
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    if isinstance(value, list | tuple | dict | set | frozenset) and ("…" in text or "..." in text):
+        text += f" ({len(value)} item{'' if len(value) == 1 else 's'})"
+    return text
+
+
+# A quoted value: its opening quote follows no word character, its closing one precedes none.
+_LONG_QUOTED_RE = re.compile(r"(?<![\w'])'([^'\n]{80,})'(?![\w'])")
+_MAX_PROBLEM = 1000
+
+
+def _clip_quoted(message: str) -> str:
+    """``message`` with every long ``'quoted value'`` cut by ``_short``."""
+    return _LONG_QUOTED_RE.sub(lambda m: _short(m.group(1)), message)
+
+
+def _clip_problem(problem: str) -> str:
+    """One short line: long quoted values cut (a safety net for messages formatted elsewhere)."""
+    problem = _clip_quoted(problem)
+    problem = problem.replace("\r", "\\r").replace("\n", "\\n")
+    if len(problem) > _MAX_PROBLEM:
+        problem = f"{problem[:_MAX_PROBLEM]}… ({len(problem)} chars)"
+    return problem
+
+
+def _config_error(problems: Iterable[str], source: str | None = None) -> ConfigError:
+    return ConfigError([_clip_problem(p) for p in problems], source)
+
+
+def _show_path(path: str | os.PathLike[str], limit: int = 300) -> str:
+    """A path for an error message: as is, ``repr`` when it holds control characters, cut."""
+    text = str(path)
+    if not text.isprintable():
+        return _short(text, limit)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
 
 
 class _Strict(BaseModel):
@@ -90,14 +177,16 @@ class SourceSpec(_Strict):
 
     id: str = Field(
         pattern=_ID_RE,
-        description="Stream id, unique in the run; names the output files (`<id>.mp4`, `<id>.jsonl`).",
+        description="Stream id, unique in the run (also ignoring case); names the output files "
+        "(`<id>.mp4`, `<id>.jsonl`). Ids ending in `.part<n>` are reserved for video segments.",
     )
     uri: str = Field(
+        max_length=MAX_TEXT,
         description=(
             "`synthetic://shapes?seed=1&fps=15&width=640&height=360&frames=300`, `file:///abs/clip.mp4`, "
             "a plain path (relative to the directory you submit from), `rtsp://`, `http(s)://`. "
             "`${ENV}` references are expanded, so credentials need not be written in the file."
-        )
+        ),
     )
     max_in_flight: int = Field(
         8,
@@ -168,14 +257,28 @@ class SourceSpec(_Strict):
         "raise it to accept bigger video.",
     )
 
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        reserved = _SEGMENT_SUFFIX_RE.search(value)
+        if reserved:
+            raise ValueError(
+                f"{_short(value)} ends with '{reserved.group(0)}', which vsa reserves for video "
+                "segments; choose another id"
+            )
+        return value
+
     @field_validator("uri")
     @classmethod
     def _check_uri(cls, value: str) -> str:
-        scheme = uri_mod.check_scheme(value)
-        if scheme == "synthetic":
-            from vsa.sources.synthetic import SyntheticParams
+        try:
+            scheme = uri_mod.check_scheme(value)
+            if scheme == "synthetic":
+                from vsa.sources.synthetic import SyntheticParams
 
-            SyntheticParams.from_uri(value)
+                SyntheticParams.from_uri(value)
+        except ValueError as exc:  # they quote parts of the URI: keep the message one short line
+            raise ValueError(_clip_quoted(str(exc))) from None
         return value
 
     @property
@@ -191,6 +294,46 @@ class SourceSpec(_Strict):
             raise ValueError("rtsp_transport: only applies to rtsp:// sources")
         return self
 
+    @model_validator(mode="after")
+    def _synthetic_size(self) -> SourceSpec:
+        if uri_mod.scheme_of(self.uri) != "synthetic":
+            return self
+        from vsa.sources.synthetic import SyntheticParams
+
+        params = SyntheticParams.from_uri(self.uri)
+        pixels = params.width * params.height
+        if pixels > self.max_frame_pixels:
+            raise ValueError(
+                f"uri: synthetic frames {params.width}x{params.height} ({pixels} pixels) are "
+                f"larger than max_frame_pixels {self.max_frame_pixels}; raise max_frame_pixels "
+                "or lower width/height"
+            )
+        return self
+
+
+def _classes_kind(value: Any) -> str | None:
+    """Which form of ``model.classes`` a value is: ``list``, ``file`` (a path), or neither."""
+    if isinstance(value, list | tuple):
+        return "list"
+    if isinstance(value, str):
+        return "file"
+    return None
+
+
+ClassName = Annotated[str, Field(max_length=MAX_CLASS_NAME)]
+ClassNames = Annotated[list[ClassName], Field(max_length=MAX_CLASSES)]
+FilePath = Annotated[str, Field(max_length=MAX_TEXT)]
+# Tagged, so a bad value is reported once, against the form it has, not once per form.
+_Classes = Annotated[
+    Annotated[ClassNames, Tag("list")] | Annotated[FilePath, Tag("file")],
+    Discriminator(
+        _classes_kind,
+        custom_error_type="classes_type",
+        custom_error_message="expected a list of class names or the path of a names file",
+    ),
+]
+_UNION_TAGS = {"classes": ("list", "file")}  # removed from error locations
+
 
 class ModelSpec(_Strict):
     """The model every stream of the run is analysed with."""
@@ -204,7 +347,7 @@ class ModelSpec(_Strict):
             "(needs the optional torchvision package)."
         ),
     )
-    path: str | None = Field(
+    path: FilePath | None = Field(
         None,
         description="Model file (`torchscript`) or weights file (`torchvision`); relative to the submit directory.",
     )
@@ -214,20 +357,21 @@ class ModelSpec(_Strict):
     )
     arch: str | None = Field(
         None,
+        max_length=MAX_ARCH,
         description="torchvision architecture, e.g. `fasterrcnn_resnet50_fpn` or `maskrcnn_resnet50_fpn`.",
     )
     input_size: tuple[int, int] = Field(
         (640, 640),
         description="Model input `[height, width]` for `torchscript`; frames are letterboxed to it.",
     )
-    classes: list[str] | str | None = Field(
+    classes: _Classes | None = Field(
         None,
         description=(
             "Class names: a list, or a names file (one per line, or a YAML/JSON list or `names:` mapping). "
             "For `torchscript`, omitted = the names embedded by the Ultralytics exporter."
         ),
     )
-    class_filter: list[str] | None = Field(None, description="Keep only these class names.")
+    class_filter: ClassNames | None = Field(None, description="Keep only these class names.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto` takes the GPU when the cluster has one, else the CPU."
     )
@@ -305,7 +449,8 @@ class RunSpec(_Strict):
         pattern=_ID_RE, description="Run name; a running name cannot be submitted twice."
     )
     output_dir: str = Field(
-        description="Where sinks write; relative paths are taken from the submit directory."
+        max_length=MAX_TEXT,
+        description="Where sinks write; relative paths are taken from the submit directory.",
     )
     sources: list[SourceSpec] = Field(min_length=1, description="The streams.")
     reconnect: ReconnectSpec = Field(
@@ -349,13 +494,23 @@ class RunSpec(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> RunSpec:
+        # Ids name files: ids that differ only by case are one file on case-insensitive
+        # filesystems (macOS, Windows, many network shares).
         seen: dict[str, int] = {}
         for i, source in enumerate(self.sources):
-            if source.id in seen:
+            key = source.id.lower()
+            if key in seen:
+                j = seen[key]
+                if self.sources[j].id == source.id:
+                    raise ValueError(
+                        f"sources[{i}].id: duplicate id '{source.id}' (also sources[{j}])"
+                    )
                 raise ValueError(
-                    f"sources[{i}].id: duplicate id '{source.id}' (also sources[{seen[source.id]}])"
+                    f"sources[{i}].id: duplicate id '{source.id}' (also sources[{j}] "
+                    f"'{self.sources[j].id}': ids that differ only by case name the same files on "
+                    "case-insensitive filesystems)"
                 )
-            seen[source.id] = i
+            seen[key] = i
         kinds = [s.type for s in self.sinks]
         for kind in set(kinds):
             if kinds.count(kind) > 1:
@@ -363,9 +518,36 @@ class RunSpec(_Strict):
         return self
 
 
+def output_names(spec: RunSpec, segments: int = 3) -> list[str]:
+    """Every file name a run may write in its ``output_dir``, in order.
+
+    Per source: ``<id>.mp4`` and ``<id>.part2.mp4`` .. ``<id>.part<segments>.mp4`` with a video
+    sink (a resolution change starts a segment), ``<id>.jsonl`` with a jsonl sink; then
+    ``report.json`` and ``report.png``. The validation of ids keeps these names distinct,
+    also on case-insensitive filesystems.
+    """
+    kinds = {sink.type for sink in spec.sinks}
+    names: list[str] = []
+    for source in spec.sources:
+        if "video" in kinds:
+            names.append(f"{source.id}.mp4")
+            names += [f"{source.id}.part{n}.mp4" for n in range(2, segments + 1)]
+        if "jsonl" in kinds:
+            names.append(f"{source.id}.jsonl")
+    return [*names, "report.json", "report.png"]
+
+
 # --- ${ENV} interpolation -------------------------------------------------------------------
 
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _key(part: Any) -> str:
+    """A mapping key of a location: as is when short and printable, else quoted and cut."""
+    text = str(part)
+    if not text.isprintable():
+        return _short(text)
+    return text if len(text) <= _SHORT else text[:_SHORT] + "…"
 
 
 def _loc(path: tuple[Any, ...]) -> str:
@@ -374,7 +556,7 @@ def _loc(path: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + _key(part)
     return out or "(top level)"
 
 
@@ -403,8 +585,8 @@ def interpolate_env(data: Any, env: dict[str, str] | None = None) -> Any:
             if default is not None:
                 return default
             problems.append(
-                f"{_loc(path)}: environment variable '{name}' is not set "
-                f"(export it, or write ${{{name}:-default}})"
+                f"{_loc(path)}: environment variable {_short(name)} is not set "
+                f"(export it, or write ${{{_key(name)}:-default}})"
             )
             return ""
 
@@ -412,28 +594,49 @@ def interpolate_env(data: Any, env: dict[str, str] | None = None) -> Any:
 
     result = expand(data, ())
     if problems:
-        raise ConfigError(problems)
+        raise _config_error(problems)
     return result
 
 
 # --- loading -------------------------------------------------------------------------------
 
 
+def _is_tag(loc: tuple[Any, ...], i: int) -> bool:
+    """Whether ``loc[i]`` is the tag of a tagged union (pydantic puts it in the location)."""
+    part, before = loc[i], loc[i - 1] if i else None
+    if isinstance(before, int) and i >= 2 and loc[i - 2] == "sinks":
+        return part in ("video", "jsonl")
+    return isinstance(before, str) and part in _UNION_TAGS.get(before, ())
+
+
 def _format_error(err: dict[str, Any]) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("video", "jsonl")))
+    loc = tuple(p for i, p in enumerate(err["loc"]) if not _is_tag(err["loc"], i))
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         return f"{_loc(loc)}: unknown key"
     if kind == "missing":
         return f"{_loc(loc)}: required field is missing"
     if kind == "union_tag_invalid":
-        return (
-            f"{_loc(loc)}: unknown sink type {err['input'].get('type')!r} (use 'video' or 'jsonl')"
-        )
+        kind_given = err["input"].get("type") if isinstance(err["input"], dict) else None
+        return f"{_loc(loc)}: unknown sink type {_short(kind_given)} (use 'video' or 'jsonl')"
     if kind == "union_tag_not_found":
         return f"{_loc(loc)}: sink needs a 'type' ('video' or 'jsonl')"
     if kind == "string_pattern_mismatch":
-        return f"{_loc(loc)}: {err['input']!r} is not a valid id (letters, digits, '_', '.', '-'; at most 64)"
+        # 72: an id a few characters over the limit of 64 is shown whole, to be counted
+        return (
+            f"{_loc(loc)}: {_short(err['input'], 72)} is not a valid id "
+            "(letters, digits, '_', '.', '-'; at most 64)"
+        )
+    if kind == "string_too_long":
+        return (
+            f"{_loc(loc)}: is {len(err['input'])} characters long, more than "
+            f"{err['ctx']['max_length']}; shorten it"
+        )
+    if kind == "too_long":
+        return (
+            f"{_loc(loc)}: has {err['ctx']['actual_length']} entries, more than "
+            f"{err['ctx']['max_length']}"
+        )
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
         # model-level validators already name their field
@@ -457,61 +660,231 @@ def parse_run(data: Any, source: str | None = None, env: dict[str, str] | None =
     try:
         return RunSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_format_error(e) for e in exc.errors()], source) from None
+        errors = exc.errors(include_url=False, include_context=True, include_input=True)
+        raise _config_error([_format_error(e) for e in errors], source) from None
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A run file uses YAML that vsa does not read; ``problem`` says which and what to do."""
+
+
+class _RunFileLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` for run files: no aliases or anchors, no duplicate keys, bounded depth.
+
+    Aliases are refused while composing, before any value is built: ``${VAR}`` interpolation
+    and validation walk every value, and a few hundred bytes of nested aliases (the "billion
+    laughs") expand to gigabytes. Duplicate keys (the last one would win silently) are
+    collected in ``duplicates``, all of them, at every level.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, str]] = []  # (line, problem)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(
+                problem=f"YAML aliases (*{_key(event.anchor)}) are not allowed in a run file; "
+                "write the value out",
+                problem_mark=event.start_mark,
+            )
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused(
+                problem=f"YAML anchors (&{_key(event.anchor)}) are not allowed in a run file; "
+                "write the value out",
+                problem_mark=event.start_mark,
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _Refused(
+                    problem=f"nested deeper than {MAX_YAML_DEPTH} levels; a run file needs a few",
+                    problem_mark=event.start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError):  # 2020-13-45, an int of 5000 digits
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                problem=f"{_short(node.value)} is not a valid {kind}; quote it to make it a string",
+                problem_mark=node.start_mark,
+            ) from None
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in first:
+                        self.duplicates.append(
+                            (
+                                line,
+                                f"line {line}: duplicate key {_short(key)} (also on line {first[key]})",
+                            )
+                        )
+                    else:
+                        first[key] = line
+                except TypeError:  # unhashable: the constructor below says so
+                    pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_run_file(path: Path) -> str:
+    """The text of a run file, at most ``MAX_RUN_FILE_BYTES``; ConfigError (without source)."""
+    limit = (
+        f"the limit of {MAX_RUN_FILE_BYTES} bytes (1 MiB); a run file lists streams and "
+        "settings: check that this is the right file"
+    )
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_RUN_FILE_BYTES:
+                raise ConfigError([f"the run file is {size} bytes, more than {limit}"])
+            raw = file.read(MAX_RUN_FILE_BYTES + 1)  # a pipe or device may not know its size
+    except OSError as exc:
+        raise ConfigError([f"cannot read the run file: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_RUN_FILE_BYTES:
+        raise ConfigError([f"the run file is larger than {limit}"])
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"line {line}: not UTF-8 text; save the run file as UTF-8"]) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        return (
+            f"line {line}, column {column}: invalid YAML: unacceptable character {what}: "
+            f"{exc.reason}"
+        )
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if isinstance(exc, _Refused):
+        return f"{where}{problem}"
+    return f"{where}invalid YAML: {problem}"
+
+
+def _load_yaml(text: str) -> Any:
+    """Parse run-file YAML; ConfigError (without source) for what vsa refuses or cannot parse."""
+    try:
+        loader = _RunFileLoader(text)  # checks that every character is printable
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise _config_error([_yaml_problem(exc, text)]) from None
+    if loader.duplicates:
+        raise _config_error(problem for _, problem in sorted(loader.duplicates))
+    return data
 
 
 def load_run(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> RunSpec:
-    """Read, interpolate and validate a run file. Raises ConfigError with every problem."""
+    """Read, interpolate and validate a run file. Raises ConfigError with every problem.
+
+    The file may be at most ``MAX_RUN_FILE_BYTES``, UTF-8, without YAML aliases, anchors or
+    duplicate keys.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError([f"cannot read the run file: {exc.strerror}"], str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}invalid YAML: {problem}"], str(path)) from None
+        data = _load_yaml(_read_run_file(path))
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, str(path)) from None
     return parse_run(data, str(path), env)
+
+
+def _resolve(
+    value: str | os.PathLike[str], base: Path, where: str, problems: list[str], file: bool
+) -> Path | None:
+    """``value`` made absolute against ``base`` and resolved; None after adding a problem.
+
+    A symbolic link loop, a path with a NUL byte or an unknown ``~user`` is a problem of the
+    run file, not a crash of the client.
+    """
+    path = Path(value)
+    try:
+        path = path.expanduser()
+        path = path if path.is_absolute() else base / path
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        # Python < 3.13 raises RuntimeError("Symlink loop from ..."), later ones OSError(ELOOP)
+        if getattr(exc, "errno", None) == errno.ELOOP or (
+            isinstance(exc, RuntimeError) and "loop" in reason.lower()
+        ):
+            reason = "symbolic link loop"
+        problems.append(f"{where}: cannot resolve {_show_path(path)}: {reason}")
+        return None
+    if not file:
+        return resolved
+    try:
+        found = resolved.is_file()
+    except OSError as exc:  # permission denied, name too long
+        problems.append(f"{where}: cannot read {_show_path(resolved)}: {exc.strerror or exc}")
+        return None
+    if not found:
+        problems.append(f"{where}: file not found: {_show_path(resolved)}")
+    return resolved
 
 
 def resolve_paths(spec: RunSpec, base_dir: str | os.PathLike[str]) -> RunSpec:
     """Make ``output_dir``, file sources and model files absolute against ``base_dir``; check files exist.
 
-    Done by the client, because actors run in other working directories.
+    Done by the client, because actors run in other working directories. Every problem is
+    reported at once as a ConfigError.
     """
     base = Path(base_dir)
     problems: list[str] = []
     sources = []
     for i, source in enumerate(spec.sources):
         if uri_mod.scheme_of(source.uri) == "file":
-            path = uri_mod.file_path(source.uri).expanduser()
-            path = path if path.is_absolute() else (base / path)
-            path = path.resolve()
-            if not path.is_file():
-                problems.append(f"sources[{i}].uri: file not found: {path}")
-            source = source.model_copy(update={"uri": f"file://{path}"})
+            path = _resolve(
+                uri_mod.file_path(source.uri), base, f"sources[{i}].uri", problems, file=True
+            )
+            if path is not None:
+                source = source.model_copy(update={"uri": f"file://{path}"})
         sources.append(source)
     model = spec.model
     updates: dict[str, str] = {}
     for field in ("path", "classes"):
         value = getattr(model, field)
-        if not isinstance(value, str):
-            continue
-        path = Path(value).expanduser()
-        path = (path if path.is_absolute() else base / path).resolve()
-        if not path.is_file():
-            problems.append(f"model.{field}: file not found: {path}")
-        updates[field] = str(path)
+        if isinstance(value, str):
+            path = _resolve(value, base, f"model.{field}", problems, file=True)
+            updates[field] = str(path)
+    out = _resolve(spec.output_dir, base, "output_dir", problems, file=False)
     if problems:
-        raise ConfigError(problems)
+        raise _config_error(problems)
     if updates:
         spec = spec.model_copy(update={"model": model.model_copy(update=updates)})
-    out = Path(spec.output_dir).expanduser()
-    out = out if out.is_absolute() else (base / out)
-    return spec.model_copy(update={"sources": sources, "output_dir": str(out.resolve())})
+    return spec.model_copy(update={"sources": sources, "output_dir": str(out)})
+
+
+def _plain_type(tp: Any) -> Any:
+    """``tp`` without ``Annotated`` constraints, for the docs: ``list[str] | str | None``."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        return _plain_type(args[0])
+    if origin in (Union, types.UnionType):
+        return functools.reduce(operator.or_, [_plain_type(a) for a in args])
+    if origin is list:
+        return list[_plain_type(args[0])]
+    return tp
 
 
 def markdown_reference() -> str:
@@ -534,7 +907,8 @@ def markdown_reference() -> str:
         lines += [f"## {model.__name__}", "", (model.__doc__ or "").strip(), ""]
         lines += ["| field | type | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
-            ann = getattr(field.annotation, "__name__", None) or str(field.annotation)
+            plain = _plain_type(field.annotation)
+            ann = getattr(plain, "__name__", None) or str(plain)
             ann = ann.replace("typing.", "").replace("vsa.config.", "").replace("|", "\\|")
             if field.is_required():
                 default = "required"

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from vsa.errors import ModelError
 from vsa.models.base import Batch, Detection, Letterbox, letterbox_batch
-from vsa.models.classes import load_classes, names_from_data
+from vsa.models.classes import load_classes, names_from_data, preview_names, short_name
 from vsa.models.nms import batched_nms, cxcywh_to_xyxy
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ class TorchScriptYolo:
             unknown = [c for c in spec.class_filter if c not in self.classes]
             if unknown:
                 raise ModelError(
-                    f"model.class_filter: unknown class {unknown[0]!r} (model classes: {', '.join(self.classes)})"
+                    f"model.class_filter: unknown class {short_name(unknown[0])!r} "
+                    f"(model classes: {preview_names(self.classes)})"
                 )
             self._keep = torch.tensor(
                 [self.classes.index(c) for c in spec.class_filter], device=device
