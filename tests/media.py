@@ -15,16 +15,26 @@ deterministic (fixed seeds, single-threaded libx264), small and quick to make.
 - ``timestamp_jumps``: MPEG-TS H.264 whose pts go back ``TS_JUMP_BACK_S`` once, then ahead
   ``TS_JUMP_FORWARD_S`` (1 hour) once; every segment starts with a keyframe.
 - ``mid_gop``: MPEG-TS H.264 that starts with 9 P-frames: the leading IDR packet is dropped.
+- ``gop_clip``: a longer plain H.264 MP4 (120 frames, GOP 12) for seeking and resuming.
+- ``rotated_clip``: an MP4 with a display matrix (rotation) whose frames mark their top-left.
+
+Only the ffmpeg CLI helpers (``ffmpeg_rotate_tag``, ``ffmpeg_displayed``) need ``ffmpeg``:
+they skip the test when it is missing, or fail it when ``VSA_REQUIRE_FFPROBE=1``.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
+import pytest
 
 GOP = 10
 # Packet indices (decode order) that corrupt_packets overwrites; none is a keyframe (GOP 10).
@@ -317,3 +327,119 @@ def mid_gop(dir: Path) -> Path:
     path = Path(dir) / "mid_gop.ts"
     path.write_bytes(_mux_ts(packets[1:], 15, (320, 240)))
     return path
+
+
+# gop_clip: a longer MP4 whose GOP does not divide the resume points used by the tests.
+RESUME_FRAMES = 120
+RESUME_GOP = 12
+# rotated_clip: frame size (as coded) and the marker block painted in its top-left corner.
+ROTATED_SIZE = (64, 48)
+ROTATED_MARK = (16, 12)  # width, height of the bright top-left block
+
+
+def _write_mp4_frames(
+    path: Path,
+    images: list[np.ndarray],
+    fps: int,
+    gop: int,
+    rotation: int | None = None,
+) -> Path:
+    """An H.264 MP4 of ``images`` (BGR), GOP ``gop``, no B-frames, optional display rotation.
+
+    ``rotation`` is written as the stream's display matrix, in FFmpeg's convention: degrees
+    the player rotates the coded picture *counter-clockwise* for display (what ``ffprobe``
+    reports as the side data's ``rotation``, and PyAV as ``VideoFrame.rotation``).
+    """
+    height, width = images[0].shape[:2]
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.codec_context.max_b_frames = 0
+        stream.codec_context.thread_count = 1
+        stream.options = {
+            "preset": "ultrafast",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0",
+        }
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for k, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = k
+            frame.time_base = Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def gop_clip(
+    dir: Path,
+    frames: int = RESUME_FRAMES,
+    gop: int = RESUME_GOP,
+    size: tuple[int, int] = (160, 120),
+    fps: int = 15,
+) -> Path:
+    """A plain H.264 MP4 like ``good_clip`` but with ``frames`` frames and GOP ``gop``."""
+    width, height = size
+    images = [_image(k, width, height) for k in range(frames)]
+    return _write_mp4_frames(Path(dir) / f"gop{gop}_{frames}.mp4", images, fps, gop)
+
+
+def marked_image(size: tuple[int, int] = ROTATED_SIZE) -> np.ndarray:
+    """A dark BGR frame with one bright block (``ROTATED_MARK``) in its top-left corner."""
+    width, height = size
+    image = np.full((height, width, 3), 40, np.uint8)
+    mark_w, mark_h = ROTATED_MARK
+    image[:mark_h, :mark_w] = 230
+    return image
+
+
+def rotated_clip(dir: Path, degrees: int, frames: int = 3, fps: int = 10) -> Path:
+    """A ``ROTATED_SIZE`` H.264 MP4 of ``marked_image`` frames with a display rotation.
+
+    ``degrees`` is counter-clockwise (FFmpeg's display-matrix convention, see
+    ``_write_mp4_frames``): 90 means a player shows the top-left block at the bottom left.
+    Written with PyAV (``VideoStream.set_display_rotation``), no ffmpeg CLI needed.
+    """
+    images = [marked_image() for _ in range(frames)]
+    path = Path(dir) / f"rotated_{degrees % 360}.mp4"
+    return _write_mp4_frames(path, images, fps, GOP, rotation=degrees)
+
+
+def ffmpeg_or_skip() -> str:
+    """The ffmpeg CLI's path; skips the test when it is missing (fails if VSA_REQUIRE_FFPROBE=1)."""
+    found = shutil.which("ffmpeg")
+    if found is None:
+        if os.environ.get("VSA_REQUIRE_FFPROBE") == "1":
+            pytest.fail("ffmpeg is required (VSA_REQUIRE_FFPROBE=1) but not installed")
+        pytest.skip("ffmpeg CLI not installed (set VSA_REQUIRE_FFPROBE=1 to make this a failure)")
+    return found
+
+
+def ffmpeg_rotate_tag(src: Path, degrees: int, dst: Path) -> Path:
+    """Copy ``src`` with the ffmpeg CLI's ``-metadata:s:v:0 rotate=degrees`` (stream copy).
+
+    How the tag becomes a display matrix depends on the ffmpeg version (ffmpeg >= 6 also has
+    ``-display_rotation``); compare with ``ffmpeg_displayed`` rather than assume a direction.
+    """
+    ffmpeg = ffmpeg_or_skip()
+    subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-y", "-i", str(src), "-c", "copy"]
+        + ["-metadata:s:v:0", f"rotate={degrees}", str(dst)],
+        check=True,
+    )
+    return dst
+
+
+def ffmpeg_displayed(path: Path) -> np.ndarray:
+    """The first frame of ``path`` as the ffmpeg CLI shows it (autorotated), as BGR."""
+    ffmpeg = ffmpeg_or_skip()
+    png = subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-i", str(path), "-frames:v", "1"]
+        + ["-f", "image2pipe", "-c:v", "png", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "ffmpeg produced no image"
+    return image

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vsa.sources import open_source
+from vsa.sources import SourceError, SourceOptions, open_source
 from vsa.sources.synthetic import (
     CLASSES,
     PALETTE_BGR,
@@ -200,6 +200,8 @@ PARAM_ERRORS = [
     ("synthetic://shapes?frames=0", "synthetic parameter 'frames' must be >= 1, got 0"),
     ("synthetic://shapes?objects=33", "synthetic parameter 'objects' must be in [0, 32], got 33"),
     ("synthetic://shapes?objects=-1", "synthetic parameter 'objects' must be in [0, 32], got -1"),
+    ("synthetic://shapes?seed=-1", "synthetic parameter 'seed' must be in [0, 4294967295], got -1"),
+    ("synthetic://shapes?seed=4294967296", "synthetic parameter 'seed' must be in [0, 4294967295], got 4294967296"),
 ]  # fmt: skip
 
 
@@ -226,3 +228,22 @@ def test_params_from_uri_defaults_and_values():
 )
 def test_pace_parameter(raw: str, paced: bool):
     assert SyntheticParams.from_uri(f"synthetic://shapes?pace={raw}").pace is paced
+
+
+def test_largest_seed_is_valid():
+    assert SyntheticParams.from_uri("synthetic://shapes?seed=4294967295").seed == 2**32 - 1
+    assert frames_of(SMALL + "&seed=4294967295&frames=1")[0].image.shape == (64, 96, 3)
+
+
+@pytest.mark.parametrize("opener", [SyntheticSource, open_source])
+def test_frames_larger_than_max_frame_pixels_are_refused_at_open(opener):
+    uri = "synthetic://shapes?width=640&height=360"
+    with pytest.raises(SourceError) as info:
+        opener(uri, SourceOptions(max_frame_pixels=640 * 360 - 1))
+    assert info.value.code == "FRAME_TOO_LARGE"
+    assert str(info.value) == (
+        "FRAME_TOO_LARGE: frame 640x360 (230400 pixels) is larger than max_frame_pixels "
+        "230399; raise the source's max_frame_pixels to accept it"
+    )
+    source = opener(uri + "&pace=0&frames=1", SourceOptions(max_frame_pixels=640 * 360))
+    assert [f.image.shape for f in source.frames()] == [(360, 640, 3)]

@@ -15,7 +15,7 @@ def open_source(uri: str, options: SourceOptions | None = None) -> FrameSource:
     if uri_mod.scheme_of(uri) == "synthetic":
         from vsa.sources.synthetic import SyntheticSource
 
-        return SyntheticSource(uri)
+        return SyntheticSource(uri, options)
     from vsa.sources.av_source import AvSource
 
     started = time.monotonic()

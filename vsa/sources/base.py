@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vsa.sources.errors import SourceError
+
 
 @dataclass
 class Frame:
@@ -38,6 +40,12 @@ class SourceOptions:
     max_fps: float | None = None  # decimate to this rate (sources that can do it before a copy)
     # called with ("decode_error", n) for frames lost to damaged data, so they are accounted for
     on_skip: Callable[[str, int], None] = _ignore
+    # Set by the stream layer when a restarted source must go on after the last frame written
+    # (never from the run file). Only frames whose pts is greater than this (by more than a
+    # quarter of a frame period, see ``resume_threshold``) are yielded; the earlier ones are
+    # neither yielded nor reported to ``on_skip``. Files and synthetic sources honour it;
+    # network streams ignore it. A frame with no pts cannot be compared and is always yielded.
+    resume_after_pts: float | None = None
 
     @classmethod
     def from_spec(
@@ -53,6 +61,24 @@ class SourceOptions:
             on_end=spec.on_end,
             on_skip=on_skip or _ignore,
         )
+
+
+def resume_threshold(resume_after_pts: float, fps: float | None) -> float:
+    """The pts at or below which a resumed source discards frames.
+
+    ``resume_after_pts`` plus a quarter of a frame period (1 ms when the rate is unknown), so
+    that the last frame written is not yielded again because of float rounding.
+    """
+    return resume_after_pts + (0.25 / fps if fps else 0.001)
+
+
+def frame_too_large(width: int, height: int, limit: int) -> SourceError:
+    """The ``FRAME_TOO_LARGE`` error every source raises for a frame over ``max_frame_pixels``."""
+    return SourceError(
+        "FRAME_TOO_LARGE",
+        f"frame {width}x{height} ({width * height} pixels) is larger than max_frame_pixels "
+        f"{limit}; raise the source's max_frame_pixels to accept it",
+    )
 
 
 class FrameSource(Protocol):

@@ -31,9 +31,18 @@ CODES: dict[str, tuple[bool, str]] = {
     "CORRUPT_DATA": (True, "the input is not a valid media stream"),
     "FRAME_TOO_LARGE": (True, "frame bigger than max_frame_pixels"),
     "IO_ERROR": (False, "an input/output error"),
-    "SINK_ERROR": (True, "an output (video, JSONL) could not be written"),
+    "SINK_ERROR": (True, "an output (video, JSONL) could not be written, or it vanished"),
+    "SECRET_UNAVAILABLE": (
+        True,
+        "the source's sealed credentials cannot be opened (the engine's key file is missing "
+        "or was replaced)",
+    ),
     "ERROR": (False, "an unexpected error"),
 }
+
+
+# Never retried, whatever the source: retrying cannot help and would hammer the camera.
+NEVER_RETRIED = frozenset({"SINK_ERROR", "SECRET_UNAVAILABLE"})
 
 
 class SourceError(Exception):

@@ -9,6 +9,7 @@ mask of each object.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from urllib.parse import parse_qsl, urlsplit
 import cv2
 import numpy as np
 
-from vsa.sources.base import Frame
+from vsa.sources.base import Frame, SourceOptions, frame_too_large
+
+SEED_MAX = 2**32 - 1
 
 CLASSES = ("circle", "square", "triangle", "diamond")
 # BGR base colour per class; objects jitter around it.
@@ -63,6 +66,10 @@ class SyntheticParams:
                     f"synthetic parameter '{key}' must be a number, got '{raw}'"
                 ) from None
         params = cls(**values)
+        if not 0 <= params.seed <= SEED_MAX:
+            raise ValueError(
+                f"synthetic parameter 'seed' must be in [0, {SEED_MAX}], got {params.seed}"
+            )
         if not 0 < params.fps <= 1000:
             raise ValueError(f"synthetic parameter 'fps' must be in (0, 1000], got {params.fps:g}")
         for name in ("width", "height"):
@@ -178,28 +185,45 @@ class ShapesScene:
 
 
 class SyntheticSource:
-    """A FrameSource over a ShapesScene, paced at ``fps`` unless ``pace=0``."""
+    """A FrameSource over a ShapesScene, paced at ``fps`` unless ``pace=0``.
+
+    Frame k has pts k/fps and index k. With ``options.resume_after_pts`` set, the source
+    starts directly at frame ``floor(resume_after_pts * fps + 0.5) + 1`` (the skipped frames
+    are not rendered, and pacing starts from the resumed frame). A frame size over
+    ``options.max_frame_pixels`` raises ``FRAME_TOO_LARGE`` at open.
+    """
 
     def __init__(
         self,
         uri: str,
+        options: SourceOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.params = SyntheticParams.from_uri(uri)
-        self.scene = ShapesScene(self.params)
+        self.params = params = SyntheticParams.from_uri(uri)
+        self.options = options = options or SourceOptions()
+        if params.width * params.height > options.max_frame_pixels:
+            raise frame_too_large(params.width, params.height, options.max_frame_pixels)
+        self.scene = ShapesScene(params)
         self.live = self.params.pace
         self.endless = False  # a generator never goes down; frames=0 simply never ends
         self.fps = self.params.fps
         self._clock, self._sleep = clock, sleep
         self._closed = False
 
+    def first_frame(self) -> int:
+        """The first frame to render: 0, or the one after ``resume_after_pts``."""
+        resume = self.options.resume_after_pts
+        if resume is None:
+            return 0
+        return max(0, math.floor(resume * self.params.fps + 0.5) + 1)
+
     def frames(self) -> Iterator[Frame]:
         start = self._clock()
-        k = 0
+        k = k0 = self.first_frame()
         while not self._closed and (self.params.frames is None or k < self.params.frames):
             if self.params.pace:
-                delay = start + k / self.params.fps - self._clock()
+                delay = start + (k - k0) / self.params.fps - self._clock()
                 if delay > 0:
                     self._sleep(delay)
             started = time.perf_counter()
