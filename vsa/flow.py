@@ -110,7 +110,11 @@ class LatencyWindow:
 
 class LatencyHistogram:
     """Every latency of a run in log-spaced buckets (1 ms to ~100 s, ~5% wide): percentiles
-    of a whole run in constant memory, mergeable across streams."""
+    of a whole run in constant memory, mergeable across streams.
+
+    ``max_s`` is the largest latency seen (0.0 while ``total`` is 0). Percentiles are bucket
+    upper edges, capped at ``max_s``: no percentile is above the maximum.
+    """
 
     BASE_S = 0.001
     GROWTH = 1.05
@@ -125,20 +129,33 @@ class LatencyHistogram:
             return 0
         return 1 + int(math.log(seconds / self.BASE_S, self.GROWTH))
 
+    def _edge(self, bucket: int) -> float:
+        """Upper edge of ``bucket`` in seconds."""
+        return self.BASE_S * self.GROWTH**bucket
+
     def add(self, seconds: float) -> None:
         b = self._bucket(seconds)
         self.counts[b] = self.counts.get(b, 0) + 1
         self.total += 1
         self.max_s = max(self.max_s, seconds)
 
-    def merge(self, counts: dict) -> None:
-        for b, n in counts.items():
-            b = int(b)
+    def merge(self, counts: dict[int, int] | dict[str, int], max_s: float | None = None) -> None:
+        """Add another histogram's ``counts`` (keys may be strings, as they come through JSON).
+
+        ``max_s`` is that histogram's maximum. Without it, the upper edge of its highest
+        non-empty bucket stands in (at most ~5% above the real maximum). Ignored when
+        ``counts`` holds no samples.
+        """
+        filled = {int(b): int(n) for b, n in counts.items() if int(n) > 0}
+        if not filled:
+            return
+        for b, n in filled.items():
             self.counts[b] = self.counts.get(b, 0) + n
-            self.total += n
+        self.total += sum(filled.values())
+        self.max_s = max(self.max_s, self._edge(max(filled)) if max_s is None else max_s)
 
     def percentile(self, q: float) -> float | None:
-        """Upper edge of the bucket holding the q-th percentile, in seconds."""
+        """Upper edge of the bucket holding the q-th percentile, in seconds (at most ``max_s``)."""
         if not self.total:
             return None
         rank = max(1, math.ceil(q / 100 * self.total))
@@ -146,5 +163,5 @@ class LatencyHistogram:
         for b in sorted(self.counts):
             seen += self.counts[b]
             if seen >= rank:
-                return self.BASE_S * self.GROWTH**b
+                return min(self._edge(b), self.max_s)
         return self.max_s

@@ -3,10 +3,14 @@ time per stream). Built by the controller when a run ends or is stopped; no Ray 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from vsa.flow import LatencyHistogram
 
@@ -30,9 +34,14 @@ def build_report(run: dict[str, Any], series: dict[str, list[list[float]]]) -> d
     totals: Counter[str] = Counter()
     drops: Counter[str] = Counter()
     for s in run["sources"]:
+        # bucket counts, plus the exact maximum the source measured (None: no samples, or a
+        # source that did not send it; then the top bucket's edge stands in)
+        counts = s.get("latency_hist") or {}
+        max_ms = s.get("latency_max_ms")
+        max_s = None if max_ms is None else max_ms / 1000
         hist = LatencyHistogram()
-        hist.merge(s.get("latency_hist") or {})
-        everything.merge(s.get("latency_hist") or {})
+        hist.merge(counts, max_s)
+        everything.merge(counts, max_s)
         for key in ("frames_decoded", "frames_inferred", "frames_emitted", "frames_dropped"):
             totals[key] += s.get(key, 0)
         drops.update(s.get("drops", {}))
@@ -81,18 +90,63 @@ def build_report(run: dict[str, Any], series: dict[str, list[list[float]]]) -> d
 
 
 def write_report(output_dir: str | Path, report: dict[str, Any]) -> list[Path]:
-    """Write report.json and report.png; the PNG is skipped (with a note) if matplotlib fails."""
+    """Write report.json and report.png; the PNG is skipped (with a note) if matplotlib fails.
+
+    Each file is replaced atomically: a failed write (a full disk) leaves the previous
+    report in place, and a link planted under either name is replaced, not written through.
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.json"
-    path.write_text(json.dumps(report, indent=1))
+    _write_json(path, report)
     written = [path]
     try:
         written.append(plot(report, out / "report.png"))
     except Exception as exc:  # noqa: BLE001 - the JSON is what matters
         report["plot_error"] = f"{type(exc).__name__}: {exc}"
-        path.write_text(json.dumps(report, indent=1))
+        _write_json(path, report)
     return written
+
+
+def _write_json(path: Path, report: dict[str, Any]) -> None:
+    data = json.dumps(report, indent=1).encode("utf-8")
+    write_atomic(path, lambda f: f.write(data))
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Replace ``path`` with what ``write`` puts in a binary file, all or nothing.
+
+    The data goes to ``.<name>.<random>.tmp`` next to ``path`` (created new, never through
+    a link), is flushed and fsync'ed, then renamed over ``path``. On any error the temp
+    file is removed and the error raised again; ``path`` keeps its old content.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o644)  # O_EXCL: never an existing file, nor a link's target
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable; best effort (not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def plot(report: dict[str, Any], path: Path) -> Path:
@@ -123,6 +177,8 @@ def plot(report: dict[str, Any], path: Path) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small", ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=80))
+    finally:
+        plt.close(fig)
     return path

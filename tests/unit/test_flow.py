@@ -74,3 +74,35 @@ def test_latency_histogram_percentiles_within_a_bucket_and_merge():
     other = LatencyHistogram()
     other.merge({str(b): n for b, n in h.counts.items()})  # as it arrives through JSON
     assert other.total == 1000 and other.percentile(50) == h.percentile(50)
+
+
+def test_latency_histogram_merge_keeps_the_max():
+    from vsa.flow import LatencyHistogram
+
+    h = LatencyHistogram()
+    assert h.max_s == 0.0 and h.total == 0
+    h.merge({"10": 3, "51": 1}, max_s=0.0117)  # 11.7 ms is in bucket 51
+    assert h.max_s == 0.0117  # as given, not a bucket edge
+    h.merge({"5": 2}, max_s=0.004)
+    assert h.max_s == 0.0117 and h.total == 6
+    h.merge({}, max_s=9.0)  # no samples: a max without samples is ignored
+    assert h.max_s == 0.0117
+    # the percentiles (bucket upper edges) never exceed the maximum
+    assert h.percentile(100) == 0.0117
+    assert h.percentile(50) <= 0.0117
+
+
+def test_latency_histogram_merge_without_max_uses_the_top_bucket():
+    from vsa.flow import LatencyHistogram
+
+    source = LatencyHistogram()
+    for ms in (3.0, 7.0, 200.0):
+        source.add(ms / 1000)
+    assert source.max_s == 0.2
+    other = LatencyHistogram()
+    other.merge({str(b): n for b, n in source.counts.items()})  # counts only
+    assert 0.2 <= other.max_s <= 0.2 * 1.05
+    assert other.percentile(99) == other.max_s
+    exact = LatencyHistogram()
+    exact.merge({str(b): n for b, n in source.counts.items()}, max_s=source.max_s)
+    assert exact.max_s == 0.2 and exact.percentile(99) == 0.2

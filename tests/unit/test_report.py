@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+
+import pytest
 
 from vsa.flow import LatencyHistogram
 from vsa.report import build_report, write_report
@@ -61,3 +69,168 @@ def test_report_json_and_png(tmp_path: Path):
     assert json.loads((tmp_path / "report.json").read_text())["run"] == "r-1"
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+# --- the true maximum latency -----------------------------------------------------------------
+
+
+def run_of(*sources: dict) -> dict:
+    return {
+        "id": "r-2",
+        "name": "r",
+        "state": "FINISHED",
+        "created_at": 100.0,
+        "finished_at": 110.0,
+        "sources": list(sources),
+    }
+
+
+def test_report_max_latency_is_the_one_the_sources_measured():
+    a = source("a", [10.0] * 90 + [200.0] * 9 + [203.7], latency_max_ms=203.7)
+    b = source("b", [50.0] * 50 + [61.3], latency_max_ms=61.3)
+    report = build_report(run_of(a, b), {})
+    by_id = {s["id"]: s["latency_ms"] for s in report["streams"]}
+    assert by_id["a"]["max"] == 203.7  # passed explicitly: exact, not a bucket edge
+    assert by_id["b"]["max"] == 61.3
+    assert report["latency_ms"]["max"] == 203.7
+    # a percentile never exceeds the maximum (bucket edges are up to 5% above a sample)
+    assert by_id["a"]["p99"] <= 203.7 and by_id["b"]["p99"] <= 61.3
+
+
+def test_report_max_latency_is_none_without_samples():
+    empty = source("idle", [], latency_max_ms=None)
+    no_hist = {k: v for k, v in source("old", []).items() if k != "latency_hist"}
+    report = build_report(run_of(empty, no_hist), {})
+    for stream in report["streams"]:
+        assert stream["latency_ms"] == {"p50": None, "p90": None, "p99": None, "max": None}
+    assert report["latency_ms"]["max"] is None
+
+
+def test_report_max_latency_without_a_measured_max_is_the_top_bucket():
+    """A source that sends only bucket counts: the max is bounded by its bucket (5%)."""
+    report = build_report(run_of(source("a", [10.0] * 9 + [200.0])), {})
+    top = report["streams"][0]["latency_ms"]["max"]
+    assert 200.0 <= top <= 210.0
+    assert report["latency_ms"]["max"] == top
+
+
+# --- atomic writes ------------------------------------------------------------------------------
+
+
+def small_report() -> dict:
+    return build_report(run_of(source("a", [10.0] * 5, latency_max_ms=10.0)), {})
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+class FullDiskFile:
+    """A file object that writes a few bytes and then fails like a full disk."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def write(self, data: bytes) -> int:
+        self.inner.write(data[:10])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.inner.close()
+
+
+def test_full_disk_keeps_the_previous_report_json(tmp_path: Path, monkeypatch):
+    (tmp_path / "report.json").write_text('{"old": true}')
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: FullDiskFile(real_fdopen(*a, **k)))
+    with pytest.raises(OSError) as info:
+        write_report(tmp_path, small_report())
+    assert info.value.errno == errno.ENOSPC
+    assert (tmp_path / "report.json").read_text() == '{"old": true}'
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_fsync_keeps_the_previous_report_json(tmp_path: Path, monkeypatch):
+    (tmp_path / "report.json").write_text('{"old": true}')
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        write_report(tmp_path, small_report())
+    assert (tmp_path / "report.json").read_text() == '{"old": true}'
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+def test_file_size_limit_keeps_the_previous_report_json(tmp_path: Path):
+    """A real write error from the kernel (EFBIG past RLIMIT_FSIZE), in a child process."""
+    (tmp_path / "report.json").write_text('{"old": true}')
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_report import small_report
+        from vsa.report import write_report
+        report = small_report()
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+        try:
+            write_report({str(tmp_path)!r}, report)
+        except OSError as exc:
+            print("errno", exc.errno)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.stdout.strip() == f"errno {errno.EFBIG}", proc.stderr
+    assert (tmp_path / "report.json").read_text() == '{"old": true}'
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_png_keeps_the_previous_png_and_notes_it(tmp_path: Path, monkeypatch):
+    import matplotlib.figure
+
+    (tmp_path / "report.png").write_bytes(b"old png")
+
+    def savefig(self, *args, **kwargs) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    paths = write_report(tmp_path, small_report())
+    assert [p.name for p in paths] == ["report.json"]
+    assert (tmp_path / "report.png").read_bytes() == b"old png"
+    assert json.loads((tmp_path / "report.json").read_text())["plot_error"].startswith("OSError")
+    assert leftovers(tmp_path) == []
+
+
+def test_links_named_like_the_reports_are_replaced_not_followed(tmp_path: Path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").symlink_to(victim)
+    (out / "report.png").symlink_to(victim)
+    write_report(out, small_report())
+    assert victim.read_text() == "precious"
+    assert not (out / "report.json").is_symlink() and not (out / "report.png").is_symlink()
+    assert json.loads((out / "report.json").read_text())["run"] == "r-2"
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert leftovers(out) == []
+
+
+def test_report_rewrite_replaces_the_file(tmp_path: Path):
+    write_report(tmp_path, small_report())
+    first = (tmp_path / "report.json").stat().st_ino
+    report = small_report()
+    report["state"] = "STOPPED"
+    write_report(tmp_path, report)
+    assert json.loads((tmp_path / "report.json").read_text())["state"] == "STOPPED"
+    assert (tmp_path / "report.json").stat().st_ino != first  # a new file, renamed in place
+    assert leftovers(tmp_path) == []

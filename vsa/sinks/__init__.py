@@ -1,10 +1,15 @@
-"""Sinks: where a stream's results go. Each gets the frame and its detections in order."""
+"""Sinks: where a stream's results go. Each gets the frame and its detections in order.
+
+Outputs are never written through a symlink planted under their name (``PermissionError``).
+A sink notices when its file is deleted or replaced while it writes (the output directory
+removed mid-run) and raises :class:`OutputLost` with the number of frames that went with it.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,6 +22,26 @@ from vsa.sinks.video import VideoWriter
 from vsa.sources.base import Frame
 
 log = logging.getLogger("vsa.sinks")
+
+CHECK_INTERVAL_S = 0.5  # a sink looks at its file's path at most this often while writing
+
+
+class OutputLost(Exception):
+    """The file at ``path`` was deleted or replaced while a sink wrote it (``reason``).
+
+    ``frames_lost``: frames this sink wrote into that file; no file holds them any more.
+    Raised once with the count; the sink is then finished: a later ``write`` raises again
+    with ``frames_lost`` 0, and ``close`` only releases the file.
+    """
+
+    def __init__(self, path: str | Path, reason: str, frames_lost: int) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        self.frames_lost = frames_lost
+        super().__init__(f"{reason}; {frames_lost} frames lost")
+
+    def __reduce__(self):  # survive pickling through Ray with its fields intact
+        return (type(self), (self.path, self.reason, self.frames_lost))
 
 
 @dataclass
@@ -36,19 +61,108 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class VideoSink:
+class _Writer(Protocol):
+    path: Path
+
+    def missing(self) -> str | None: ...
+
+    def close(self) -> None: ...
+
+
+class _WatchedSink:
+    """Checks that the file being written is still the one at its path: before a write at
+    most every ``check_interval_s`` of ``clock``, at close, and on demand (:meth:`lost`)."""
+
+    writer: _Writer
+
+    def __init__(self, clock: Callable[[], float], check_interval_s: float) -> None:
+        self._clock = clock
+        self._interval = check_interval_s
+        self._last_check = clock()
+        self._lost: OutputLost | None = None  # once found
+        self.frames_written = 0  # by this sink, into every file it opened
+        self.frames_lost = 0  # of those, the frames whose file vanished
+
+    def _in_file(self) -> int:
+        """Frames this sink wrote into the current file."""
+        raise NotImplementedError
+
+    def missing(self) -> str | None:
+        """Why the current file is no longer at its path (deleted, replaced), or None.
+
+        Only looks (one ``stat``): nothing is marked or closed.
+        """
+        return self.writer.missing()
+
+    def lost(self) -> OutputLost | None:
+        """Check now, whatever the interval: the loss of the current file, or None.
+
+        A loss found here counts as reported (as if raised): the file is released, a later
+        ``write`` raises with ``frames_lost`` 0 and ``close`` is quiet. Once lost, every call
+        returns the same :class:`OutputLost`, with the frames that were lost.
+        """
+        if self._lost is None:
+            reason = self.writer.missing()
+            if reason is not None:
+                self._mark_lost(reason)
+        return self._lost
+
+    def _check(self) -> None:
+        """Before a write: raise :class:`OutputLost` when the file vanished (checked if due)."""
+        if self._lost is not None:
+            raise OutputLost(self._lost.path, self._lost.reason, 0)
+        now = self._clock()
+        if now - self._last_check < self._interval:
+            return
+        self._last_check = now
+        reason = self.writer.missing()
+        if reason is not None:
+            raise self._mark_lost(reason)
+
+    def _close_writer(self) -> None:
+        """Close the current file, checking it one last time (unless already reported)."""
+        if self._lost is None:
+            reason = self.writer.missing()
+            if reason is not None:
+                raise self._mark_lost(reason)
+        self.writer.close()
+
+    def _mark_lost(self, reason: str) -> OutputLost:
+        lost = self._in_file()
+        self.frames_lost += lost
+        self._lost = OutputLost(self.writer.path, reason, lost)
+        try:
+            self.writer.close()  # release the unlinked file
+        except Exception as exc:  # noqa: BLE001 - the loss is what gets reported
+            log.warning("%s: closing the lost file failed: %s", self.writer.path, exc)
+        log.error("%s; %d frames written to it are lost", reason, lost)
+        return self._lost
+
+    def close(self) -> None:
+        self._close_writer()
+
+
+class VideoSink(_WatchedSink):
     """Annotated MP4. A resolution change starts a new segment: ``cam1.mp4``, ``cam1.part2.mp4``, ..."""
 
     def __init__(
-        self, spec: VideoSinkSpec, path: Path, fps: float | None, resume: bool = False
+        self,
+        spec: VideoSinkSpec,
+        path: Path,
+        fps: float | None,
+        resume: bool = False,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        check_interval_s: float = CHECK_INTERVAL_S,
     ) -> None:
+        super().__init__(clock, check_interval_s)
         self.spec, self.path, self.fps = spec, path, fps
         self.segments: list[Path] = []  # earlier segments kept on resume, then this run's
         n = 1
         while resume and self._part(n).exists():  # a restarted source: go on in a new segment
             self.segments.append(self._part(n))
             n += 1
-        self.writer = VideoWriter(self._part(n), fps=fps, crf=spec.crf)
+        self.writer: VideoWriter = VideoWriter(self._part(n), fps=fps, crf=spec.crf)
         self.segments.append(self._part(n))
         self._size: tuple[int, int] | None = None
 
@@ -58,10 +172,16 @@ class VideoSink:
             return self.path
         return self.path.with_name(f"{self.path.stem}.part{n}{self.path.suffix}")
 
+    def _in_file(self) -> int:
+        # Only the current segment is watched: earlier ones are closed and complete, and
+        # their frames are not counted as lost even when the whole directory went.
+        return self.writer.frames_written
+
     def write(self, frame: Frame, result: FrameResult) -> None:
+        self._check()
         size = frame.image.shape[1], frame.image.shape[0]
         if self._size is not None and size != self._size:
-            self.writer.close()
+            self._close_writer()  # the finished segment is checked once more as it ends
             path = self._part(len(self.segments) + 1)
             log.info(
                 "%s: frame size changed from %dx%d to %dx%d; continuing in %s",
@@ -73,23 +193,35 @@ class VideoSink:
             self.writer = VideoWriter(path, fps=self.fps, crf=self.spec.crf)
             self.segments.append(path)
         self._size = size
+        # drawn on the frame as decoded; the writer pads odd sizes afterwards
         annotated = draw_detections(frame.image, result.detections, draw_masks=self.spec.draw_masks)
         self.writer.write(annotated, frame.pts)
-
-    def close(self) -> None:
-        self.writer.close()
+        self.frames_written += 1
 
 
-class JsonlSink:
-    def __init__(self, run_id: str, source_id: str, path: Path, resume: bool = False) -> None:
-        self.run_id, self.source_id = run_id, source_id
-        self.writer = JsonlWriter(path, append=resume)
+class JsonlSink(_WatchedSink):
+    def __init__(
+        self,
+        run_id: str,
+        source_id: str,
+        path: Path,
+        resume: bool = False,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        check_interval_s: float = CHECK_INTERVAL_S,
+    ) -> None:
+        super().__init__(clock, check_interval_s)
+        self.run_id, self.source_id, self.path = run_id, source_id, Path(path)
+        self.writer: JsonlWriter = JsonlWriter(path, append=resume)
+
+    def _in_file(self) -> int:
+        # this sink's lines only; on resume the file also held an earlier incarnation's
+        return self.writer.lines_written
 
     def write(self, frame: Frame, result: FrameResult) -> None:
+        self._check()
         self.writer.write(frame_record(self.run_id, self.source_id, frame, result))
-
-    def close(self) -> None:
-        self.writer.close()
+        self.frames_written += 1
 
 
 def frame_record(run_id: str, source_id: str, frame: Frame, result: FrameResult) -> dict[str, Any]:
@@ -130,4 +262,13 @@ def open_sinks(
     return sinks
 
 
-__all__ = ["FrameResult", "Sink", "frame_record", "open_sinks"]
+__all__ = [
+    "CHECK_INTERVAL_S",
+    "FrameResult",
+    "JsonlSink",
+    "OutputLost",
+    "Sink",
+    "VideoSink",
+    "frame_record",
+    "open_sinks",
+]

@@ -1,10 +1,61 @@
-"""Per-frame results as JSON lines, flushed line by line."""
+"""Per-frame results as JSON lines, flushed line by line.
+
+Also the file handling every sink shares (``video.py`` uses it too): outputs are opened
+without following a symlink at their own name (:func:`open_nofollow`), and a writer can
+tell whether the file it writes is still the one at its path (:func:`file_identity`,
+:func:`missing_reason`).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+FileId = tuple[int, int]  # (st_dev, st_ino)
+
+# A missing O_NOFOLLOW/O_CLOEXEC (not on every platform) adds nothing to the flags.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def link_refused(path: str | Path) -> PermissionError:
+    return PermissionError(
+        f"{path} is a symbolic link; vsa does not write through links in its output directory"
+    )
+
+
+def open_nofollow(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that fails, with :func:`link_refused`, when ``path`` itself is a symlink.
+
+    Only the last component is checked: the output directory may well be reached through
+    a link, but a link planted under an output's name is not written through (nor, dangling,
+    used to create its target). Returns the descriptor.
+    """
+    try:
+        return os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as exc:
+        if os.path.islink(path):  # ELOOP on Linux, EMLINK on some BSDs
+            raise link_refused(path) from exc
+        raise
+
+
+def file_identity(fd: int) -> FileId:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def missing_reason(path: str | Path, identity: FileId) -> str | None:
+    """Why ``path`` no longer names the file ``identity`` (deleted, replaced), or None."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return f"{path} was deleted"
+    except OSError as exc:
+        return f"{path} cannot be reached ({exc.strerror or type(exc).__name__})"
+    if (st.st_dev, st.st_ino) != identity:
+        return f"{path} was replaced by another file"
+    return None
 
 
 class JsonlWriter:
@@ -13,10 +64,16 @@ class JsonlWriter:
     def __init__(self, path: str | Path, append: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if append and self.path.exists():
+        if append:
             _drop_partial_last_line(self.path)
-        mode = "a" if append else "w"
-        self._file = open(self.path, mode, encoding="utf-8")  # noqa: SIM115 - closed in close()
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        fd = open_nofollow(self.path, flags)
+        try:
+            self.identity = file_identity(fd)
+            self._file = os.fdopen(fd, "a" if append else "w", encoding="utf-8")
+        except BaseException:
+            os.close(fd)
+            raise
         self.lines_written = 0
 
     def write(self, record: dict[str, Any]) -> None:
@@ -24,27 +81,59 @@ class JsonlWriter:
         self._file.flush()
         self.lines_written += 1
 
+    def missing(self) -> str | None:
+        """Why the file written is no longer at ``path`` (deleted, replaced), or None.
+
+        One ``stat``; still answers after :meth:`close`.
+        """
+        return missing_reason(self.path, self.identity)
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
 
 
 def _drop_partial_last_line(path: Path) -> None:
-    """A process killed mid-write can leave half a line: cut it so the file stays JSONL."""
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+    """A process killed mid-write can leave half a line: cut it so the file stays JSONL.
+
+    Reads backwards from the end only as far as the last newline.
+    """
+    try:
+        fd = open_nofollow(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    with os.fdopen(fd, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            start = max(0, pos - (1 << 16))
+            f.seek(start)
+            chunk = f.read(pos - start)
+            if pos == end and chunk.endswith(b"\n"):
+                return  # complete
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                f.truncate(start + newline + 1)
+                return
+            pos = start
+        if end:
+            f.truncate(0)  # not one complete line
+
+
+def _open_for_reading(path: Path) -> int | None:
+    try:
+        return open_nofollow(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
 
 
 def last_record(path: str | Path, run_id: str) -> dict[str, Any] | None:
     """The last complete line of ``path`` when it belongs to ``run_id`` (else None)."""
-    path = Path(path)
-    if not path.exists():
+    fd = _open_for_reading(Path(path))
+    if fd is None:
         return None
-    with open(path, "rb") as f:
-        f.seek(0, 2)
-        size = f.tell()
+    with os.fdopen(fd, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
         f.seek(max(0, size - (1 << 20)))
         lines = [x for x in f.read().split(b"\n") if x.strip()]
     for line in reversed(lines):
@@ -58,11 +147,11 @@ def last_record(path: str | Path, run_id: str) -> dict[str, Any] | None:
 
 def count_lines(path: str | Path) -> int:
     """Complete lines in ``path`` (0 when it does not exist)."""
-    path = Path(path)
-    if not path.exists():
+    fd = _open_for_reading(Path(path))
+    if fd is None:
         return 0
     n = 0
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
         while chunk := f.read(1 << 20):
             n += chunk.count(b"\n")
     return n

@@ -6,15 +6,23 @@ so every frame reaches the disk as soon as the next one is written: a process th
 killed leaves a playable file missing at most its last frame. (Measured: killed after 13
 frames, 12 decode; with a fragment per keyframe and lookahead, none did.) The cost is
 ~100-200 bytes of fragment headers per frame.
+
+The file is opened by vsa (never through a symlink at its name) and handed to PyAV as an
+unbuffered file object, so each packet PyAV flushes is a ``write`` to the OS at once.
+Frames of odd width or height are padded to even sizes (yuv420p), repeating the edge.
 """
 
 from __future__ import annotations
 
+import io
+import os
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from vsa.sinks.jsonl import FileId, file_identity, missing_reason, open_nofollow
 
 TIME_BASE = Fraction(1, 1000)  # pts in milliseconds
 MAX_GAP_MS = 10_000  # a forward jump longer than this is a discontinuity, not a pause
@@ -29,6 +37,8 @@ class VideoWriter:
         self.fps = fps if fps and fps > 0 else 25.0
         self.crf = crf
         self._container: av.container.OutputContainer | None = None
+        self._file: io.FileIO | None = None
+        self.identity: FileId | None = None  # of the file, once the first frame opened it
         self._stream = None
         self._last_pts: int | None = None
         self._offset_ms = 0  # added to source pts; moved at each discontinuity
@@ -37,16 +47,31 @@ class VideoWriter:
 
     def _open(self, width: int, height: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(
-            str(self.path),
-            mode="w",
-            format="mp4",
-            options=(
-                {"movflags": "frag_every_frame+empty_moov+default_base_moof", "flush_packets": "1"}
-                if self.fragmented
-                else {}
-            ),
-        )
+        fd = open_nofollow(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            identity = file_identity(fd)
+            file = io.FileIO(fd, "wb")  # unbuffered: what PyAV flushes is on disk
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            self._container = av.open(
+                file,
+                mode="w",
+                format="mp4",
+                options=(
+                    {
+                        "movflags": "frag_every_frame+empty_moov+default_base_moof",
+                        "flush_packets": "1",
+                    }
+                    if self.fragmented
+                    else {}
+                ),
+            )
+        except BaseException:
+            file.close()
+            raise
+        self._file, self.identity = file, identity
         stream = self._container.add_stream(
             "libx264", rate=Fraction(self.fps).limit_denominator(1001)
         )
@@ -72,14 +97,16 @@ class VideoWriter:
         the file stays playable and its length matches what was recorded.
         """
         h, w = image.shape[:2]
-        w2, h2 = w - w % 2, h - h % 2  # yuv420p needs even sizes
+        w2, h2 = w + w % 2, h + h % 2  # yuv420p needs even sizes: pad, never crop to 0
         if self._container is None:
             self._open(w2, h2)
         if (w2, h2) != (self._stream.width, self._stream.height):
             raise ValueError(
                 f"{self.path.name}: frame size changed from {self._stream.width}x{self._stream.height} to {w2}x{h2}"
             )
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h2, :w2]), format="bgr24")
+        if (w2, h2) != (w, h):  # repeat the last column/row
+            image = np.pad(image, ((0, h2 - h), (0, w2 - w), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         step = max(1, round(1000 / self.fps))
         last = self._last_pts
         if pts is None:
@@ -96,13 +123,27 @@ class VideoWriter:
             self._container.mux(packet)
         self.frames_written += 1
 
+    def missing(self) -> str | None:
+        """Why the file written is no longer at ``path`` (deleted, replaced), or None.
+
+        None before the first frame (no file yet). One ``stat``; still answers after close.
+        """
+        if self.identity is None:
+            return None
+        return missing_reason(self.path, self.identity)
+
     def close(self) -> None:
         """Flush the encoder and write the trailer; the file is closed even if flushing fails."""
         if self._container is None:
             return
         container, self._container = self._container, None
+        file, self._file = self._file, None
         try:
-            for packet in self._stream.encode(None):
-                container.mux(packet)
+            try:
+                for packet in self._stream.encode(None):
+                    container.mux(packet)
+            finally:
+                container.close()
         finally:
-            container.close()
+            if file is not None:
+                file.close()  # PyAV does not close a file object it was given
