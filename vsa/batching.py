@@ -1,12 +1,29 @@
 """The batch former: which frames go into the next model call, and when.
 
-Policy: a batch is ready when ``max_batch_size`` frames wait, or when the oldest
-waiting frame has waited ``max_wait_s``. Frames are taken round-robin across
-streams (one per stream per turn), so a stream with many waiting frames cannot
-fill every batch while another stream waits. Streams with a higher ``priority``
-are served first; lower ones get the places left over, so under saturation their
-frames wait, go stale and are dropped first. The clock is injected; this module
-knows nothing of Ray or torch.
+One former serves one model engine, and an engine is shared by every run that uses
+the same model config, so the policy has two levels:
+
+* **Across groups** (a group is a run: callers pass the run id) the engine is shared
+  fairly. Batches are filled round-robin across the groups that have frames waiting,
+  the group served least recently first, one frame per group per turn. A group of
+  weight ``w`` (``set_weight``, default 1) takes ``w`` turns in a row per round. The
+  rotation carries over from one batch to the next, so with ``n`` saturated groups
+  of weight 1 each group gets ``1/n`` of the slots: exactly that over every ``n``
+  consecutive slots, whatever the batch size. What one group asks for never changes
+  what another gets, whatever its streams' priorities.
+* **Within a group** streams are ordered by ``priority``: the highest level present
+  is served first, round-robin (one frame per stream per turn, least recently served
+  first) among the streams of that level; lower levels only get the turns the higher
+  ones leave, so under saturation their frames wait, go stale and are dropped first.
+
+Streams added without a group all share one default group (``None``): a caller that
+never passes a group gets the single-level behaviour of priority and round-robin
+across all its streams. A stream is identified by ``(group, stream)``.
+
+A batch is ready when ``max_batch_size`` frames wait (the attribute may be changed
+between calls), or when the oldest waiting frame has waited ``max_wait_s``. Choosing
+one frame costs O(streams of its group + 1). The clock is injected; this module knows
+nothing of Ray or torch.
 """
 
 from __future__ import annotations
@@ -14,7 +31,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -24,6 +41,29 @@ T = TypeVar("T")
 class _Waiting(Generic[T]):
     item: T
     arrived: float
+
+
+@dataclass
+class _Group(Generic[T]):
+    # streams in least-recently-served order; a stream with nothing waiting is removed
+    queues: OrderedDict[Hashable, deque[_Waiting[T]]] = field(default_factory=OrderedDict)
+    priority: dict[Hashable, int] = field(default_factory=dict)
+    size: int = 0
+    turns: int = 0  # turns taken in the current round (< the group's weight)
+
+    def pop(self) -> T:
+        """The next frame of this group: the highest priority level, round-robin within it."""
+        top = max(self.priority.values())
+        stream = next(s for s in self.queues if self.priority[s] == top)
+        queue = self.queues[stream]
+        waiting = queue.popleft()
+        self.size -= 1
+        if queue:
+            self.queues.move_to_end(stream)
+        else:
+            del self.queues[stream]
+            del self.priority[stream]
+        return waiting.item
 
 
 class BatchFormer(Generic[T]):
@@ -37,24 +77,48 @@ class BatchFormer(Generic[T]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self._clock = clock
-        self._queues: OrderedDict[Hashable, deque[_Waiting[T]]] = OrderedDict()
-        self._priority: dict[Hashable, int] = {}
+        # groups in least-recently-served order; a group with nothing waiting is removed
+        self._groups: OrderedDict[Hashable, _Group[T]] = OrderedDict()
+        self._weights: dict[Hashable, int] = {}
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
 
-    def add(self, stream: Hashable, item: T, priority: int = 0) -> None:
-        """Queue ``item`` of ``stream``; streams of higher ``priority`` are served first."""
-        self._queues.setdefault(stream, deque()).append(_Waiting(item, self._clock()))
-        self._priority[stream] = priority
+    def add(
+        self, stream: Hashable, item: T, priority: int = 0, group: Hashable | None = None
+    ) -> None:
+        """Queue ``item`` of ``stream`` in ``group`` (the run; ``None``: the default group).
+
+        ``priority`` orders the streams of one group (higher first; the latest value given
+        for a stream holds); it has no effect across groups.
+        """
+        g = self._groups.get(group)
+        if g is None:
+            g = self._groups[group] = _Group()
+        g.queues.setdefault(stream, deque()).append(_Waiting(item, self._clock()))
+        g.priority[stream] = priority
+        g.size += 1
         self._size += 1
+
+    def set_weight(self, group: Hashable | None, weight: int) -> None:
+        """Give ``group`` ``weight`` turns in a row per round (default 1); kept until changed."""
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+            raise ValueError("weight must be an integer >= 1")
+        if weight == 1:
+            self._weights.pop(group, None)
+        else:
+            self._weights[group] = weight
+
+    def weight(self, group: Hashable | None) -> int:
+        return self._weights.get(group, 1)
 
     def oldest_wait(self) -> float | None:
         """Seconds the oldest waiting frame has waited, or None when empty."""
         if not self._size:
             return None
-        return self._clock() - min(q[0].arrived for q in self._queues.values() if q)
+        oldest = min(q[0].arrived for g in self._groups.values() for q in g.queues.values())
+        return self._clock() - oldest
 
     def time_until_ready(self) -> float | None:
         """0 when a batch is ready now, the seconds until one will be, or None when empty."""
@@ -69,34 +133,28 @@ class BatchFormer(Generic[T]):
         return self.time_until_ready() == 0.0
 
     def take(self) -> list[T]:
-        """Up to ``max_batch_size`` items, round-robin across streams, oldest first within one.
+        """Up to ``max_batch_size`` items: round-robin across groups, then by priority and
+        round-robin across the streams of the group, oldest first within a stream.
 
-        Streams that were served move behind the ones that were not, so the next batch
-        starts with whoever was left out of this one.
+        Groups and streams that were served move behind the ones that were not, so the next
+        batch starts with whoever was left out of this one.
         """
         batch: list[T] = []
         while len(batch) < self.max_batch_size and self._size:
-            # higher priority first; round-robin (least recently served first) within a level
-            order = sorted(self._queues, key=lambda s: -self._priority.get(s, 0))
-            top = self._priority.get(order[0], 0)
-            for stream in order:
-                if self._priority.get(stream, 0) < top:
-                    break  # lower levels only get what the higher ones leave over
-                queue = self._queues[stream]
-                batch.append(queue.popleft().item)
-                self._size -= 1
-                self._queues.move_to_end(stream)
-                if not queue:
-                    del self._queues[stream]
-                    self._priority.pop(stream, None)
-                if len(batch) == self.max_batch_size:
-                    break
+            key, g = next(iter(self._groups.items()))  # the least recently served group
+            batch.append(g.pop())
+            self._size -= 1
+            g.turns += 1
+            if not g.size:
+                del self._groups[key]  # it starts a fresh round when it comes back
+            elif g.turns >= self._weights.get(key, 1):
+                g.turns = 0
+                self._groups.move_to_end(key)
         return batch
 
     def drain(self) -> list[T]:
         """Everything still waiting (for shutdown)."""
-        items = [w.item for q in self._queues.values() for w in q]
-        self._queues.clear()
-        self._priority.clear()
+        items = [w.item for g in self._groups.values() for q in g.queues.values() for w in q]
+        self._groups.clear()
         self._size = 0
         return items

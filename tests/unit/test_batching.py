@@ -218,3 +218,221 @@ def test_lower_priority_fills_what_is_left():
     for k in range(5):
         former.add("low", f"l{k}")
     assert former.take() == ["h0", "l0", "l1", "l2"]
+
+
+# --- groups (runs): fair across groups, priority within one ------------------------------
+
+
+def _saturate(former: BatchFormer, adds: dict[str, list[tuple[str, int]]], depth: int) -> None:
+    """Top every (group, stream) up to ``depth`` waiting frames."""
+    for group, streams in adds.items():
+        for stream, priority in streams:
+            for _ in range(depth):
+                former.add(stream, (group, stream), priority=priority, group=group)
+
+
+def _group_of(item: tuple[str, str]) -> str:
+    return item[0]
+
+
+def test_a_high_priority_run_cannot_starve_another_run():
+    """The rule: with both groups saturated, each gets exactly 2 of every 4 slots."""
+    former: BatchFormer[tuple[str, str]] = BatchFormer(4, 0.0, clock=lambda: 0.0)
+    groups = {
+        "runA": [(f"a{k}", 100) for k in range(4)],
+        "runB": [("b0", 0)],
+    }
+    slots = {"runA": 0, "runB": 0}
+    for _ in range(100):
+        _saturate(former, groups, depth=4)  # more than a batch waits for every stream, always
+        batch = former.take()
+        assert len(batch) == 4
+        assert [_group_of(i) for i in batch] in (
+            ["runA", "runB", "runA", "runB"],
+            ["runB", "runA", "runB", "runA"],
+        )
+        for item in batch:
+            slots[_group_of(item)] += 1
+    assert slots == {"runA": 200, "runB": 200}
+
+
+def test_within_a_run_the_four_streams_still_round_robin():
+    former: BatchFormer[tuple[str, str]] = BatchFormer(4, 0.0, clock=lambda: 0.0)
+    groups = {"runA": [(f"a{k}", 100) for k in range(4)], "runB": [("b0", 0)]}
+    per_stream: dict[str, int] = {}
+    for _ in range(100):
+        _saturate(former, groups, depth=4)
+        for _, stream in former.take():
+            per_stream[stream] = per_stream.get(stream, 0) + 1
+    assert per_stream == {"a0": 50, "a1": 50, "a2": 50, "a3": 50, "b0": 200}
+
+
+@pytest.mark.parametrize(
+    ("groups", "batch_size", "batches", "expected"),
+    [
+        # n saturated groups of weight 1 get exactly 1/n of the slots over n*k slots
+        ({"r1": [("s", 0)], "r2": [("s", 0)], "r3": [("s", 0)]}, 4, 30, [40, 40, 40]),
+        ({"r1": [("s", 0)], "r2": [("s", 9), ("t", 9)], "r3": [("s", 1)]}, 3, 10, [10, 10, 10]),
+        ({"r1": [("s", 0)], "r2": [("s", 0)]}, 1, 10, [5, 5]),
+        ({"r1": [("s", 5)], "r2": [("x", 0), ("y", 0), ("z", 0)]}, 5, 20, [50, 50]),
+    ],
+)
+def test_saturated_groups_share_evenly(
+    groups: dict[str, list[tuple[str, int]]], batch_size: int, batches: int, expected: list[int]
+):
+    former: BatchFormer[tuple[str, str]] = BatchFormer(batch_size, 0.0, clock=lambda: 0.0)
+    slots = dict.fromkeys(groups, 0)
+    taken: list[str] = []
+    for _ in range(batches):
+        _saturate(former, groups, depth=batch_size)
+        batch = former.take()
+        assert len(batch) == batch_size
+        taken += [_group_of(i) for i in batch]
+    for group in taken:
+        slots[group] += 1
+    assert list(slots.values()) == expected
+    # and in every window of len(groups) consecutive slots, each group exactly once
+    n = len(groups)
+    for start in range(0, len(taken) - n + 1):
+        assert sorted(taken[start : start + n]) == sorted(groups)
+
+
+def test_within_a_group_priority_still_wins():
+    former: BatchFormer[str] = BatchFormer(4, 0.0, clock=lambda: 0.0)
+    for k in range(4):
+        former.add("low", f"l{k}", priority=0, group="run")
+        former.add("high", f"h{k}", priority=7, group="run")
+    assert former.take() == ["h0", "h1", "h2", "h3"]
+    assert former.take() == ["l0", "l1", "l2", "l3"]
+
+
+def test_priority_is_per_group_and_groups_alternate():
+    former: BatchFormer[str] = BatchFormer(6, 0.0, clock=lambda: 0.0)
+    for k in range(3):
+        former.add("low", f"Al{k}", priority=0, group="A")
+        former.add("high", f"Ah{k}", priority=100, group="A")
+        former.add("cam", f"B{k}", priority=0, group="B")
+    # A's turns go to its high stream; B's single low stream is not behind A's priority
+    assert former.take() == ["Ah0", "B0", "Ah1", "B1", "Ah2", "B2"]
+    assert former.take() == ["Al0", "Al1", "Al2"]
+
+
+def test_the_same_stream_name_in_two_groups_is_two_streams():
+    former: BatchFormer[str] = BatchFormer(4, 0.0, clock=lambda: 0.0)
+    for k in range(2):
+        former.add("cam1", f"A{k}", group="A")
+        former.add("cam1", f"B{k}", group="B")
+    assert former.take() == ["A0", "B0", "A1", "B1"]
+
+
+def test_a_group_that_stops_adding_does_not_block_others():
+    former: BatchFormer[str] = BatchFormer(3, 10.0, clock=lambda: 0.0)
+    former.add("s", "A0", group="A")
+    for k in range(8):
+        former.add("s", f"B{k}", group="B")
+    assert former.take() == ["A0", "B0", "B1"]
+    # A has nothing left: B fills whole batches
+    assert former.take() == ["B2", "B3", "B4"]
+    assert former.take() == ["B5", "B6", "B7"]
+    assert former.take() == []
+    assert len(former) == 0
+
+
+def test_a_group_that_comes_back_is_served_within_one_round():
+    former: BatchFormer[str] = BatchFormer(2, 0.0, clock=lambda: 0.0)
+    for k in range(6):
+        former.add("s", f"A{k}", group="A")
+        former.add("s", f"B{k}", group="B")
+    assert former.take() == ["A0", "B0"]
+    former.add("s", "C0", group="C")
+    assert former.take() == ["A1", "B1"]  # C joins behind the groups already waiting
+    assert former.take() == ["C0", "A2"]
+    assert former.take() == ["B2", "A3"]
+
+
+def test_fairness_carries_over_between_batches_of_odd_size():
+    former: BatchFormer[str] = BatchFormer(3, 0.0, clock=lambda: 0.0)
+    for k in range(6):
+        former.add("s", f"A{k}", group="A")
+        former.add("s", f"B{k}", group="B")
+    assert former.take() == ["A0", "B0", "A1"]
+    assert former.take() == ["B1", "A2", "B2"]  # B was left out last: it goes first
+    former.max_batch_size = 4  # mutated from outside
+    assert former.take() == ["A3", "B3", "A4", "B4"]
+
+
+@pytest.mark.parametrize(
+    ("weights", "batch_size", "expected_first_six"),
+    [
+        ({"A": 2}, 3, ["A", "A", "B", "A", "A", "B"]),
+        ({"A": 2}, 2, ["A", "A", "B", "A", "A", "B"]),  # the turns carry over a batch boundary
+        ({"B": 3}, 4, ["A", "B", "B", "B", "A", "B"]),
+        ({"A": 1, "B": 1}, 4, ["A", "B", "A", "B", "A", "B"]),
+    ],
+)
+def test_weighted_groups_take_that_many_turns_per_round(
+    weights: dict[str, int], batch_size: int, expected_first_six: list[str]
+):
+    former: BatchFormer[str] = BatchFormer(batch_size, 0.0, clock=lambda: 0.0)
+    for group, weight in weights.items():
+        former.set_weight(group, weight)
+    for k in range(20):
+        former.add("s", f"A{k}", group="A")
+        former.add("s", f"B{k}", group="B")
+    taken: list[str] = []
+    while len(taken) < 6:
+        taken += [item[0] for item in former.take()]
+    assert taken[:6] == expected_first_six
+
+
+def test_weight_over_many_batches():
+    former: BatchFormer[tuple[str, str]] = BatchFormer(4, 0.0, clock=lambda: 0.0)
+    former.set_weight("heavy", 3)
+    assert former.weight("heavy") == 3 and former.weight("light") == 1
+    groups = {"heavy": [("s", 0)], "light": [("s", 0)]}
+    slots = dict.fromkeys(groups, 0)
+    for _ in range(100):
+        _saturate(former, groups, depth=4)
+        for item in former.take():
+            slots[_group_of(item)] += 1
+    assert slots == {"heavy": 300, "light": 100}
+    former.set_weight("heavy", 1)
+    assert former.weight("heavy") == 1
+
+
+@pytest.mark.parametrize("weight", [0, -1, 1.5, True, "2"])
+def test_invalid_weight(weight: object):
+    former: BatchFormer[int] = BatchFormer(4, 0.0)
+    with pytest.raises(ValueError, match="weight must be an integer >= 1"):
+        former.set_weight("A", weight)
+
+
+def test_waits_and_drain_span_groups(clock: FakeClock):
+    former: BatchFormer[str] = BatchFormer(3, 1.0, clock=clock)
+    former.add("s", "A0", group="A")
+    clock.advance(0.25)
+    former.add("s", "B0", group="B")
+    former.add("t", "B1", group="B")
+    assert len(former) == 3
+    assert former.oldest_wait() == 0.25
+    assert former.ready()
+    assert former.take() == ["A0", "B0", "B1"]
+    former.add("s", "A1", group="A")
+    clock.advance(0.5)
+    former.add("s", "C0", group="C")
+    assert former.time_until_ready() == 0.5
+    assert sorted(former.drain()) == ["A1", "C0"]
+    assert len(former) == 0 and former.take() == []
+
+
+def test_ungrouped_streams_share_one_default_group():
+    """``group=None`` keeps the single-level behaviour: priority across all such streams."""
+    former: BatchFormer[str] = BatchFormer(4, 0.0, clock=lambda: 0.0)
+    for k in range(4):
+        former.add("low", f"l{k}")
+        former.add("high", f"h{k}", priority=3)
+        former.add("cam", f"R{k}", group="run")
+    # the default group and "run" alternate; within the default group, priority wins
+    assert former.take() == ["h0", "R0", "h1", "R1"]
+    assert former.take() == ["h2", "R2", "h3", "R3"]
+    assert former.take() == ["l0", "l1", "l2", "l3"]
