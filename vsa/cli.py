@@ -21,6 +21,22 @@ def _add_address(p: argparse.ArgumentParser) -> None:
     )
 
 
+def stop_timeout(text: str) -> float:
+    """argparse ``type=`` for ``vsa stop --timeout``: a finite number of seconds in (0, 3600]."""
+    from vsa.client import MAX_STOP_TIMEOUT_S, check_stop_timeout
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    try:
+        return check_stop_timeout(value)
+    except VsaError:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds in (0, {MAX_STOP_TIMEOUT_S:.0f}], not {text!r}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vsa", description="Video stream analytics on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a controller running other code even if it has active runs (they stop)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of an earlier, finished run in output_dir; without it, a run "
+        "whose output files already exist is refused",
+    )
     p.add_argument("--check", action="store_true", help="only validate the run file")
     p.add_argument("--json", action="store_true", help="print the submit result as JSON")
     _add_address(p)
@@ -58,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop a run; files are closed and playable")
     p.add_argument("run", help="run id or name")
     p.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to wait for sources to drain"
+        "--timeout",
+        type=stop_timeout,
+        default=60.0,
+        help="seconds to wait for sources to drain, more than 0 and at most 3600 (default 60)",
     )
     p.add_argument("--json", action="store_true")
     _add_address(p)
@@ -161,7 +186,7 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
         print(f"{args.run_file}: OK ({len(spec.sources)} sources)", file=out)
         return 0
     client = _client(args, local=args.local)
-    result = client.submit(spec)
+    result = client.submit(spec, overwrite=args.overwrite)
     run_id = result["run_id"]
     if args.json:
         print(json.dumps(result), file=out)
@@ -200,7 +225,8 @@ def follow(
             run = client.stop(run_id)
         else:
             print(
-                f"\ndetached; run {run_id} keeps going (`vsa status {run_id}`, `vsa stop {run_id}`)",
+                f"\ndetached; run {run_id} keeps going "
+                f"(`vsa status {run_id}`, `vsa stop {run_id}`)",
                 file=out,
             )
             return 0
@@ -270,13 +296,38 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "stop": cmd_stop, "list": cmd_list}
+EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE, what a shell reports for `git log | head -1`
+
+
+def _discard_stdout(out: TextIO) -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush of what is still
+    buffered does not raise BrokenPipeError again (the recipe in Python's ``signal`` docs).
+
+    Only the process's real stdout is redirected; a caller's own ``out`` is left alone.
+    """
+    if out is not sys.stdout and out is not sys.__stdout__:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, out.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured)
+        pass
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args, out)
+        args = build_parser().parse_args(argv)  # --help into a closed pipe fails here
+        code = COMMANDS[args.command](args, out)
+        out.flush()  # a closed pipe shows up here, not in the interpreter's final flush
+        return code
+    except BrokenPipeError:
+        # `vsa ... | head -1`: the reader went away. Say nothing, like git and coreutils.
+        _discard_stdout(out)
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         print(f"vsa: invalid run file\n{exc}", file=sys.stderr)
         return 2

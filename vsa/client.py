@@ -6,6 +6,7 @@ The public surface for scripts is ``Client``; the CLI is a thin layer over it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -18,6 +19,41 @@ from vsa.errors import ClusterNotFound, VersionMismatch, VsaError
 NO_CLUSTER_HINT = (
     "start one with `ray start --head` (or point --address / RAY_ADDRESS at a running cluster)"
 )
+TOKEN_HINT = (
+    "make ~/.ray/auth_token (or RAY_AUTH_TOKEN) hold the token the cluster was started with"
+)
+MAX_STOP_TIMEOUT_S = 3600.0
+"""The longest drain ``vsa stop --timeout`` / ``Client.stop`` accept (an hour)."""
+STOP_RPC_MARGIN_S = 60.0
+"""``Client.stop`` waits ``timeout_s`` plus this: the controller may take ``timeout_s + 15`` s
+(a source inside an open/read has a fixed 15 s grace after the drain to reach a terminal
+state), and the answer still has to come back."""
+
+
+class AuthenticationFailed(VsaError, PermissionError):
+    """The Ray cluster uses token authentication and refused this client's token (or its lack
+    of one)."""
+
+
+class InvalidArgument(VsaError, ValueError):
+    """An argument to a ``Client`` method is out of range."""
+
+
+def check_stop_timeout(timeout_s: Any) -> float:
+    """``timeout_s`` as a float when it is a finite number of seconds in (0, 3600], else raise
+    ``InvalidArgument``. A zero, negative or NaN drain would mark a run STOPPED while its
+    sources still stream."""
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+        raise InvalidArgument(
+            f"the stop timeout must be a number of seconds, not {type(timeout_s).__name__}"
+        )
+    value = float(timeout_s)
+    if not math.isfinite(value) or not 0 < value <= MAX_STOP_TIMEOUT_S:
+        raise InvalidArgument(
+            f"the stop timeout must be a finite number of seconds in (0, "
+            f"{MAX_STOP_TIMEOUT_S:.0f}], not {timeout_s!r}"
+        )
+    return value
 
 
 def connect(address: str | None = None, local: bool = False) -> None:
@@ -26,6 +62,9 @@ def connect(address: str | None = None, local: bool = False) -> None:
     ``address`` defaults to ``RAY_ADDRESS`` and then to the cluster started on this host,
     like Ray's own tools. Token authentication works as for any Ray driver: the token
     in ``~/.ray/auth_token`` (or ``RAY_AUTH_TOKEN``) is picked up by ``ray.init``.
+
+    Raises ``ClusterNotFound`` when no cluster answers and ``AuthenticationFailed`` when the
+    cluster refuses this client's token (or its lack of one); neither message holds a token.
     """
     import ray
 
@@ -42,23 +81,123 @@ def connect(address: str | None = None, local: bool = False) -> None:
         return
     target = address or os.environ.get("RAY_ADDRESS") or "auto"
     _probe(target)
+    _enable_token_auth_if_available()
+    _check_token(target)
     try:
-        _enable_token_auth_if_available()
         ray.init(address=target, **kwargs)
-    except ConnectionError as exc:
-        where = "" if target == "auto" else f" at {target}"
-        raise ClusterNotFound(f"no Ray cluster is running{where}: {NO_CLUSTER_HINT}") from exc
     except Exception as exc:
-        if type(exc).__name__ == "AuthenticationError":
-            raise ClusterNotFound(
-                "the Ray cluster refused this client's token: make ~/.ray/auth_token (or RAY_AUTH_TOKEN) "
-                "hold the token the cluster was started with"
+        if type(exc).__name__ == "AuthenticationError" and not _has_token():
+            # RAY_AUTH_MODE=token and no token: ray.init refuses before it connects
+            raise AuthenticationFailed(
+                f"token authentication is on (RAY_AUTH_MODE=token) and this client has no "
+                f"token: {TOKEN_HINT}"
             ) from exc
+        if _refused_by_auth(exc):
+            raise _auth_failure(_resolve(target), _has_token()) from exc
+        if isinstance(exc, ConnectionError):
+            where = "" if target == "auto" else f" at {target}"
+            raise ClusterNotFound(f"no Ray cluster is running{where}: {NO_CLUSTER_HINT}") from exc
         raise
 
 
+def _auth_failure(address: str | None, has_token: bool) -> AuthenticationFailed:
+    """The one-line error for a cluster that refuses this client; it never holds the token."""
+    where = f" at {address}" if address else ""
+    if has_token:
+        return AuthenticationFailed(
+            f"the Ray cluster{where} refused this client's token: {TOKEN_HINT}"
+        )
+    return AuthenticationFailed(
+        f"the Ray cluster{where} refused this client, which has no token: {TOKEN_HINT}"
+    )
+
+
+# What Ray 2.60 raises when the cluster refuses the token: ray.init retries ~20 s, then raises
+# ConnectionError("Failed to connect to Ray cluster at <gcs>") from RuntimeError("Failed to
+# connect to GCS. Last connection error: <traceback text>") whose text ends in
+# "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication token is
+# missing or incorrect. ...". With RAY_AUTH_MODE=token and no token at all, ray.init raises
+# ray.exceptions.AuthenticationError itself before connecting.
+_AUTH_MARKERS = ("AuthenticationError", "InvalidAuthToken", "UNAUTHENTICATED", "Unauthenticated")
+
+
+def _refused_by_auth(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it wraps) is an authentication failure."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "AuthenticationError":
+            return True
+        if isinstance(current, (ConnectionError, RuntimeError)) and any(
+            marker in str(current) for marker in _AUTH_MARKERS
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _has_token() -> bool:
+    """Whether this process has a token (env var or file); the token itself is not read here."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+
+        return bool(AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True))
+    except Exception:  # best effort: only picks the wording of the error
+        return bool(os.environ.get("RAY_AUTH_TOKEN"))
+
+
+def _resolve(target: str) -> str | None:
+    """``host:port`` of the GCS that ``ray.init(address=target)`` would join, or None."""
+    if "://" in target:
+        return None
+    if target != "auto":
+        return target
+    try:
+        from ray._private import services
+
+        return services.canonicalize_bootstrap_address(target)
+    except Exception:  # no cluster found, several found, ...: ray.init says it
+        return None
+
+
+def _check_token(target: str, timeout_s: float = 5.0) -> None:
+    """Ask the GCS for its cluster id once, with this client's token, and raise
+    ``AuthenticationFailed`` when it answers UNAUTHENTICATED.
+
+    ray.init would retry a refused token for about 20 s, logging a warning a second, and then
+    report a generic connection failure. Anything other than UNAUTHENTICATED is left to
+    ray.init (best effort: Ray internals may move).
+    """
+    address = _resolve(target)
+    if not address:
+        return
+    try:
+        import grpc
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        return
+    try:
+        channel = init_grpc_channel(address)
+    except Exception:
+        return
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
+    except grpc.RpcError as exc:
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise _auth_failure(address, _has_token()) from None
+    except Exception:
+        return
+    finally:
+        channel.close()
+
+
 def _probe(address: str) -> None:
-    """Fail fast when an explicit ``host:port`` does not answer (ray.init would retry for minutes)."""
+    """Fail fast when an explicit ``host:port`` does not answer (ray.init would retry for
+    minutes)."""
     if address in ("auto", "local") or "://" in address:
         return
     host, _, port = address.rpartition(":")
@@ -96,14 +235,24 @@ class Client:
         connect(address, local)
         self.controller = get_or_create_controller(replace=replace_controller)
 
-    def submit(self, spec: RunSpec) -> dict[str, Any]:
-        return _call(self.controller.submit.remote(spec.model_dump()))
+    def submit(self, spec: RunSpec, overwrite: bool = False) -> dict[str, Any]:
+        """Start a run. ``overwrite`` replaces the outputs of an earlier, finished run in
+        ``output_dir``; without it a run whose output files already exist is refused."""
+        return _call(self.controller.submit.remote(spec.model_dump(), bool(overwrite)))
 
     def status(self, run: str | None = None) -> dict[str, Any]:
         return _call(self.controller.status.remote(run))
 
     def stop(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
-        return _call(self.controller.stop.remote(run, timeout_s), timeout=timeout_s + 30)
+        """Stop a run, waiting up to ``timeout_s`` (0 < timeout_s <= 3600) for sources to drain.
+
+        Raises ``InvalidArgument`` (a ``VsaError`` and ``ValueError``) for a non-finite or
+        out-of-range ``timeout_s`` without asking the engine.
+        """
+        timeout_s = check_stop_timeout(timeout_s)
+        return _call(
+            self.controller.stop.remote(run, timeout_s), timeout=timeout_s + STOP_RPC_MARGIN_S
+        )
 
     def wait(self, run_id: str, timeout_s: float, poll_s: float = 0.5) -> dict[str, Any]:
         """Poll until the run reaches a terminal state (or raise TimeoutError)."""
@@ -130,7 +279,8 @@ def _call(ref: Any, timeout: float = 120.0) -> Any:
         raise
     except ray.exceptions.GetTimeoutError:
         raise VsaError(
-            f"the engine did not answer within {timeout:.0f} s; see `ray status` and the controller log"
+            f"the engine did not answer within {timeout:.0f} s; see `ray status` and the "
+            "controller log"
         ) from None
     except ray.exceptions.RayActorError as exc:
         raise VsaError(
