@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -34,12 +35,16 @@ import ray
 from actors import INFERENCE_NAME, NAMESPACE, source_actor_name
 from actors.inference import InferenceActor
 from actors.source import SourceActor
-from vsa import CODE_FINGERPRINT, __version__
+from vsa import CODE_FINGERPRINT, __version__, settings
 from vsa.config import RunSpec
+from vsa.degradation import DegradationTracker
 from vsa.errors import ConfigError, RunNotFound, VsaError
+from vsa.outputs import check_admission, check_output_dir, claim_outputs
 from vsa.report import build_report, write_report
-from vsa.runstate import RunState, derive_run_state, run_reason
+from vsa.runstate import RunState, carry_over, derive_run_state, run_reason
+from vsa.secrets import needs_sealing, seal
 from vsa.settings import inference_gpus
+from vsa.stream import STOP_GRACE_S
 from vsa.uri import mask_uri
 
 log = logging.getLogger("vsa.controller")
@@ -68,6 +73,38 @@ def _store_stats() -> tuple[int, int] | None:
         return None
 
 
+def _available_memory() -> int | None:
+    try:
+        import psutil  # a dependency of ray[default]
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _check_timeout(timeout_s: Any) -> None:
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not math.isfinite(timeout_s)
+        or not 0 < timeout_s <= 3600
+    ):
+        raise VsaError(f"stop timeout must be a number of seconds in (0, 3600], got {timeout_s!r}")
+
+
+def _seal_sources(spec: RunSpec) -> tuple[RunSpec, dict[str, str]]:
+    """The spec with masked URIs (what is stored, shown and passed around) and, per source that
+    has credentials, its URI sealed for the source actor alone."""
+    sealed: dict[str, str] = {}
+    sources = []
+    for source in spec.sources:
+        if needs_sealing(source.uri):
+            sealed[source.id] = seal(source.uri)
+            source = source.model_copy(update={"uri": mask_uri(source.uri)})
+        sources.append(source)
+    return spec.model_copy(update={"sources": sources}), sealed
+
+
 def _kv() -> Any:
     from ray.experimental import internal_kv
 
@@ -92,14 +129,18 @@ class _Run:
     monitor: asyncio.Task | None = None
     transitions: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # recoveries and failures
-    degraded: str | None = None  # why the run is DEGRADED for its performance
-    # per source: (time, decoded, dropped) samples over degradation.window_s
-    window: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)
+    # why the run is DEGRADED for its performance (an event when the conditions change)
+    degradation: DegradationTracker = field(init=False)
     warnings: dict[str, tuple[float, str]] = field(default_factory=dict)  # kind -> (until, text)
     saved_at: float = 0.0
     series: dict[str, list[list[float]]] = field(default_factory=dict)  # for report.png
     sampled_at: float = 0.0
     report: list[str] = field(default_factory=list)  # the report files, once written
+    # source id -> its URI with credentials, sealed (vsa.secrets); the spec holds masked URIs
+    sealed: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.degradation = DegradationTracker(self.spec.degradation)
 
     def sample(self) -> None:
         """One row per source per second: [t, fps, p50 ms, p99 ms] (bounded: halved when full)."""
@@ -137,7 +178,7 @@ class _Run:
         log.warning("run=%s %s %s", self.id, what, json.dumps(details) if details else "")
 
     def reason(self) -> str | None:
-        parts = [p for p in (run_reason(self.sources.values()), self.degraded) if p]
+        parts = [p for p in (run_reason(self.sources.values()), self.degradation.reason) if p]
         return "; ".join(parts) or None
 
     def summary(self) -> dict[str, Any]:
@@ -173,6 +214,7 @@ class _Run:
                 "sources": self.sources,
                 "base": self.base,
                 "stop_requested": self.stop_requested,
+                "sealed": self.sealed,
                 "transitions": self.transitions,
                 "events": self.events,
             }
@@ -189,6 +231,7 @@ class _Run:
         record.model, record.engine_key = d["model"], d["engine_key"]
         record.sources, record.base = d["sources"], d.get("base", {})
         record.stop_requested = d.get("stop_requested", False)
+        record.sealed = d.get("sealed", {})
         record.transitions, record.events = d["transitions"], d.get("events", [])
         return record
 
@@ -361,7 +404,10 @@ class Controller:
         return {"runs": [r.summary() for r in runs]}
 
     # --- commands ------------------------------------------------------------------------
-    async def submit(self, run: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, run: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
+        """Start a run. Refused (with what to do) when its name is active, it does not fit the
+        admission limits, its output_dir is not allowed or writable, another active run writes
+        there, or an earlier run's files are there and ``overwrite`` is not given."""
         await self._ready()
         try:
             spec = RunSpec.model_validate(run)
@@ -369,14 +415,41 @@ class Controller:
             raise ConfigError([str(exc)]) from None
         assert self._submit_lock is not None
         async with self._submit_lock:
-            for other in self._runs.values():
-                if other.spec.name == spec.name and not other.state.terminal:
+            active = [r for r in self._runs.values() if not r.state.terminal]
+            for other in active:
+                if other.spec.name == spec.name:
                     raise VsaError(
                         f"a run named '{spec.name}' is already {other.state.value} as {other.id}: "
                         f"stop it first (vsa stop {other.id}) or choose another name"
                     )
+            check_admission(
+                len(spec.sources),
+                sum(len(r.spec.sources) for r in active),
+                _available_memory(),
+                per_run=settings.max_sources_per_run(),
+                total=settings.max_sources(),
+                source_mb=settings.source_memory_mb(),
+            )
+            directory = await asyncio.to_thread(
+                check_output_dir, spec.output_dir, settings.output_roots()
+            )
+            removed = await asyncio.to_thread(
+                claim_outputs,
+                spec,
+                directory,
+                [(r.id, r.spec.output_dir) for r in active],
+                overwrite,
+            )
+            if removed:
+                log.info(
+                    "run %s: --overwrite removed %d files of an earlier run in %s",
+                    spec.name,
+                    len(removed),
+                    directory,
+                )
+            spec, sealed = _seal_sources(spec.model_copy(update={"output_dir": str(directory)}))
             run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-            record = _Run(run_id, spec)
+            record = _Run(run_id, spec, sealed=sealed)
             record.transitions.append({"t": round(time.time(), 3), "state": "WAITING"})
             record.sources = {s.id: _initial_source_status(s.id, s.uri) for s in spec.sources}
             record.model = await self._ensure_engine(spec)
@@ -398,21 +471,19 @@ class Controller:
         return {"run_id": run_id, "model": record.model}
 
     async def stop(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
-        """Stop a run: sources stop decoding, write what is in flight and close their files."""
+        """Stop a run: sources stop decoding, write what is in flight and close their files.
+
+        ``timeout_s`` bounds the wait for results in flight (then they count as ``shutdown``);
+        each source then ends in a terminal state with exact counts.
+        """
         await self._ready()
+        _check_timeout(timeout_s)
         record = self._find(run)
         if record.state.terminal:
             return record.summary()
         record.stop_requested = True
         self._save(record)
-        calls = {sid: actor.stop.remote(timeout_s) for sid, actor in record.actors.items()}
-        for sid, ref in calls.items():
-            try:
-                status = await asyncio.wait_for(ref, timeout_s + 10)
-                record.sources[sid] = _merge(record.base.get(sid), status)
-            except Exception as exc:  # noqa: BLE001 - a dead source is stopped too
-                record.sources[sid]["state"] = "STOPPED"
-                record.sources[sid]["error"] = f"stop failed: {type(exc).__name__}"
+        await self._stop_sources(record, timeout_s)
         await self._finish(record, RunState.STOPPED)
         return record.summary()
 
@@ -433,7 +504,14 @@ class Controller:
             namespace=NAMESPACE,
             lifetime="detached",
             max_restarts=-1,
-        ).remote(record.id, record.spec.model_dump(), source_id, self._inference, record.engine_key)
+        ).remote(
+            record.id,
+            record.spec.model_dump(),
+            source_id,
+            self._inference,
+            record.engine_key,
+            record.sealed.get(source_id),
+        )
 
     async def _kill_named_inference(self) -> None:
         """Kill the actor named ``inference`` if there is one, and wait until the name is free."""
@@ -599,15 +677,17 @@ class Controller:
                 self._save(record)
 
     async def _stop_sources(self, record: _Run, timeout_s: float = 30.0) -> None:
-        """Close the sources' files before a run fails (what was written stays)."""
+        """Stop every source (all at once) and take their final statuses; files are closed."""
         record.stop_requested = True
         calls = {sid: a.stop.remote(timeout_s) for sid, a in record.actors.items()}
+        wait_s = timeout_s + STOP_GRACE_S + 10
         for sid, ref in calls.items():
             try:
-                status = await asyncio.wait_for(ref, timeout_s + 10)
+                status = await asyncio.wait_for(ref, wait_s)
                 record.sources[sid] = _merge(record.base.get(sid), status)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - a dead source is stopped too
+                record.sources[sid]["state"] = "STOPPED"
+                record.sources[sid]["error"] = f"stop failed: {type(exc).__name__}"
 
     # --- per-run monitor -----------------------------------------------------------------
     async def _poll(self, actor: Any) -> dict[str, Any] | BaseException | None:
@@ -626,14 +706,7 @@ class Controller:
         if old is not None and new is not None and old != new:
             base = record.base.setdefault(sid, {})
             drops = Counter(previous.get("drops", {}))
-            resumed = status.get("resumed")
-            if resumed:  # the JSONL says exactly what the dead incarnations wrote
-                emitted, decoded = resumed["emitted"], resumed["frame"]
-                lost = decoded - emitted - sum(drops.values())
-                decoded = max(decoded, emitted + sum(drops.values()))
-            else:  # no JSONL: the last poll, and what was in flight then is lost
-                emitted, decoded = previous.get("frames_emitted", 0), previous["frames_decoded"]
-                lost = previous.get("in_flight", 0)
+            emitted, decoded, lost = carry_over(previous, status.get("resumed"))
             if lost > 0:
                 drops["source_lost"] += lost
             base.update(
@@ -646,30 +719,6 @@ class Controller:
             record.event("source_restarted", source=sid, lost=max(0, lost))
             self._save(record)
         record.sources[sid] = _merge(record.base.get(sid), status)
-
-    def _degradation(self, record: _Run) -> str | None:
-        """Sustained drop ratio or p99 latency above the run's thresholds, per source."""
-        limits = record.spec.degradation
-        now = time.monotonic()
-        reasons = []
-        for sid, s in record.sources.items():
-            if s.get("state") != "STREAMING":
-                continue
-            drops = sum(v for k, v in s.get("drops", {}).items() if k != "decimated")
-            decoded = s.get("frames_decoded", 0) - s.get("drops", {}).get("decimated", 0)
-            samples = record.window.setdefault(sid, [])
-            samples.append((now, decoded, drops))
-            while samples and now - samples[0][0] > limits.window_s:
-                samples.pop(0)
-            t0, d0, x0 = samples[0]
-            if now - t0 >= 0.8 * limits.window_s and decoded - d0 > 0:
-                ratio = (drops - x0) / (decoded - d0)
-                if ratio > limits.max_drop_ratio:
-                    reasons.append(f"{sid} drops {ratio:.0%} of frames")
-            p99 = (s.get("latency_ms") or {}).get("p99")
-            if p99 is not None and p99 > limits.max_p99_latency_ms:
-                reasons.append(f"{sid} p99 latency {p99:.0f} ms")
-        return ", ".join(reasons) or None
 
     async def _monitor(self, record: _Run) -> None:
         ended = ("FINISHED", "FAILED", "STOPPED")
@@ -694,12 +743,12 @@ class Controller:
             if state.terminal:
                 await self._finish(record, state)
                 return
-            degraded = self._degradation(record)
-            if degraded != record.degraded:
-                if degraded:
-                    record.event("degraded", reason=degraded)
-                record.degraded = degraded
-            if degraded and state is RunState.UP:
+            change = record.degradation.update(record.sources)
+            if change:  # the set of conditions changed, not merely their numbers
+                record.event(
+                    "degraded" if change.reason else "degradation_ended", **change.as_event()
+                )
+            if record.degradation.reason and state is RunState.UP:
                 state = RunState.DEGRADED
             if state != record.state:
                 record.enter(state)
@@ -726,7 +775,8 @@ class Controller:
             record.report = [str(p) for p in paths]
             log.info("run=%s report: %s", record.id, ", ".join(record.report))
         except Exception as exc:  # noqa: BLE001 - a report is not worth failing the run over
-            log.warning("run=%s could not write its report: %s", record.id, exc)
+            # written atomically: an earlier report.json stays whole
+            record.event("report_failed", reason=mask_uri(f"{type(exc).__name__}: {exc}"))
         if record.state.terminal:
             return  # finished by another path while the report was written
         record.enter(state)

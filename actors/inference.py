@@ -141,8 +141,10 @@ class InferenceActor:
             _Item(frame, index, loop.create_future(), None if deadlines is None else deadlines[i])
             for i, (frame, index) in enumerate(zip(frames, indices, strict=True))
         ]
+        run = stream.split("/", 1)[0]  # streams are "<run id>/<source id>"
         for item in items:
-            engine.former.add(stream, item, priority)
+            # priority orders streams within a run; runs share the engine in turn
+            engine.former.add(stream, item, priority, group=run)
         engine.wake.set()
         return list(await asyncio.gather(*(item.future for item in items)))
 

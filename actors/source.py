@@ -25,10 +25,14 @@ import ray
 
 from actors.metrics import StreamMetrics
 from vsa.config import RunSpec
+from vsa.errors import VsaError
+from vsa.secrets import unseal
 from vsa.sinks import FrameResult, open_sinks
 from vsa.sinks.jsonl import count_lines, last_record
-from vsa.sources import Frame, SourceOptions
+from vsa.sources import Frame, SourceOptions, open_source
+from vsa.sources.errors import SourceError
 from vsa.stream import StreamWorker
+from vsa.uri import NETWORK_SCHEMES, scheme_of
 
 log = logging.getLogger("vsa.source")
 INFERENCE_WAIT_S = 120.0  # longest wait for a restarted inference actor before frames fail
@@ -55,11 +59,26 @@ class _RayPending:
             pass
 
 
+def _failing_opener(error: SourceError) -> Any:
+    def opener(uri: str, options: SourceOptions) -> Any:
+        raise error
+
+    return opener
+
+
 @ray.remote(num_cpus=0, max_concurrency=4)
 class SourceActor:
     def __init__(
-        self, run_id: str, run: dict[str, Any], source_id: str, inference: Any, engine_key: str
+        self,
+        run_id: str,
+        run: dict[str, Any],
+        source_id: str,
+        inference: Any,
+        engine_key: str,
+        sealed_uri: str | None = None,
     ) -> None:
+        """``run`` holds masked URIs; ``sealed_uri`` is this source's URI with its credentials,
+        sealed by the controller (``vsa.secrets``) and opened only here."""
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
@@ -73,29 +92,48 @@ class SourceActor:
         restarted = ray.get_runtime_context().was_current_actor_reconstructed
         offset = 0
         self.resumed: dict[str, int] | None = None
+        options = SourceOptions.from_spec(source)
         if restarted:
             jsonl = Path(spec.output_dir) / f"{source_id}.jsonl"
-            last = last_record(jsonl, run_id)
+            try:
+                last = last_record(jsonl, run_id)
+            except OSError as exc:  # e.g. a link planted there: the sink will refuse it too
+                log.error("run=%s source=%s cannot read %s: %s", run_id, source_id, jsonl, exc)
+                last = None
             offset = 0 if last is None else last["frame"] + 1
             if last is not None:  # what earlier incarnations wrote: the controller's base counts
                 self.resumed = {"frame": offset, "emitted": count_lines(jsonl)}
+                if scheme_of(source.uri) not in NETWORK_SCHEMES:
+                    # a file or generator is read again from where its JSONL ends, so every
+                    # frame is written once across restarts (a camera just goes on live)
+                    options.resume_after_pts = last.get("pts")
             log.warning(
-                "run=%s source=%s restarted by Ray: files continue at frame %d",
+                "run=%s source=%s restarted by Ray: files continue at frame %d%s",
                 run_id,
                 source_id,
                 offset,
+                ""
+                if options.resume_after_pts is None
+                else f", the source after {options.resume_after_pts:.3f} s",
             )
+        uri, opener = source.uri, open_source
+        if sealed_uri is not None:
+            try:
+                uri = unseal(sealed_uri)
+            except VsaError as exc:
+                opener = _failing_opener(SourceError("SECRET_UNAVAILABLE", str(exc)))
         self.worker = StreamWorker(
             run_id,
             source_id,
-            source.uri,
+            uri,
             lambda fps: open_sinks(
                 spec.sinks, spec.output_dir, run_id, source_id, fps, resume=restarted
             ),
             self._submit,
             max_in_flight=source.max_in_flight,
             reconnect=source.reconnect,
-            options=SourceOptions.from_spec(source),
+            options=options,
+            opener=opener,
             realtime=source.realtime,
             max_fps=source.fps,
             max_age_s=source.max_age_ms / 1000,
@@ -167,5 +205,7 @@ class SourceActor:
         return {**self.worker.status(), "incarnation": self.incarnation, "resumed": self.resumed}
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Stop and return the final status (terminal, exact counts) within ``timeout_s`` plus
+        the worker's grace for a read in progress."""
         self.worker.stop(timeout_s)
         return self.status()

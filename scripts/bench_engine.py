@@ -77,7 +77,7 @@ def engine(args: argparse.Namespace, out: Path) -> tuple[float, dict]:
             ],
         }
     )
-    run_id = client.submit(spec)["run_id"]
+    run_id = client.submit(spec, overwrite=True)["run_id"]  # the last benchmark's files
     run = client.wait(run_id, timeout_s=1800)
     assert run["state"] == "FINISHED", run
     emitted = sum(s["frames_emitted"] for s in run["sources"])

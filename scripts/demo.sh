@@ -10,5 +10,5 @@ if ! RAY_AUTH_MODE=$auth_mode ray status >/dev/null 2>&1; then
   echo "starting Ray: ray start --head"
   ray start --head --disable-usage-stats >/dev/null
 fi
-python -m vsa.submit configs/demo.yaml --follow
+python -m vsa.submit configs/demo.yaml --follow --overwrite  # replaces the last demo's files
 echo "outputs:"; ls -l out/demo

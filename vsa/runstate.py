@@ -54,3 +54,26 @@ def run_reason(sources: Iterable[Mapping[str, Any]]) -> str | None:
             code = s.get("code")
             parts.append(f"{s.get('id')} {state}" + (f" ({code})" if code else ""))
     return ", ".join(parts) or None
+
+
+def carry_over(
+    previous: Mapping[str, Any], resumed: Mapping[str, int] | None
+) -> tuple[int, int, int]:
+    """``(emitted, decoded, lost)`` of a source's incarnations before Ray restarted its actor.
+
+    ``previous``: the last status polled from the dead incarnation (with the counts of the ones
+    before it); ``resumed``: what the new incarnation read from the stream's JSONL, ``frame``
+    (the next frame number) and ``emitted`` (its lines), or None without a JSONL. What the dead
+    process had decoded and not written is ``lost`` (counted as ``source_lost``), so that
+    decoded == emitted + dropped holds across the restart. A file or generator source resumes
+    right after the last frame written, so those frames are decoded again by the new process.
+    """
+    drops = sum(previous.get("drops", {}).values())
+    polled = previous.get("frames_decoded", 0)
+    if resumed:
+        emitted = resumed["emitted"]
+        decoded = max(polled, resumed["frame"], emitted + drops)
+    else:  # no JSONL: the last poll is all we know
+        emitted = previous.get("frames_emitted", 0)
+        decoded = max(polled, emitted + drops)
+    return emitted, decoded, decoded - emitted - drops

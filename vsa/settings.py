@@ -4,6 +4,10 @@
 |---|---|---|
 | `VSA_INFERENCE_GPUS` | `auto` | GPUs the inference actor reserves: auto (1 when the cluster has one), 0, 1 |
 | `VSA_TORCH_THREADS` | `1` | torch intra-op threads for a model on the CPU |
+| `VSA_MAX_SOURCES_PER_RUN` | `64` | sources one run may have (admission) |
+| `VSA_MAX_SOURCES` | `128` | sources of all active runs together (admission) |
+| `VSA_SOURCE_MEMORY_MB` | `250` | host memory one source actor is counted for at admission |
+| `VSA_OUTPUT_ROOTS` | (unset) | `:`-separated directories runs may write into; unset: anywhere but system directories |
 """
 
 from __future__ import annotations
@@ -28,3 +32,33 @@ def torch_threads(env: Mapping[str, str] | None = None) -> int:
     if not value.isdigit() or int(value) < 1:
         raise VsaError(f"VSA_TORCH_THREADS must be a positive integer, not {value!r}")
     return int(value)
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, str(default)).strip()
+    if not value.isdigit() or int(value) < 1:
+        raise VsaError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def max_sources_per_run(env: Mapping[str, str] | None = None) -> int:
+    return _positive_int(os.environ if env is None else env, "VSA_MAX_SOURCES_PER_RUN", 64)
+
+
+def max_sources(env: Mapping[str, str] | None = None) -> int:
+    return _positive_int(os.environ if env is None else env, "VSA_MAX_SOURCES", 128)
+
+
+def source_memory_mb(env: Mapping[str, str] | None = None) -> int:
+    return _positive_int(os.environ if env is None else env, "VSA_SOURCE_MEMORY_MB", 250)
+
+
+def output_roots(env: Mapping[str, str] | None = None) -> list[str]:
+    """Directories runs may write into (``VSA_OUTPUT_ROOTS``, ``:``-separated); empty = anywhere
+    but the system directories."""
+    value = (os.environ if env is None else env).get("VSA_OUTPUT_ROOTS", "").strip()
+    roots = [p for p in value.split(":") if p.strip()]
+    for root in roots:
+        if not os.path.isabs(root):
+            raise VsaError(f"VSA_OUTPUT_ROOTS must hold absolute paths, not {root!r}")
+    return roots

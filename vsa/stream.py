@@ -24,6 +24,7 @@ calls the inference actor; unit tests call a model directly.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -35,9 +36,9 @@ from typing import Any, Protocol
 from vsa.config import ReconnectSpec
 from vsa.flow import Decimator, LatencyHistogram, LatencyWindow, LatestSlot
 from vsa.reconnect import Backoff
-from vsa.sinks import FrameResult, Sink
+from vsa.sinks import FrameResult, OutputLost, Sink
 from vsa.sources import Frame, FrameSource, SourceOptions, open_source
-from vsa.sources.errors import SourceError, classify, describe
+from vsa.sources.errors import NEVER_RETRIED, SourceError, classify, describe
 from vsa.uri import NETWORK_SCHEMES, mask_uri, scheme_of
 
 log = logging.getLogger("vsa.stream")
@@ -63,6 +64,23 @@ class Pending(Protocol):
 
 
 Submit = Callable[[list[Frame]], Pending]
+STOP_GRACE_S = (
+    15.0  # after the drain timeout: a decode thread inside an open or read ends within this
+)
+
+
+class _SinkOpenFailed(Exception):
+    """The stream's outputs could not be opened (a SINK_ERROR, whatever the source type)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _sink_error(exc: BaseException) -> SourceError:
+    return SourceError("SINK_ERROR", f"{describe(exc)} ({type(exc).__name__})")
+
+
 Opener = Callable[[str, SourceOptions], FrameSource]
 _END = object()
 TRANSITIONS_KEPT = 100
@@ -154,8 +172,12 @@ class StreamWorker:
         Frames whose results do not arrive within ``timeout`` are counted as dropped
         (``shutdown``) so that the sinks are always closed in time. The source is
         closed by the decode thread itself (closing a PyAV container under a running
-        ``decode()`` from another thread crashes the process).
+        ``decode()`` from another thread crashes the process). Returns once the source is
+        in a terminal state with exact counts; a thread blocked in a read gets
+        ``STOP_GRACE_S`` more (reads are bounded by the source's timeouts).
         """
+        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"stop timeout must be a positive number of seconds, got {timeout!r}")
         self._stop_deadline = time.monotonic() + max(0.0, timeout - 1.0)
         self._stopping.set()
         if self._opening:
@@ -163,9 +185,9 @@ class StreamWorker:
             # flight for this connection: let the sink thread finish now instead of waiting.
             self._pending.put(_END)
             if self._sink_thread.ident is not None:
-                self._sink_thread.join(timeout)
+                self._sink_thread.join(timeout + STOP_GRACE_S)
             return
-        self.join(timeout)
+        self.join(timeout + STOP_GRACE_S)
 
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -214,6 +236,9 @@ class StreamWorker:
                 },
                 "transitions": list(self.transitions),
                 "latency_hist": dict(self._run_latency.counts),
+                "latency_max_ms": (
+                    round(self._run_latency.max_s * 1000, 1) if self._run_latency.total else None
+                ),
             }
 
     # --- threads -------------------------------------------------------------------------
@@ -274,6 +299,10 @@ class StreamWorker:
             while not self._stopping.is_set():
                 try:
                     error = self._connect_and_stream()
+                except _SinkOpenFailed as exc:  # never retried as a camera outage
+                    self._stopping.set()
+                    self._fail(_sink_error(exc.cause))
+                    return
                 except Exception as exc:  # noqa: BLE001 - any source error ends this connection only
                     error = classify(exc, self.uri)
                 if self._stopping.is_set():
@@ -315,7 +344,7 @@ class StreamWorker:
 
     def _retry_later(self, error: SourceError) -> bool:
         """Wait by the reconnect policy; False when the source must give up (FAILED)."""
-        if not self.reconnects:
+        if not self.reconnects or error.code in NEVER_RETRIED:
             self._fail(error)
             return False
         self.attempt += 1
@@ -361,7 +390,10 @@ class StreamWorker:
             if self._stopping.is_set():
                 return None
             if not self._sinks_ready.is_set():
-                self._sinks = self._sinks_factory(source.fps)
+                try:
+                    self._sinks = self._sinks_factory(source.fps)
+                except Exception as exc:  # noqa: BLE001 - the outputs, not the camera
+                    raise _SinkOpenFailed(exc) from exc
                 self._sinks_ready.set()
             first = True
             decimator = None
@@ -431,6 +463,28 @@ class StreamWorker:
             for _ in range(count):
                 self._slots.release()
 
+    def _sink_failed(self, exc: BaseException) -> None:
+        """A sink broke: the source FAILS with SINK_ERROR. When an output file vanished (its
+        directory deleted, the file replaced), the frames written into it are held by no file:
+        they move from emitted to ``output_lost``, so the counts never claim them."""
+        if not isinstance(exc, OutputLost):
+            self._fail(_sink_error(exc))
+            return
+        lost = exc.frames_lost
+        for sink in self._sinks:  # the directory went: the other files went with it
+            gone = getattr(sink, "lost", None)
+            other = gone() if gone is not None else None
+            if other is not None:
+                lost = max(lost, other.frames_lost)
+        with self._lock:
+            lost = min(lost, self.emitted)
+            self.emitted -= lost
+            self.drops["output_lost"] += lost
+        if not self._failed:
+            self._fail(
+                SourceError("SINK_ERROR", f"{exc.reason}; {lost} frames written to it are lost")
+            )
+
     def _sink_loop(self) -> None:
         failed = False
         while True:
@@ -472,7 +526,7 @@ class StreamWorker:
                 except Exception as exc:  # noqa: BLE001 - a sink that cannot write fails the stream
                     failed = True
                     self._stopping.set()
-                    self._fail(SourceError("SINK_ERROR", f"{describe(exc)} ({type(exc).__name__})"))
+                    self._sink_failed(exc)
                     self._drop("sink_error", len(chunk) - done)
                     break
                 latency = time.time() - frame.wall_time
@@ -500,6 +554,8 @@ class StreamWorker:
         for sink in self._sinks:
             try:
                 sink.close()
+            except OutputLost as exc:  # deleted or replaced after the last write
+                self._sink_failed(exc)
             except Exception as exc:  # noqa: BLE001
                 log.error(
                     "run=%s source=%s closing a sink failed: %s", self.run_id, self.source_id, exc

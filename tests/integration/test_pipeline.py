@@ -164,7 +164,7 @@ def test_stop_an_endless_run_closes_complete_files(client, ray_cluster, tmp_path
         )
     # the source actors are gone, the name is free again
     wait_for(lambda: _actor_gone(f"source:{run_id}/a"), 60, "source actor to be removed")
-    again = client.submit(spec)["run_id"]
+    again = client.submit(spec, overwrite=True)["run_id"]  # its own files: replaced on request
     assert again != run_id
     assert client.stop(again)["state"] == "STOPPED"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vsa.runstate import RunState, derive_run_state, run_reason
+from vsa.runstate import RunState, carry_over, derive_run_state, run_reason
 from vsa.stream import SourceState
 
 TABLE = [
@@ -95,3 +95,25 @@ def test_reason_names_the_sources_that_are_down_with_their_codes():
         "cam2 RECONNECTING (UNREACHABLE), cam3 FAILED (AUTH_FAILED), cam4 CONNECTING"
     )
     assert run_reason(sources[:1]) is None
+
+
+CARRY = [
+    # previous (last poll of the dead process), resumed (from the JSONL), (emitted, decoded, lost)
+    pytest.param({"frames_decoded": 90, "frames_emitted": 80, "drops": {}},
+                 {"frame": 84, "emitted": 84}, (84, 90, 6), id="wrote-more-after-the-poll"),
+    pytest.param({"frames_decoded": 90, "frames_emitted": 80, "drops": {"stale": 2}},
+                 {"frame": 95, "emitted": 93}, (93, 95, 0), id="decoded-more-after-the-poll"),
+    pytest.param({"frames_decoded": 90, "frames_emitted": 80, "drops": {"decode_error": 3}},
+                 None, (80, 90, 7), id="no-jsonl-in-flight-is-lost"),
+    pytest.param({"frames_decoded": 0, "frames_emitted": 0, "drops": {}},
+                 None, (0, 0, 0), id="died-before-any-frame"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("previous", "resumed", "expected"), CARRY)
+def test_carry_over_keeps_the_frame_accounting_exact(previous, resumed, expected):
+    emitted, decoded, lost = carry_over(previous, resumed)
+    assert (emitted, decoded, lost) == expected
+    drops = sum(previous["drops"].values())
+    assert decoded == emitted + drops + lost  # the invariant across a restart
+    assert lost >= 0

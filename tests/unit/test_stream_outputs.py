@@ -1,0 +1,119 @@
+"""Output failures are the sink's, never the camera's; a stop always ends exact (no Ray)."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_reconnect import Scripted, instant, wait_for
+from vsa.config import JsonlSinkSpec, ReconnectSpec, VideoSinkSpec
+from vsa.sinks import open_sinks
+from vsa.sources.synthetic import SyntheticSource
+from vsa.stream import SourceState, StreamWorker
+
+URI = "rtsp://cam.example/live"  # a network source: camera errors are retried
+
+
+def worker(tmp_path: Path, opener, sinks_factory=None, **kw) -> StreamWorker:
+    specs = [VideoSinkSpec(type="video"), JsonlSinkSpec(type="jsonl")]
+    return StreamWorker(
+        "run-1",
+        "cam1",
+        URI,
+        sinks_factory or (lambda fps: open_sinks(specs, tmp_path / "out", "run-1", "cam1", fps)),
+        instant,
+        opener=opener,
+        reconnect=ReconnectSpec(initial_s=0.01, max_s=0.05),
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.EROFS, "Read-only file system"),
+        NotADirectoryError(errno.ENOTDIR, "Not a directory"),
+        IsADirectoryError(errno.EISDIR, "Is a directory"),
+    ],
+    ids=["read-only", "output_dir-is-a-file", "path-taken-by-a-directory"],
+)
+def test_outputs_that_cannot_be_opened_fail_the_source_and_are_never_retried(tmp_path, error):
+    script = Scripted([(5, "hang")] * 3)
+
+    def sinks(fps):
+        raise error
+
+    w = worker(tmp_path, script, sinks)
+    w.start()
+    wait_for(lambda: w.done)
+    status = w.status()
+    assert status["state"] == "FAILED" and status["code"] == "SINK_ERROR", status
+    assert "RECONNECTING" not in [t["state"] for t in status["transitions"]]
+    assert script.connections == 1  # the camera was opened once, not hammered
+
+
+def test_a_real_read_only_directory_fails_the_source_with_sink_error(tmp_path):
+    (tmp_path / "out").write_text("a file where the output directory should be")
+    script = Scripted([(5, "hang")] * 3)
+    w = worker(tmp_path, script)
+    w.start()
+    wait_for(lambda: w.done)
+    assert (w.status()["state"], w.status()["code"]) == ("FAILED", "SINK_ERROR")
+    assert script.connections == 1
+
+
+def test_output_directory_deleted_mid_stream_moves_its_frames_to_output_lost(tmp_path):
+    def camera(uri, options):  # a paced camera: frames keep coming after the deletion
+        return SyntheticSource("synthetic://shapes?fps=50&width=64&height=48", options)
+
+    w = worker(tmp_path, camera)
+    w.start()
+    try:
+        wait_for(lambda: w.status()["frames_emitted"] >= 20)
+        shutil.rmtree(tmp_path / "out")
+        wait_for(lambda: w.done)
+    finally:
+        w.stop(10)
+    status = w.status()
+    assert status["code"] == "SINK_ERROR" and "deleted" in status["error"], status
+    assert status["frames_emitted"] == 0, status  # no file holds a single frame
+    assert status["drops"]["output_lost"] >= 20, status
+    assert status["frames_decoded"] == status["frames_emitted"] + status["frames_dropped"]
+
+
+def test_a_file_deleted_after_the_last_write_is_found_at_close(tmp_path):
+    script = Scripted([(10, "hang")])
+    w = worker(tmp_path, script)
+    w.start()
+    try:
+        wait_for(lambda: w.status()["frames_emitted"] == 10)
+        (tmp_path / "out" / "cam1.jsonl").unlink()
+    finally:
+        script.release.set()
+        w.stop(5)
+    status = w.status()
+    assert (status["state"], status["code"]) == ("FAILED", "SINK_ERROR"), status
+    assert status["frames_emitted"] == 0 and status["drops"]["output_lost"] == 10, status
+    assert status["frames_decoded"] == status["frames_emitted"] + status["frames_dropped"]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "1"])
+def test_stop_refuses_a_timeout_that_is_not_a_positive_number(tmp_path, timeout):
+    w = worker(tmp_path, Scripted([]))
+    with pytest.raises(ValueError, match="stop timeout must be a positive number"):
+        w.stop(timeout)
+
+
+def test_a_very_short_stop_still_ends_terminal_with_exact_counts(tmp_path):
+    script = Scripted([(100000, None)])
+    w = worker(tmp_path, script)
+    w.start()
+    wait_for(lambda: w.status()["frames_emitted"] >= 10)
+    w.stop(0.001)
+    status = w.status()
+    assert SourceState(status["state"]).terminal, status
+    assert status["in_flight"] == 0, status
+    assert status["frames_decoded"] == status["frames_emitted"] + status["frames_dropped"]
