@@ -44,8 +44,8 @@ from vsa.report import build_report, write_report
 from vsa.runstate import RunState, carry_over, derive_run_state, run_reason
 from vsa.secrets import needs_sealing, seal
 from vsa.settings import inference_gpus
-from vsa.stream import STOP_GRACE_S
-from vsa.uri import mask_uri
+from vsa.stream import stop_grace_s
+from vsa.uri import mask_source_uri, mask_uri
 
 log = logging.getLogger("vsa.controller")
 POLL_S = 0.5
@@ -100,7 +100,7 @@ def _seal_sources(spec: RunSpec) -> tuple[RunSpec, dict[str, str]]:
     for source in spec.sources:
         if needs_sealing(source.uri):
             sealed[source.id] = seal(source.uri)
-            source = source.model_copy(update={"uri": mask_uri(source.uri)})
+            source = source.model_copy(update={"uri": mask_source_uri(source.uri)})
         sources.append(source)
     return spec.model_copy(update={"sources": sources}), sealed
 
@@ -232,6 +232,8 @@ class _Run:
         record.sources, record.base = d["sources"], d.get("base", {})
         record.stop_requested = d.get("stop_requested", False)
         record.sealed = d.get("sealed", {})
+        if "sealed" not in d:  # saved before credentials were sealed: seal them now
+            record.spec, record.sealed = _seal_sources(record.spec)
         record.transitions, record.events = d["transitions"], d.get("events", [])
         return record
 
@@ -239,7 +241,7 @@ class _Run:
 def _initial_source_status(source_id: str, uri: str) -> dict[str, Any]:
     return {
         "id": source_id,
-        "uri": mask_uri(uri),
+        "uri": mask_source_uri(uri),
         "state": "CONNECTING",
         "code": None,
         "error": None,
@@ -365,7 +367,7 @@ class Controller:
                 try:
                     record.actors[source.id] = ray.get_actor(name, namespace=NAMESPACE)
                 except ValueError:  # the actor is gone: start it again (files are appended)
-                    record.actors[source.id] = self._start_source(record, source.id)
+                    record.actors[source.id] = self._start_source(record, source.id, resume=True)
                     record.event("source_recreated", source=source.id)
                     continue
                 record.actors[source.id].set_inference.remote(self._inference, record.engine_key)
@@ -496,7 +498,7 @@ class Controller:
             return max(named, key=lambda r: r.created_at)
         raise RunNotFound(f"no run with id or name '{run}' (see `vsa list`)")
 
-    def _start_source(self, record: _Run, source_id: str) -> Any:
+    def _start_source(self, record: _Run, source_id: str, resume: bool = False) -> Any:
         # detached: a source outlives a controller restart; max_restarts: Ray restarts a source
         # actor whose process died (the memory monitor picks restartable actors first)
         return SourceActor.options(
@@ -511,6 +513,7 @@ class Controller:
             self._inference,
             record.engine_key,
             record.sealed.get(source_id),
+            resume,
         )
 
     async def _kill_named_inference(self) -> None:
@@ -680,11 +683,11 @@ class Controller:
         """Stop every source (all at once) and take their final statuses; files are closed."""
         record.stop_requested = True
         calls = {sid: a.stop.remote(timeout_s) for sid, a in record.actors.items()}
-        wait_s = timeout_s + STOP_GRACE_S + 10
+        wait_s = timeout_s + max(stop_grace_s(s) for s in record.spec.sources) + 10
         for sid, ref in calls.items():
             try:
                 status = await asyncio.wait_for(ref, wait_s)
-                record.sources[sid] = _merge(record.base.get(sid), status)
+                self._absorb(record, sid, status)  # a restarted incarnation carries counts over
             except Exception as exc:  # noqa: BLE001 - a dead source is stopped too
                 record.sources[sid]["state"] = "STOPPED"
                 record.sources[sid]["error"] = f"stop failed: {type(exc).__name__}"

@@ -25,7 +25,6 @@ import ray
 
 from actors.metrics import StreamMetrics
 from vsa.config import RunSpec
-from vsa.errors import VsaError
 from vsa.secrets import unseal
 from vsa.sinks import FrameResult, open_sinks
 from vsa.sinks.jsonl import count_lines, last_record
@@ -76,9 +75,11 @@ class SourceActor:
         inference: Any,
         engine_key: str,
         sealed_uri: str | None = None,
+        resume: bool = False,
     ) -> None:
         """``run`` holds masked URIs; ``sealed_uri`` is this source's URI with its credentials,
-        sealed by the controller (``vsa.secrets``) and opened only here."""
+        sealed by the controller (``vsa.secrets``) and opened only here. ``resume``: continue the
+        run's files like a restarted actor (the controller recreates a lost actor with it)."""
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
@@ -89,7 +90,7 @@ class SourceActor:
         self._inference_ok.set()
         self._stream_key = f"{run_id}/{source_id}"
         self.incarnation = f"{os.getpid()}-{time.time():.3f}"
-        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed or resume
         offset = 0
         self.resumed: dict[str, int] | None = None
         options = SourceOptions.from_spec(source)
@@ -97,16 +98,19 @@ class SourceActor:
             jsonl = Path(spec.output_dir) / f"{source_id}.jsonl"
             try:
                 last = last_record(jsonl, run_id)
-            except OSError as exc:  # e.g. a link planted there: the sink will refuse it too
+                offset = 0 if last is None else int(last["frame"]) + 1
+                if last is not None:  # what earlier incarnations wrote: the controller's base
+                    self.resumed = {"frame": offset, "emitted": count_lines(jsonl)}
+                    pts = last.get("pts")
+                    if scheme_of(source.uri) not in NETWORK_SCHEMES and isinstance(
+                        pts, int | float
+                    ):
+                        # a file or generator is read again from where its JSONL ends, so every
+                        # frame is written once across restarts (a camera just goes on live)
+                        options.resume_after_pts = float(pts)
+            except Exception as exc:  # noqa: BLE001 - never fail the constructor (Ray would retry it forever)
                 log.error("run=%s source=%s cannot read %s: %s", run_id, source_id, jsonl, exc)
-                last = None
-            offset = 0 if last is None else last["frame"] + 1
-            if last is not None:  # what earlier incarnations wrote: the controller's base counts
-                self.resumed = {"frame": offset, "emitted": count_lines(jsonl)}
-                if scheme_of(source.uri) not in NETWORK_SCHEMES:
-                    # a file or generator is read again from where its JSONL ends, so every
-                    # frame is written once across restarts (a camera just goes on live)
-                    options.resume_after_pts = last.get("pts")
+                offset, self.resumed = 0, None
             log.warning(
                 "run=%s source=%s restarted by Ray: files continue at frame %d%s",
                 run_id,
@@ -120,7 +124,7 @@ class SourceActor:
         if sealed_uri is not None:
             try:
                 uri = unseal(sealed_uri)
-            except VsaError as exc:
+            except Exception as exc:  # noqa: BLE001 - a VsaError says what to do; anything else too
                 opener = _failing_opener(SourceError("SECRET_UNAVAILABLE", str(exc)))
         self.worker = StreamWorker(
             run_id,

@@ -91,6 +91,14 @@ def check_output_dir(output_dir: str, roots: Iterable[str] = ()) -> Path:
     return path
 
 
+def _same_dir(a: str | Path, b: str | Path) -> bool:
+    """One directory, by inode when both exist (case-insensitive filesystems, bind mounts)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _segment_re(source_id: str) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(source_id)}\.part\d+\.mp4$")
 
@@ -129,7 +137,7 @@ def claim_outputs(
     the files removed.
     """
     for run_id, other in active:
-        if os.path.realpath(other) == str(directory):
+        if _same_dir(other, directory):
             raise OutputConflict(
                 f"output_dir {directory} is being written by run {run_id}: two active runs cannot "
                 f"share an output directory; choose another output_dir or stop that run first "

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from vsa.errors import VsaError
-from vsa.uri import mask_uri
+from vsa.uri import mask_source_uri
 
 SEALED_PREFIX = "vsa-sealed:v1:"
 _MAX_KEY_BYTES = 4096
@@ -68,7 +68,7 @@ def is_sealed(text: str) -> bool:
 
 def needs_sealing(uri: str) -> bool:
     """Whether ``uri`` holds something secret (a password, a token, a secret query value)."""
-    return mask_uri(uri) != uri
+    return mask_source_uri(uri) != uri
 
 
 def _cannot_open(path: Path) -> str:

@@ -39,7 +39,7 @@ from vsa.reconnect import Backoff
 from vsa.sinks import FrameResult, OutputLost, Sink
 from vsa.sources import Frame, FrameSource, SourceOptions, open_source
 from vsa.sources.errors import NEVER_RETRIED, SourceError, classify, describe
-from vsa.uri import NETWORK_SCHEMES, mask_uri, scheme_of
+from vsa.uri import NETWORK_SCHEMES, mask_source_uri, mask_uri, scheme_of
 
 log = logging.getLogger("vsa.stream")
 
@@ -67,6 +67,13 @@ Submit = Callable[[list[Frame]], Pending]
 STOP_GRACE_S = (
     15.0  # after the drain timeout: a decode thread inside an open or read ends within this
 )
+
+
+def stop_grace_s(spec: Any) -> float:
+    """How long a stopping source may still take after the drain timeout: a decode thread
+    blocked in an open or a read ends within the source's own timeouts."""
+    read = min(spec.read_timeout_s, spec.stall_timeout_s)
+    return max(STOP_GRACE_S, spec.open_timeout_s + 1, read + 1)
 
 
 class _SinkOpenFailed(Exception):
@@ -174,7 +181,7 @@ class StreamWorker:
         closed by the decode thread itself (closing a PyAV container under a running
         ``decode()`` from another thread crashes the process). Returns once the source is
         in a terminal state with exact counts; a thread blocked in a read gets
-        ``STOP_GRACE_S`` more (reads are bounded by the source's timeouts).
+        ``stop_grace_s`` more (reads are bounded by the source's timeouts).
         """
         if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"stop timeout must be a positive number of seconds, got {timeout!r}")
@@ -185,9 +192,9 @@ class StreamWorker:
             # flight for this connection: let the sink thread finish now instead of waiting.
             self._pending.put(_END)
             if self._sink_thread.ident is not None:
-                self._sink_thread.join(timeout + STOP_GRACE_S)
+                self._sink_thread.join(timeout + stop_grace_s(self.options))
             return
-        self.join(timeout + STOP_GRACE_S)
+        self.join(timeout + stop_grace_s(self.options))
 
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -214,7 +221,7 @@ class StreamWorker:
             p50, p99 = self._latency.percentiles(50, 99)
             return {
                 "id": self.source_id,
-                "uri": mask_uri(self.uri),
+                "uri": mask_source_uri(self.uri),
                 "state": self.state.value,
                 "code": self.code,
                 "error": self.error,
@@ -411,7 +418,7 @@ class StreamWorker:
                         "run=%s source=%s streaming %s",
                         self.run_id,
                         self.source_id,
-                        mask_uri(self.uri),
+                        mask_source_uri(self.uri),
                     )
                 if decimator is not None and not decimator.keep(
                     frame.wall_time if frame.pts is None else frame.pts

@@ -95,6 +95,15 @@ def mask_uri(text: str) -> str:
     return _mask_text(text, 0)
 
 
+def mask_source_uri(uri: str) -> str:
+    """:func:`mask_uri` for one known source URI: the whole string is the URI, so a space or a
+    quote typed into a password (``${CAM_PASS}`` may expand to anything) does not end it."""
+    match = _SCHEME_RE.match(uri)
+    if match is None:
+        return mask_uri(uri)
+    return uri[: match.end()] + _mask_after_scheme(uri[match.end() :], "", 0)
+
+
 def _mask_text(text: str, depth: int) -> str:
     """``mask_uri`` for a URI nested ``depth`` levels deep in another one."""
     if depth > _MAX_NESTING and _URI_START_RE.search(text):

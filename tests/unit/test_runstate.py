@@ -117,3 +117,12 @@ def test_carry_over_keeps_the_frame_accounting_exact(previous, resumed, expected
     drops = sum(previous["drops"].values())
     assert decoded == emitted + drops + lost  # the invariant across a restart
     assert lost >= 0
+
+
+def test_last_record_skips_lines_that_are_not_frame_records(tmp_path):
+    """A damaged or foreign last line must not crash a restarted source actor."""
+    from vsa.sinks.jsonl import last_record
+
+    path = tmp_path / "cam.jsonl"
+    path.write_text('{"run":"r1","frame":7,"pts":0.7}\n[1,2]\n{"run":"r1","frame":"8"}\n')
+    assert last_record(path, "r1")["frame"] == 7

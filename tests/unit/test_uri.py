@@ -317,3 +317,23 @@ def test_check_scheme_rejects(uri: str, message: str):
 )
 def test_file_path(uri: str, path: Path):
     assert file_path(uri) == path
+
+
+@pytest.mark.parametrize(
+    ("uri", "secret"),
+    [
+        ('rtsp://admin:ab"cd@cam/s', 'ab"cd'),
+        ("rtsp://admin:ab cd@cam/s?token=tok3n", "ab cd"),
+        ("rtsp://admin:a<b>{c}|d^e`f\\g@cam/s", "a<b>{c}|d^e`f\\g"),
+        ("http://h/live?api_key=has space", "has space"),
+    ],
+)
+def test_a_source_uri_is_masked_whole_whatever_its_password_holds(uri, secret):
+    """A run file's URI is one URI: characters that end a URI in free text do not end it."""
+    from vsa.secrets import needs_sealing
+    from vsa.uri import mask_source_uri
+
+    masked = mask_source_uri(uri)
+    assert secret not in masked and "tok3n" not in masked, masked
+    assert needs_sealing(uri)
+    assert mask_source_uri("rtsp://cam.local:554/s") == "rtsp://cam.local:554/s"

@@ -141,6 +141,8 @@ def last_record(path: str | Path, run_id: str) -> dict[str, Any] | None:
             record = json.loads(line)
         except ValueError:
             continue
+        if not isinstance(record, dict) or not isinstance(record.get("frame"), int):
+            continue  # not one of ours (a damaged or foreign line)
         return record if record.get("run") == run_id else None
     return None
 

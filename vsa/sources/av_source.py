@@ -85,11 +85,12 @@ class AvSource:
         self._container = av.open(target, options=av_options, timeout=self._open_args[1])
         try:
             if not self._container.streams.video:
-                raise SourceError("NO_VIDEO", f"{uri_mod.mask_uri(uri)}: no video stream")
+                raise SourceError("NO_VIDEO", f"{uri_mod.mask_source_uri(uri)}: no video stream")
             self._stream = stream = self._container.streams.video[0]
             if stream.codec_context is None or stream.codec_context.codec is None:
                 raise SourceError(
-                    "UNSUPPORTED_CODEC", f"{uri_mod.mask_uri(uri)}: no decoder for this video codec"
+                    "UNSUPPORTED_CODEC",
+                    f"{uri_mod.mask_source_uri(uri)}: no decoder for this video codec",
                 )
             width, height = stream.codec_context.width, stream.codec_context.height
             if width * height > options.max_frame_pixels:

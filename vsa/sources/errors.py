@@ -12,7 +12,7 @@ import errno
 import re
 import socket
 
-from vsa.uri import mask_uri
+from vsa.uri import mask_source_uri, mask_uri
 
 # code -> (permanent, what it means). Permanent errors are retried at the policy's longest
 # delay (network sources) instead of hammering the camera; files are never retried.
@@ -143,5 +143,5 @@ def describe(exc: BaseException, uri: str = "") -> str:
     """``exc`` as one masked line: PyAV's ``[Errno N] text: 'url'`` keeps the text and the URL."""
     text = re.sub(r"^\[Errno -?\d+\] ", "", str(exc)) or type(exc).__name__
     if uri:
-        text = text.replace(uri, mask_uri(uri))
+        text = text.replace(uri, mask_source_uri(uri))
     return mask_uri(text)
