@@ -253,14 +253,16 @@ class InferenceActor:
             except asyncio.TimeoutError:
                 pass
             return
-        # callers that gave up (cancelled) are skipped, not computed
-        batch = [item for item in engine.former.take() if not item.future.done()]
+        # callers that gave up (cancelled) and frames past their deadline are skipped without
+        # taking a place in the batch (nor their run's turn), not computed
         now = time.time()
-        stale = [i for i in batch if i.deadline is not None and i.deadline < now]
+        batch, skipped = engine.former.take_fresh(
+            lambda i: i.future.done() or (i.deadline is not None and i.deadline < now)
+        )
+        stale = [i for i in skipped if not i.future.done()]
         for item in stale:
             item.future.set_result(None)
         engine.stale += len(stale)
-        batch = [i for i in batch if not i.future.done()]
         if not batch:
             return
         started = time.perf_counter()

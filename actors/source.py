@@ -31,7 +31,6 @@ from vsa.sinks.jsonl import count_lines, last_record
 from vsa.sources import Frame, SourceOptions, open_source
 from vsa.sources.errors import SourceError
 from vsa.stream import StreamWorker
-from vsa.uri import NETWORK_SCHEMES, scheme_of
 
 log = logging.getLogger("vsa.source")
 INFERENCE_WAIT_S = 120.0  # longest wait for a restarted inference actor before frames fail
@@ -102,11 +101,10 @@ class SourceActor:
                 if last is not None:  # what earlier incarnations wrote: the controller's base
                     self.resumed = {"frame": offset, "emitted": count_lines(jsonl)}
                     pts = last.get("pts")
-                    if scheme_of(source.uri) not in NETWORK_SCHEMES and isinstance(
-                        pts, int | float
-                    ):
-                        # a file or generator is read again from where its JSONL ends, so every
-                        # frame is written once across restarts (a camera just goes on live)
+                    if isinstance(pts, int | float):
+                        # a file (also over HTTP) or generator is read again from where its JSONL
+                        # ends, so every frame is written once across restarts; an endless
+                        # stream (a camera) ignores it and just goes on live
                         options.resume_after_pts = float(pts)
             except Exception as exc:  # noqa: BLE001 - never fail the constructor (Ray would retry it forever)
                 log.error("run=%s source=%s cannot read %s: %s", run_id, source_id, jsonl, exc)

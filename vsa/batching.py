@@ -139,18 +139,32 @@ class BatchFormer(Generic[T]):
         Groups and streams that were served move behind the ones that were not, so the next
         batch starts with whoever was left out of this one.
         """
+        return self.take_fresh(lambda item: False)[0]
+
+    def take_fresh(self, is_stale: Callable[[T], bool]) -> tuple[list[T], list[T]]:
+        """``take()``, except that items ``is_stale`` says are too old (or no longer wanted)
+        are removed without using a place in the batch or their group's turn: a group whose
+        frames went stale while waiting still gets its share of the frames that did not.
+        Returns (batch, stale items)."""
         batch: list[T] = []
+        stale: list[T] = []
         while len(batch) < self.max_batch_size and self._size:
             key, g = next(iter(self._groups.items()))  # the least recently served group
-            batch.append(g.pop())
+            item = g.pop()
             self._size -= 1
+            if is_stale(item):
+                stale.append(item)
+                if not g.size:
+                    del self._groups[key]
+                continue
+            batch.append(item)
             g.turns += 1
             if not g.size:
                 del self._groups[key]  # it starts a fresh round when it comes back
             elif g.turns >= self._weights.get(key, 1):
                 g.turns = 0
                 self._groups.move_to_end(key)
-        return batch
+        return batch, stale
 
     def drain(self) -> list[T]:
         """Everything still waiting (for shutdown)."""

@@ -82,3 +82,53 @@ def test_overloaded_realtime_run_accounts_for_every_frame(client, tmp_path):
 
     others = [lost(by_id[f"cam{k}"]) for k in range(1, 4)]
     assert lost(by_id["cam0"]) < min(others), (lost(by_id["cam0"]), others)
+
+
+def test_a_high_priority_run_does_not_starve_another_run(client, tmp_path):
+    """Priority orders streams within a run; runs on one model share the engine in turn."""
+
+    def run(name, seeds, priority):
+        sources = [
+            {
+                "id": f"cam{k}",
+                "uri": f"synthetic://shapes?seed={k}&fps=30&width=320&height=240",
+                "mode": "realtime",
+                "max_age_ms": 1000,
+                "priority": priority,
+            }
+            for k in seeds
+        ]
+        spec = {
+            "name": name,
+            "output_dir": str(tmp_path / name),
+            "sources": sources,
+            "batching": {"max_batch_size": 4, "max_wait_ms": 20},  # one engine for both runs
+        }
+        return client.submit(resolve_paths(parse_run(spec), tmp_path))["run_id"]
+
+    def emitted(run_id):
+        return {s["id"]: s["frames_emitted"] for s in client.status(run_id)["runs"][0]["sources"]}
+
+    greedy = run("greedy", range(3), 100)
+    modest = run("modest", [7], 0)
+    try:
+        wait_for(
+            lambda: sum(emitted(greedy).values()) >= 30 and emitted(modest)["cam7"] >= 5,
+            180,
+            "both runs emitting",
+        )
+        wait_for(
+            lambda: (
+                sum(s["frames_dropped"] for s in client.status(greedy)["runs"][0]["sources"]) > 100
+            ),
+            120,
+            "the engine to be saturated by the greedy run",
+        )
+        before = emitted(modest)["cam7"]
+        # saturated, the other run's camera keeps its share (it fell to 0 fps before)
+        wait_for(lambda: emitted(modest)["cam7"] >= before + 20, 90, "the modest run's frames")
+    finally:
+        runs = [client.stop(greedy), client.stop(modest)]
+    for final in runs:
+        for s in final["sources"]:
+            assert s["frames_decoded"] == s["frames_emitted"] + s["frames_dropped"], s

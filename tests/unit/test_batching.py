@@ -436,3 +436,18 @@ def test_ungrouped_streams_share_one_default_group():
     assert former.take() == ["h0", "R0", "h1", "R1"]
     assert former.take() == ["h2", "R2", "h3", "R3"]
     assert former.take() == ["l0", "l1", "l2", "l3"]
+
+
+def test_stale_items_do_not_use_a_place_or_their_group_turn():
+    """A run whose waiting frames went stale still gets its share of the fresh ones."""
+    former: BatchFormer[tuple[str, int]] = BatchFormer(4, 0.0)
+    for k in range(6):
+        former.add("a/cam0", ("a", k), group="a")  # a's first four are stale
+    for k in range(6):
+        former.add("b/cam0", ("b", k), group="b")
+    batch, stale = former.take_fresh(lambda item: item[0] == "a" and item[1] < 4)
+    assert stale == [("a", 0), ("a", 1), ("a", 2), ("a", 3)]
+    assert batch == [("a", 4), ("b", 0), ("a", 5), ("b", 1)]
+    assert len(former) == 4
+    assert former.take_fresh(lambda item: True) == ([], [("b", 2), ("b", 3), ("b", 4), ("b", 5)])
+    assert len(former) == 0

@@ -171,9 +171,9 @@ def test_resume_does_not_count_a_mid_gop_start_before_the_resume_point(tmp_path:
     assert [f.index for f in got] == list(range(12, media.MID_GOP_FRAMES - 1))  # pts 1 is 0
 
 
-def test_network_sources_ignore_resume(clip: Path):
+def test_endless_sources_ignore_resume(clip: Path):
     source = AvSource(f"file://{clip}", SourceOptions(resume_after_pts=5.0))
-    source.live = True  # what a network scheme sets: resuming is for files only
+    source.live = source.endless = True  # a camera: resuming is for finite inputs only
     frames = list(source.frames())
     source.close()
     assert len(frames) == media.RESUME_FRAMES

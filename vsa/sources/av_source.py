@@ -16,7 +16,8 @@ and everything drawn from them are upright. FFmpeg's convention, read through Py
 ``ffprobe`` shows as the side data's ``rotation``; an iPhone portrait clip reads -90, shown
 turned 90 degrees clockwise). Only multiples of 90 degrees are applied, and mirroring is not.
 
-Resuming (``SourceOptions.resume_after_pts``, files only; network streams ignore it): the
+Resuming (``SourceOptions.resume_after_pts``, finite inputs: files, also over HTTP; endless
+streams such as cameras ignore it): the
 source seeks to the keyframe at or before that pts and decodes from there, silently
 discarding frames up to it. A seek that fails, lands on a non-keyframe (MPEG-TS has no index)
 or past the point makes it decode from the start instead, still discarding.
@@ -152,7 +153,7 @@ class AvSource:
         k = 0
         waiting_key, waited = True, 0
         last_frame = time.monotonic()
-        resume = None if self.live else opts.resume_after_pts
+        resume = None if self.endless else opts.resume_after_pts  # a file, also over HTTP
         if resume is None:
             threshold = None
             demux = self._container.demux(self._stream)
