@@ -453,3 +453,25 @@ def test_lost_checks_now_and_reports_once(tmp_path: Path):
     assert info.value.frames_lost == 3
     assert jsonl.lost() is not None and jsonl.lost().frames_lost == 3
     jsonl.close()
+
+
+def test_a_hard_link_or_a_fifo_at_an_output_name_is_refused_untouched(tmp_path):
+    """O_NOFOLLOW stops symbolic links only: a planted hard link would truncate its victim,
+    a FIFO would block the stream."""
+    import os
+
+    from vsa.sinks.jsonl import JsonlWriter
+    from vsa.sinks.video import VideoWriter
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.link(victim, tmp_path / "cam1.jsonl")
+    with pytest.raises(PermissionError, match="another name"):
+        JsonlWriter(tmp_path / "cam1.jsonl")
+    os.link(victim, tmp_path / "cam1.mp4")
+    with pytest.raises(PermissionError, match="another name"):
+        VideoWriter(tmp_path / "cam1.mp4").write(np.zeros((16, 16, 3), np.uint8))
+    assert victim.read_text() == "precious"
+    os.mkfifo(tmp_path / "cam2.jsonl")
+    with pytest.raises(PermissionError, match="not a regular file"):
+        JsonlWriter(tmp_path / "cam2.jsonl")

@@ -8,8 +8,10 @@ tell whether the file it writes is still the one at its path (:func:`file_identi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,39 @@ def open_nofollow(path: str | Path, flags: int, mode: int = 0o644) -> int:
     Only the last component is checked: the output directory may well be reached through
     a link, but a link planted under an output's name is not written through (nor, dangling,
     used to create its target). Returns the descriptor.
+
+    Nor is anything but a plain file with no other name: a FIFO (it would block the stream)
+    or a hard link planted under an output's name (writing would change the other name's
+    file) is refused before anything is truncated or written.
     """
+    truncate = bool(flags & os.O_TRUNC)
     try:
-        return os.open(path, flags | _NOFOLLOW, mode)
+        fd = os.open(path, (flags & ~os.O_TRUNC) | _NOFOLLOW | os.O_NONBLOCK, mode)
     except OSError as exc:
         if os.path.islink(path):  # ELOOP on Linux, EMLINK on some BSDs
             raise link_refused(path) from exc
+        if exc.errno == errno.ENXIO:  # a FIFO with no reader
+            raise PermissionError(
+                f"{path} is not a regular file; vsa writes only plain files"
+            ) from exc
         raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PermissionError(f"{path} is not a regular file; vsa writes only plain files")
+        writing = flags & (os.O_WRONLY | os.O_RDWR)
+        if writing and st.st_nlink > 1:
+            raise PermissionError(
+                f"{path} has another name (a hard link); vsa does not write into a file that "
+                "is shared with another path"
+            )
+        if truncate:
+            os.ftruncate(fd, 0)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def file_identity(fd: int) -> FileId:
