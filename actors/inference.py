@@ -1,67 +1,33 @@
 """The inference actor: one per host (``num_gpus=1`` when the cluster has a GPU).
 
-Sources call ``infer`` with references to frames in the object store. Each call's
-frames join the engine's batch former; one loop per engine forms batches across
-all streams (max size, max wait, round-robin), runs the model in a single model
-thread (the event loop never blocks) and resolves every call with its results.
+Sources call ``infer`` with references to frames in the object store. The actor holds one
+:class:`~vsa.inference.InferenceEngine` per model+batching config: each call's frames join
+that engine's batch former, and its loop forms batches across all streams, runs the model in
+the actor's single model thread (the event loop never blocks) and resolves every call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import ray
 
 from actors.metrics import InferenceMetrics
 from vsa.batching import BatchFormer
 from vsa.config import BatchingSpec, ModelSpec
 from vsa.errors import ModelError
-from vsa.models import BatchRunner, Model, load_model
+from vsa.inference import InferenceEngine, engine_key
+from vsa.models import BatchRunner, load_model
 from vsa.settings import torch_threads
 from vsa.sinks import FrameResult
 
 log = logging.getLogger("vsa.inference")
 
-
-@dataclass
-class _Item:
-    frame: np.ndarray
-    index: int
-    future: asyncio.Future
-    deadline: float | None = None  # wall time after which the frame is stale (realtime)
-
-
-@dataclass
-class _Engine:
-    key: str
-    model: Model
-    former: BatchFormer[_Item]
-    runner: BatchRunner
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task | None = None
-    batches: int = 0
-    frames: int = 0
-    model_s: float = 0.0
-    stale: int = 0
-    running: int = 0  # frames in the batch the model is working on
-    last_progress: float = field(default_factory=time.monotonic)  # batch done, or work arrived
-
-
-def engine_key(model: ModelSpec, batching: BatchingSpec) -> str:
-    return json.dumps(
-        {
-            "model": model.model_dump(),
-            "batching": batching.model_dump(exclude={"stall_timeout_s"}),  # not the engine's
-        },
-        sort_keys=True,
-    )
+__all__ = ["InferenceActor", "engine_key"]
 
 
 @ray.remote(num_cpus=0)
@@ -76,7 +42,7 @@ class InferenceActor:
             torch.set_num_threads(torch_threads())
         except Exception:  # noqa: BLE001
             pass
-        self._engines: dict[str, _Engine] = {}
+        self._engines: dict[str, InferenceEngine] = {}
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         self._load_lock = asyncio.Lock()
         self._released: dict[str, dict[str, Any]] = {}  # totals of unloaded engines, by model name
@@ -100,13 +66,15 @@ class InferenceActor:
                     raise
                 except Exception as exc:  # noqa: BLE001
                     raise ModelError(f"model '{model_spec.name}' failed to load: {exc}") from None
-                engine = _Engine(
+                engine = InferenceEngine(
                     key,
                     loaded,
                     BatchFormer(batching_spec.max_batch_size, batching_spec.max_wait_ms / 1000),
                     BatchRunner(loaded, batching_spec.max_batch_size),
+                    self._model_thread,
+                    on_batch=self._on_batch,
                 )
-                engine.task = asyncio.get_running_loop().create_task(self._batch_loop(engine))
+                engine.start()
                 self._engines[key] = engine
                 log.info("loaded %s on %s", loaded.name, loaded.device)
         engine = self._engines[key]
@@ -131,38 +99,24 @@ class InferenceActor:
         engine = self._engines.get(key)
         if engine is None:
             raise ModelError("no model loaded for this run (the inference actor restarted?)")
-        if engine.runner.fatal:
-            raise ModelError(engine.runner.fatal)
+        if engine.fatal:
+            raise ModelError(engine.fatal)
         frames = await asyncio.gather(*refs)
-        if not len(engine.former) and not engine.running:
-            engine.last_progress = time.monotonic()  # idle until now: the stall clock starts here
-        loop = asyncio.get_running_loop()
-        items = [
-            _Item(frame, index, loop.create_future(), None if deadlines is None else deadlines[i])
-            for i, (frame, index) in enumerate(zip(frames, indices, strict=True))
-        ]
         run = stream.split("/", 1)[0]  # streams are "<run id>/<source id>"
-        for item in items:
-            # priority orders streams within a run; runs share the engine in turn
-            engine.former.add(stream, item, priority, group=run)
-        engine.wake.set()
-        return list(await asyncio.gather(*(item.future for item in items)))
+        # priority orders streams within a run; runs share the engine in turn
+        return await engine.submit(stream, frames, indices, deadlines, priority, group=run)
 
     async def release_engine(self, key: str) -> bool:
         """Unload a model no run uses any more (frames still waiting fail with an error)."""
         engine = self._engines.pop(key, None)
         if engine is None:
             return False
-        if engine.task is not None:
-            engine.task.cancel()
-        for item in engine.former.drain():
-            if not item.future.done():
-                item.future.set_exception(RuntimeError("model unloaded"))
+        await engine.close()
         name = engine.model.name
         totals = self._released.setdefault(name, {"batches": 0, "frames": 0, "model_s": 0.0})
-        totals["batches"] += engine.batches
-        totals["frames"] += engine.frames
-        totals["model_s"] += engine.model_s
+        engine_totals = engine.totals()
+        for field in ("batches", "frames", "model_s"):
+            totals[field] += engine_totals[field]
         del engine
         try:
             import torch
@@ -176,18 +130,7 @@ class InferenceActor:
 
     async def health(self) -> dict[str, Any]:
         """Per engine: frames waiting and running, seconds since progress, a fatal reason."""
-        now = time.monotonic()
-        return {
-            key: {
-                "model": e.model.name,
-                "waiting": len(e.former),
-                "running": e.running,
-                "since_progress_s": round(now - e.last_progress, 3),
-                "fatal": e.runner.fatal,
-                "max_batch_size": e.runner.max_batch_size,
-            }
-            for key, e in self._engines.items()
-        }
+        return {key: e.health() for key, e in self._engines.items()}
 
     async def inject_fault(self, kind: str, seconds: float = 0.0) -> None:
         """Fault injection for tests and outage rehearsals (``vsa`` never calls it itself).
@@ -224,93 +167,21 @@ class InferenceActor:
         totals = {name: dict(t) for name, t in self._released.items()}
         for e in self._engines.values():
             t = totals.setdefault(e.model.name, {"batches": 0, "frames": 0, "model_s": 0.0})
-            t["max_batch_size"] = e.runner.max_batch_size
-            t["oom_events"] = t.get("oom_events", 0) + e.runner.oom_events
-            t["batches"] += e.batches
-            t["frames"] += e.frames
-            t["model_s"] += e.model_s
+            et = e.totals()
+            t["max_batch_size"] = et["max_batch_size"]
+            t["oom_events"] = t.get("oom_events", 0) + et["oom_events"]
+            t["batches"] += et["batches"]
+            t["frames"] += et["frames"]
+            t["model_s"] += et["model_s"]
         for t in totals.values():
             t["mean_batch"] = round(t["frames"] / t["batches"], 2) if t["batches"] else 0.0
             t["model_s"] = round(t["model_s"], 3)
         totals["loaded"] = len(self._engines)
         return totals
 
-    async def _batch_loop(self, engine: _Engine) -> None:
-        while True:
-            try:
-                await self._next_batch(engine)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - never let one bad batch end the loop
-                log.exception("batch loop error (continuing)")
-
-    async def _next_batch(self, engine: _Engine) -> None:
-        delay = engine.former.time_until_ready()
-        if delay is None or delay > 0:
-            engine.wake.clear()
-            try:
-                await asyncio.wait_for(engine.wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
-            return
-        # callers that gave up (cancelled) and frames past their deadline are skipped without
-        # taking a place in the batch (nor their run's turn), not computed
-        now = time.time()
-        batch, skipped = engine.former.take_fresh(
-            lambda i: i.future.done() or (i.deadline is not None and i.deadline < now)
-        )
-        stale = [i for i in skipped if not i.future.done()]
-        for item in stale:
-            item.future.set_result(None)
-        engine.stale += len(stale)
-        if not batch:
-            return
-        started = time.perf_counter()
-        engine.running = len(batch)
-        try:
-            detections = await asyncio.get_running_loop().run_in_executor(
-                self._model_thread, engine.runner.run, [item.frame for item in batch]
-            )
-            if len(detections) != len(batch):
-                raise RuntimeError(
-                    f"model returned {len(detections)} results for {len(batch)} frames"
-                )
-        except Exception as exc:  # noqa: BLE001 - fail these frames, keep serving
-            engine.running = 0
-            engine.last_progress = time.monotonic()
-            log.error("batch of %d failed: %s", len(batch), exc)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(RuntimeError(f"inference failed: {exc}"))
-            if engine.runner.fatal:
-                log.error("%s: %s", engine.model.name, engine.runner.fatal)
-                for item in engine.former.drain():
-                    if not item.future.done():
-                        item.future.set_exception(ModelError(engine.runner.fatal))
-            return
-        engine.running = 0
-        engine.last_progress = time.monotonic()
-        elapsed = time.perf_counter() - started
-        if engine.runner.max_batch_size < engine.former.max_batch_size:
-            log.warning(
-                "%s: device out of memory, max batch size lowered %d -> %d",
-                engine.model.name,
-                engine.former.max_batch_size,
-                engine.runner.max_batch_size,
-            )
-            engine.former.max_batch_size = engine.runner.max_batch_size
-        engine.batches += 1
-        engine.frames += len(batch)
-        engine.model_s += elapsed
-        try:
-            self._metrics.batch(engine.model.name, elapsed, len(batch))
-            if stale:
-                self._metrics.stale.inc(len(stale), tags={"model": engine.model.name})
-            self._metrics.gpu()
-        except Exception:  # noqa: BLE001 - metrics never break inference
-            log.exception("metrics failed")
-        for item, dets in zip(batch, detections, strict=True):
-            if not item.future.done():
-                item.future.set_result(
-                    FrameResult(item.index, dets, elapsed * 1000, len(batch), engine.batches)
-                )
+    def _on_batch(self, model: str, seconds: float, size: int, stale: int) -> None:
+        """Metrics of one batch (the engine logs any error; it never breaks inference)."""
+        self._metrics.batch(model, seconds, size)
+        if stale:
+            self._metrics.stale.inc(stale, tags={"model": model})
+        self._metrics.gpu()

@@ -1,0 +1,250 @@
+"""The batching engine of one model config: plain asyncio, nothing of Ray.
+
+Callers ``submit`` frames; they join the engine's :class:`~vsa.batching.BatchFormer`. One
+loop per engine forms batches across all streams (max size, max wait, round-robin across
+groups, by priority within a group), runs the model in the single model thread given as
+``executor`` (the event loop never blocks) and resolves every call with its results. Frames
+past their deadline when their batch forms resolve to ``None`` (stale) without taking a place
+in the batch. Clocks are injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from vsa.batching import BatchFormer
+from vsa.errors import ModelError
+from vsa.sinks import FrameResult
+
+if TYPE_CHECKING:
+    from vsa.config import BatchingSpec, ModelSpec
+    from vsa.models.base import Detection, Model
+
+log = logging.getLogger("vsa.inference")
+
+OnBatch = Callable[[str, float, int, int], None]  # model name, model seconds, size, stale
+
+
+class Runner(Protocol):
+    """What the engine needs of :class:`vsa.models.BatchRunner`."""
+
+    max_batch_size: int  # lowered by the runner after a device out-of-memory split
+    oom_events: int
+    fatal: str | None  # set when the model can never run again (every waiting call fails)
+
+    def run(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]: ...
+
+
+@dataclass
+class _Item:
+    frame: np.ndarray
+    index: int
+    future: asyncio.Future
+    deadline: float | None = None  # wall time after which the frame is stale (realtime)
+
+
+def engine_key(model: ModelSpec, batching: BatchingSpec) -> str:
+    """One engine per model+batching config (the stall timeout is not the engine's)."""
+    return json.dumps(
+        {
+            "model": model.model_dump(),
+            "batching": batching.model_dump(exclude={"stall_timeout_s"}),  # not the engine's
+        },
+        sort_keys=True,
+    )
+
+
+class InferenceEngine:
+    """Batches the frames of every caller of one model; ``start`` it on the running loop.
+
+    ``clock`` (monotonic) times progress for ``health``; ``wall_clock`` is what deadlines are
+    compared with; ``timer`` measures model time. ``on_batch(model name, seconds, batch size,
+    stale count)`` is called after every batch that ran (its errors are logged, never raised).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        model: Model,
+        former: BatchFormer[_Item],
+        runner: Runner,
+        executor: concurrent.futures.Executor,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        on_batch: OnBatch | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.key = key
+        self.model = model
+        self.former = former
+        self.runner = runner
+        self._executor = executor
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._timer = timer
+        self._on_batch = on_batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self.batches = 0
+        self.frames = 0
+        self.model_s = 0.0
+        self.stale = 0
+        self.running = 0  # frames in the batch the model is working on
+        self.last_progress = clock()  # batch done, or work arrived
+
+    @property
+    def fatal(self) -> str | None:
+        """Why the model can never run again, or None."""
+        return self.runner.fatal
+
+    def start(self) -> None:
+        """Start the batch loop on the running event loop (once)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._batch_loop())
+
+    async def submit(
+        self,
+        stream: str,
+        frames: Sequence[np.ndarray],
+        indices: Sequence[int],
+        deadlines: Sequence[float] | None = None,
+        priority: int = 0,
+        group: str | None = None,
+    ) -> list[FrameResult | None]:
+        """Results in order; ``None`` for a frame past its deadline (wall time) when its batch
+        formed (dropped as stale instead of inferred late).
+
+        ``priority`` orders the streams of a ``group`` (a run); groups share the engine in turn.
+        A failed model call raises ``RuntimeError``; a fatal runner error ``ModelError``.
+        """
+        if not len(self.former) and not self.running:
+            self.last_progress = self._clock()  # idle until now: the stall clock starts here
+        loop = asyncio.get_running_loop()
+        items = [
+            _Item(frame, index, loop.create_future(), None if deadlines is None else deadlines[i])
+            for i, (frame, index) in enumerate(zip(frames, indices, strict=True))
+        ]
+        for item in items:
+            self.former.add(stream, item, priority, group=group)
+        self._wake.set()
+        return list(await asyncio.gather(*(item.future for item in items)))
+
+    def health(self) -> dict[str, Any]:
+        """Frames waiting and running, seconds since progress, a fatal reason, max batch size."""
+        return {
+            "model": self.model.name,
+            "waiting": len(self.former),
+            "running": self.running,
+            "since_progress_s": round(self._clock() - self.last_progress, 3),
+            "fatal": self.runner.fatal,
+            "max_batch_size": self.runner.max_batch_size,
+        }
+
+    def totals(self) -> dict[str, Any]:
+        """Counts since this engine started (``model_s`` unrounded)."""
+        return {
+            "batches": self.batches,
+            "frames": self.frames,
+            "model_s": self.model_s,
+            "stale": self.stale,
+            "max_batch_size": self.runner.max_batch_size,
+            "oom_events": self.runner.oom_events,
+        }
+
+    async def close(self) -> None:
+        """Stop the batch loop; frames still waiting fail with ``RuntimeError("model unloaded")``."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        for item in self.former.drain():
+            if not item.future.done():
+                item.future.set_exception(RuntimeError("model unloaded"))
+
+    async def _batch_loop(self) -> None:
+        while not self._closed:
+            try:
+                await self._next_batch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - never let one bad batch end the loop
+                log.exception("batch loop error (continuing)")
+
+    async def _next_batch(self) -> None:
+        former = self.former
+        delay = former.time_until_ready()
+        if delay is None or delay > 0:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            return
+        # callers that gave up (cancelled) and frames past their deadline are skipped without
+        # taking a place in the batch (nor their run's turn), not computed
+        now = self._wall_clock()
+        batch, skipped = former.take_fresh(
+            lambda i: i.future.done() or (i.deadline is not None and i.deadline < now)
+        )
+        stale = [i for i in skipped if not i.future.done()]
+        for item in stale:
+            item.future.set_result(None)
+        self.stale += len(stale)
+        if not batch:
+            return
+        started = self._timer()
+        self.running = len(batch)
+        try:
+            detections = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.runner.run, [item.frame for item in batch]
+            )
+            if len(detections) != len(batch):
+                raise RuntimeError(
+                    f"model returned {len(detections)} results for {len(batch)} frames"
+                )
+        except Exception as exc:  # noqa: BLE001 - fail these frames, keep serving
+            self.running = 0
+            self.last_progress = self._clock()
+            log.error("batch of %d failed: %s", len(batch), exc)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(RuntimeError(f"inference failed: {exc}"))
+            if self.runner.fatal:
+                log.error("%s: %s", self.model.name, self.runner.fatal)
+                for item in former.drain():
+                    if not item.future.done():
+                        item.future.set_exception(ModelError(self.runner.fatal))
+            return
+        self.running = 0
+        self.last_progress = self._clock()
+        elapsed = self._timer() - started
+        if self.runner.max_batch_size < former.max_batch_size:
+            log.warning(
+                "%s: device out of memory, max batch size lowered %d -> %d",
+                self.model.name,
+                former.max_batch_size,
+                self.runner.max_batch_size,
+            )
+            former.max_batch_size = self.runner.max_batch_size
+        self.batches += 1
+        self.frames += len(batch)
+        self.model_s += elapsed
+        if self._on_batch is not None:
+            try:
+                self._on_batch(self.model.name, elapsed, len(batch), len(stale))
+            except Exception:  # noqa: BLE001 - metrics never break inference
+                log.exception("metrics failed")
+        for item, dets in zip(batch, detections, strict=True):
+            if not item.future.done():
+                item.future.set_result(
+                    FrameResult(item.index, dets, elapsed * 1000, len(batch), self.batches)
+                )
