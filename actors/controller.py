@@ -15,19 +15,20 @@ Supervision (the failure policy in docs/failure-policy.md):
   when its device cannot fit one frame (repeated out-of-memory), the runs on it fail;
 - source actors are restarted by Ray (``max_restarts=-1``); the monitor notices the new
   incarnation and carries the counters over.
+
+This module makes the Ray calls; what they decide lives in ``vsa.supervision`` (no Ray, unit
+tested): the run records and their durable form (``runbook``), the inference watchdog
+(``watchdog``) and the record store interface (``store``; the GCS one is ``actors/store.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import os
 import secrets
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -35,31 +36,36 @@ import ray
 from actors import INFERENCE_NAME, NAMESPACE, source_actor_name
 from actors.inference import InferenceActor
 from actors.source import SourceActor
+from actors.store import GcsRunStore
 from vsa import CODE_FINGERPRINT, __version__, settings
 from vsa.config import RunSpec
-from vsa.degradation import DegradationTracker
-from vsa.errors import ConfigError, RunNotFound, VsaError
+from vsa.errors import ConfigError, VsaError
 from vsa.outputs import check_admission, check_output_dir, claim_outputs
 from vsa.report import build_report, write_report
-from vsa.runstate import RunState, carry_over, derive_run_state, run_reason
-from vsa.secrets import needs_sealing, seal
+from vsa.runstate import RunState
 from vsa.settings import inference_gpus
 from vsa.stream import stop_grace_s
-from vsa.uri import mask_source_uri, mask_uri
+from vsa.supervision.runbook import KEEP_FINISHED, RunBook, RunRecord, seal_sources
+from vsa.supervision.watchdog import (
+    STATUS_TIMEOUT_S,
+    ActorDied,
+    NoActor,
+    NoAnswer,
+    WatchedRun,
+    check_inference,
+    spill_warning,
+)
+from vsa.uri import mask_uri
 
 log = logging.getLogger("vsa.controller")
 POLL_S = 0.5
 SUPERVISE_S = 1.0
 SAVE_EVERY_S = 5.0
-STATUS_TIMEOUT_S = 10.0
 ENGINE_TIMEOUT_S = 120.0
-KEEP_FINISHED = 50
 STORE_CHECK_S = 5.0
 WARNING_HOLD_S = 60.0  # a warning stays in the status this long after it was last seen
 METRICS_FLUSH_S = 12.0  # > Ray's metrics_report_interval_ms (10 s by default)
-KV_PREFIX = "run/"
-KV_VERSION = 1
-COUNTERS = ("frames_decoded", "frames_inferred", "frames_emitted")
+REAP_LEFT_S = 600.0  # after a restart, the actors of runs ended this recently are removed
 
 
 def _store_stats() -> tuple[int, int] | None:
@@ -92,191 +98,6 @@ def _check_timeout(timeout_s: Any) -> None:
         raise VsaError(f"stop timeout must be a number of seconds in (0, 3600], got {timeout_s!r}")
 
 
-def _seal_sources(spec: RunSpec) -> tuple[RunSpec, dict[str, str]]:
-    """The spec with masked URIs (what is stored, shown and passed around) and, per source that
-    has credentials, its URI sealed for the source actor alone."""
-    sealed: dict[str, str] = {}
-    sources = []
-    for source in spec.sources:
-        if needs_sealing(source.uri):
-            sealed[source.id] = seal(source.uri)
-            source = source.model_copy(update={"uri": mask_source_uri(source.uri)})
-        sources.append(source)
-    return spec.model_copy(update={"sources": sources}), sealed
-
-
-def _kv() -> Any:
-    from ray.experimental import internal_kv
-
-    return internal_kv
-
-
-@dataclass
-class _Run:
-    id: str
-    spec: RunSpec
-    created_at: float = field(default_factory=time.time)
-    state: RunState = RunState.WAITING
-    finished_at: float | None = None
-    error: str | None = None
-    model: dict[str, Any] | None = None
-    engine_key: str | None = None
-    actors: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # counters of earlier incarnations of each source actor (a restarted actor counts from 0)
-    base: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stop_requested: bool = False
-    monitor: asyncio.Task | None = None
-    transitions: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)  # recoveries and failures
-    # why the run is DEGRADED for its performance (an event when the conditions change)
-    degradation: DegradationTracker = field(init=False)
-    warnings: dict[str, tuple[float, str]] = field(default_factory=dict)  # kind -> (until, text)
-    saved_at: float = 0.0
-    series: dict[str, list[list[float]]] = field(default_factory=dict)  # for report.png
-    sampled_at: float = 0.0
-    report: list[str] = field(default_factory=list)  # the report files, once written
-    # source id -> its URI with credentials, sealed (vsa.secrets); the spec holds masked URIs
-    sealed: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.degradation = DegradationTracker(self.spec.degradation)
-
-    def sample(self) -> None:
-        """One row per source per second: [t, fps, p50 ms, p99 ms] (bounded: halved when full)."""
-        now = time.time()
-        if now - self.sampled_at < 1.0:
-            return
-        self.sampled_at = now
-        for sid, s in self.sources.items():
-            lat = s.get("latency_ms") or {}
-            rows = self.series.setdefault(sid, [])
-            rows.append([round(now, 3), s.get("fps", 0.0), lat.get("p50"), lat.get("p99")])
-            if len(rows) > 4000:
-                del rows[::2]
-
-    def enter(self, state: RunState) -> None:
-        """Move to ``state``, log it with the reason, and keep the transition (bounded)."""
-        reason = None if state.terminal else self.reason()
-        log.info(
-            "run=%s %s -> %s%s",
-            self.id,
-            self.state.value,
-            state.value,
-            f" ({reason})" if reason else "",
-        )
-        self.state = state
-        self.transitions.append(
-            {"t": round(time.time(), 3), "state": state.value, "reason": reason}
-        )
-        del self.transitions[:-200]
-
-    def event(self, what: str, **details: Any) -> None:
-        entry = {"t": round(time.time(), 3), "event": what, **details}
-        self.events.append(entry)
-        del self.events[:-100]
-        log.warning("run=%s %s %s", self.id, what, json.dumps(details) if details else "")
-
-    def reason(self) -> str | None:
-        parts = [p for p in (run_reason(self.sources.values()), self.degradation.reason) if p]
-        return "; ".join(parts) or None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.spec.name,
-            "state": self.state.value,
-            "reason": None if self.state.terminal else self.reason(),
-            "error": self.error,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-            "output_dir": self.spec.output_dir,
-            "model": self.model,
-            "sources": [self.sources[s.id] for s in self.spec.sources],
-            "transitions": list(self.transitions),
-            "events": list(self.events),
-            "warnings": [text for until, text in self.warnings.values() if until > time.time()],
-            "report": list(self.report),
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "v": KV_VERSION,
-                "id": self.id,
-                "spec": self.spec.model_dump(),
-                "created_at": self.created_at,
-                "state": self.state.value,
-                "finished_at": self.finished_at,
-                "error": self.error,
-                "model": self.model,
-                "engine_key": self.engine_key,
-                "sources": self.sources,
-                "base": self.base,
-                "stop_requested": self.stop_requested,
-                "sealed": self.sealed,
-                "transitions": self.transitions,
-                "events": self.events,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> _Run:
-        d = json.loads(text)
-        if d.get("v") != KV_VERSION:
-            raise ValueError(f"saved run format {d.get('v')} (this controller reads {KV_VERSION})")
-        record = cls(d["id"], RunSpec.model_validate(d["spec"]), d["created_at"])
-        record.state = RunState(d["state"])
-        record.finished_at, record.error = d["finished_at"], d["error"]
-        record.model, record.engine_key = d["model"], d["engine_key"]
-        record.sources, record.base = d["sources"], d.get("base", {})
-        record.stop_requested = d.get("stop_requested", False)
-        record.sealed = d.get("sealed", {})
-        if "sealed" not in d:  # saved before credentials were sealed: seal them now
-            record.spec, record.sealed = _seal_sources(record.spec)
-        record.transitions, record.events = d["transitions"], d.get("events", [])
-        return record
-
-
-def _initial_source_status(source_id: str, uri: str) -> dict[str, Any]:
-    return {
-        "id": source_id,
-        "uri": mask_source_uri(uri),
-        "state": "CONNECTING",
-        "code": None,
-        "error": None,
-        "attempt": 0,
-        "next_retry_at": None,
-        "reconnects": 0,
-        "last_frame_age_s": None,
-        "frames_decoded": 0,
-        "frames_inferred": 0,
-        "frames_emitted": 0,
-        "frames_dropped": 0,
-        "drops": {},
-        "in_flight": 0,
-        "fps": 0.0,
-        "transitions": [],
-        "incarnation": None,
-        "restarts": 0,
-    }
-
-
-def _merge(base: dict[str, Any] | None, status: dict[str, Any]) -> dict[str, Any]:
-    """A source's status with the counters of its earlier incarnations added."""
-    if not base:
-        return {**status, "restarts": 0}
-    out = dict(status)
-    for key in COUNTERS:
-        out[key] = status.get(key, 0) + base.get(key, 0)
-    drops = Counter(base.get("drops", {}))
-    drops.update(status.get("drops", {}))
-    out["drops"] = dict(drops)
-    out["frames_dropped"] = sum(drops.values())
-    out["restarts"] = base.get("restarts", 0)
-    return out
-
-
 @ray.remote(num_cpus=0)
 class Controller:
     def __init__(self, fingerprint: str | None = None) -> None:
@@ -285,7 +106,7 @@ class Controller:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-        self._runs: dict[str, _Run] = {}
+        self._book = RunBook(GcsRunStore())
         self._inference: Any = None
         self._inference_gpus = 0
         self._started_at = time.time()
@@ -320,33 +141,21 @@ class Controller:
     async def recover(self) -> dict[str, Any]:
         """Reload saved runs and resume the active ones (called once, right after start)."""
         await self._ready()
-        return {"runs": len(self._runs)}
+        return {"runs": len(self._book)}
 
     async def _load_saved_runs(self) -> None:
-        kv = _kv()
-        try:
-            keys = kv._internal_kv_list(KV_PREFIX, namespace=NAMESPACE)
-        except Exception as exc:  # noqa: BLE001 - no durable state: start empty
-            log.warning("cannot read saved runs: %s", exc)
-            return
-        for key in keys:
-            try:
-                record = _Run.from_json(kv._internal_kv_get(key, namespace=NAMESPACE).decode())
-            except Exception as exc:  # noqa: BLE001 - skip what this version cannot read
-                log.warning("skipping saved run %s: %s", key, exc)
-                continue
-            self._runs[record.id] = record
-        active = [r for r in self._runs.values() if not r.state.terminal]
-        for record in self._runs.values():  # actors a finished run left (restart while reaping)
-            if record.state.terminal and time.time() - (record.finished_at or 0) < 600:
-                for source in record.spec.sources:
-                    try:
-                        name = source_actor_name(record.id, source.id)
-                        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-                    except Exception:  # noqa: BLE001 - gone already
-                        pass
-        if self._runs:
-            log.info("loaded %d saved runs, %d active", len(self._runs), len(active))
+        self._book.load()
+        active = self._book.active()
+        # actors a finished run left (restart while reaping)
+        for record in self._book.recently_finished(REAP_LEFT_S):
+            for source in record.spec.sources:
+                try:
+                    name = source_actor_name(record.id, source.id)
+                    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                except Exception:  # noqa: BLE001 - gone already
+                    pass
+        if self._book.runs:
+            log.info("loaded %d saved runs, %d active", len(self._book), len(active))
         if not active:
             return
         try:
@@ -380,14 +189,8 @@ class Controller:
             self._save(record)
         self._ensure_supervisor()
 
-    def _save(self, record: _Run) -> None:
-        record.saved_at = time.monotonic()
-        try:
-            _kv()._internal_kv_put(
-                KV_PREFIX + record.id, record.to_json(), overwrite=True, namespace=NAMESPACE
-            )
-        except Exception as exc:  # noqa: BLE001 - the run goes on; only recovery would suffer
-            log.warning("run=%s could not be saved: %s", record.id, exc)
+    def _save(self, record: RunRecord) -> None:
+        self._book.save(record)  # a failure is logged: the run goes on
 
     # --- queries -------------------------------------------------------------------------
     async def version(self) -> dict[str, Any]:
@@ -397,12 +200,12 @@ class Controller:
             "fingerprint": self._fingerprint,
             "pid": os.getpid(),
             "started_at": self._started_at,
-            "active_runs": [r.id for r in self._runs.values() if not r.state.terminal],
+            "active_runs": [r.id for r in self._book.active()],
         }
 
     async def status(self, run: str | None = None) -> dict[str, Any]:
         await self._ready()
-        runs = [self._find(run)] if run else sorted(self._runs.values(), key=lambda r: r.created_at)
+        runs = [self._book.find(run)] if run else self._book.ordered()
         return {"runs": [r.summary() for r in runs]}
 
     # --- commands ------------------------------------------------------------------------
@@ -417,7 +220,7 @@ class Controller:
             raise ConfigError([str(exc)]) from None
         assert self._submit_lock is not None
         async with self._submit_lock:
-            active = [r for r in self._runs.values() if not r.state.terminal]
+            active = self._book.active()
             for other in active:
                 if other.spec.name == spec.name:
                     raise VsaError(
@@ -449,19 +252,17 @@ class Controller:
                     len(removed),
                     directory,
                 )
-            spec, sealed = _seal_sources(spec.model_copy(update={"output_dir": str(directory)}))
+            spec, sealed = seal_sources(spec.model_copy(update={"output_dir": str(directory)}))
             run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-            record = _Run(run_id, spec, sealed=sealed)
-            record.transitions.append({"t": round(time.time(), 3), "state": "WAITING"})
-            record.sources = {s.id: _initial_source_status(s.id, s.uri) for s in spec.sources}
+            record = RunRecord.submitted(run_id, spec, sealed)
             record.model = await self._ensure_engine(spec)
             record.engine_key = record.model.pop("key")
             for source in spec.sources:
                 record.actors[source.id] = self._start_source(record, source.id)
-            self._runs[run_id] = record
+            self._book.add(record)
             self._save(record)
             record.monitor = asyncio.get_running_loop().create_task(self._monitor(record))
-            self._forget_old_runs()
+            self._book.forget_old(KEEP_FINISHED)
             self._ensure_supervisor()
         log.info(
             "run=%s submitted: %d sources, model %s on %s",
@@ -480,7 +281,7 @@ class Controller:
         """
         await self._ready()
         _check_timeout(timeout_s)
-        record = self._find(run)
+        record = self._book.find(run)
         if record.state.terminal:
             return record.summary()
         record.stop_requested = True
@@ -490,15 +291,7 @@ class Controller:
         return record.summary()
 
     # --- internals -----------------------------------------------------------------------
-    def _find(self, run: str) -> _Run:
-        if run in self._runs:
-            return self._runs[run]
-        named = [r for r in self._runs.values() if r.spec.name == run]
-        if named:
-            return max(named, key=lambda r: r.created_at)
-        raise RunNotFound(f"no run with id or name '{run}' (see `vsa list`)")
-
-    def _start_source(self, record: _Run, source_id: str, resume: bool = False) -> Any:
+    def _start_source(self, record: RunRecord, source_id: str, resume: bool = False) -> Any:
         # detached: a source outlives a controller restart; max_restarts: Ray restarts a source
         # actor whose process died (the memory monitor picks restartable actors first)
         return SourceActor.options(
@@ -574,14 +367,11 @@ class Controller:
         if self._supervisor is None or self._supervisor.done():
             self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
-    def _active(self) -> list[_Run]:
-        return [r for r in self._runs.values() if not r.state.terminal and not r.stop_requested]
-
     async def _supervise(self) -> None:
         last_store_check = 0.0
         while True:
             await asyncio.sleep(SUPERVISE_S)
-            active = self._active()
+            active = self._book.supervised()
             if not active:
                 continue
             try:
@@ -592,67 +382,48 @@ class Controller:
             except Exception:  # noqa: BLE001 - never let supervision die
                 log.exception("supervisor error (continuing)")
 
-    async def _check_store(self, active: list[_Run]) -> None:
+    async def _check_store(self, active: list[RunRecord]) -> None:
         """Spilling to disk means the object store is full: a warning on every active run."""
         stats = await asyncio.to_thread(_store_stats)
         if stats is None:
             return
         used, spilled = stats
-        if self._spilled_seen is not None and spilled > self._spilled_seen:
-            text = (
-                f"object store spilling to disk: {(spilled - self._spilled_seen) >> 20} MiB in "
-                f"the last {STORE_CHECK_S:.0f} s ({used >> 20} MiB in memory); the engine holds "
-                "at most max_in_flight frames per source, so another workload fills the store"
-            )
+        text = spill_warning(self._spilled_seen, used, spilled, STORE_CHECK_S)
+        if text:
             for record in active:
-                if (
-                    "spilling" not in record.warnings
-                    or record.warnings["spilling"][0] < time.time()
-                ):
-                    record.event("warning", reason=text)
-                record.warnings["spilling"] = (time.time() + WARNING_HOLD_S, text)
+                record.warn("spilling", text, WARNING_HOLD_S)
         self._spilled_seen = spilled
 
-    async def _check_inference(self, active: list[_Run]) -> None:
+    async def _check_inference(self, active: list[RunRecord]) -> None:
+        """Ask the inference actor for its health and carry out the watchdog's decision."""
+        health: Any
         if self._inference is None:
-            await self._restart_inference(active, "no inference actor")
-            return
-        try:
-            health = await asyncio.wait_for(self._inference.health.remote(), STATUS_TIMEOUT_S)
-        except ray.exceptions.RayActorError as exc:
-            await self._restart_inference(active, f"inference actor died ({type(exc).__name__})")
-            return
-        except asyncio.TimeoutError:
+            health = NoActor()
+        else:
+            try:
+                health = await asyncio.wait_for(self._inference.health.remote(), STATUS_TIMEOUT_S)
+            except ray.exceptions.RayActorError as exc:
+                health = ActorDied(type(exc).__name__)
+            except asyncio.TimeoutError:
+                health = NoAnswer(STATUS_TIMEOUT_S)
+        watched = [WatchedRun(r.id, r.engine_key, r.spec.batching.stall_timeout_s) for r in active]
+        decision = check_inference(health, watched)
+        by_id = {r.id: r for r in active}
+        for failed in decision.fail:
+            for run_id in failed.run_ids:
+                record = by_id[run_id]
+                record.error = f"inference: {failed.reason}"
+                record.event("fatal", reason=failed.reason)
+                await self._stop_sources(record)
+                await self._finish(record, RunState.FAILED)
+        if decision.restart:
             await self._restart_inference(
-                active, f"inference actor did not answer within {STATUS_TIMEOUT_S:.0f} s"
+                active, decision.restart.reason, kill=decision.restart.kill
             )
-            return
-        for key, engine in health.items():
-            runs = [r for r in active if r.engine_key == key]
-            if not runs:
-                continue
-            if engine["fatal"]:
-                for record in runs:
-                    record.error = f"inference: {engine['fatal']}"
-                    record.event("fatal", reason=engine["fatal"])
-                    await self._stop_sources(record)
-                    await self._finish(record, RunState.FAILED)
-                continue
-            limit = min(r.spec.batching.stall_timeout_s for r in runs)
-            busy = engine["waiting"] or engine["running"]
-            if busy and engine["since_progress_s"] > limit:
-                await self._restart_inference(
-                    active,
-                    f"pipeline blocked: no batch finished for {engine['since_progress_s']:.0f} s "
-                    f"with {engine['waiting'] + engine['running']} frames waiting",
-                    kill=True,
-                )
-                return
-        missing = {r.engine_key for r in active} - set(health)
-        if missing:
-            await self._restart_inference(active, "the inference actor lost a model", kill=True)
 
-    async def _restart_inference(self, active: list[_Run], reason: str, kill: bool = False) -> None:
+    async def _restart_inference(
+        self, active: list[RunRecord], reason: str, kill: bool = False
+    ) -> None:
         started = time.monotonic()
         log.error("restarting the inference actor: %s", reason)
         if kill and self._inference is not None:
@@ -679,7 +450,7 @@ class Controller:
                 record.event("inference_restarted", reason=reason, took_s=took)
                 self._save(record)
 
-    async def _stop_sources(self, record: _Run, timeout_s: float = 30.0) -> None:
+    async def _stop_sources(self, record: RunRecord, timeout_s: float = 30.0) -> None:
         """Stop every source (all at once) and take their final statuses; files are closed."""
         record.stop_requested = True
         calls = {sid: a.stop.remote(timeout_s) for sid, a in record.actors.items()}
@@ -689,8 +460,7 @@ class Controller:
                 status = await asyncio.wait_for(ref, wait_s)
                 self._absorb(record, sid, status)  # a restarted incarnation carries counts over
             except Exception as exc:  # noqa: BLE001 - a dead source is stopped too
-                record.sources[sid]["state"] = "STOPPED"
-                record.sources[sid]["error"] = f"stop failed: {type(exc).__name__}"
+                record.source_ended(sid, "STOPPED", f"stop failed: {type(exc).__name__}")
 
     # --- per-run monitor -----------------------------------------------------------------
     async def _poll(self, actor: Any) -> dict[str, Any] | BaseException | None:
@@ -702,28 +472,12 @@ class Controller:
         except ray.exceptions.RayActorError as exc:
             return exc
 
-    def _absorb(self, record: _Run, sid: str, status: dict[str, Any]) -> None:
-        """Take a polled status; a new incarnation (Ray restarted the actor) carries counters over."""
-        previous = record.sources.get(sid, {})
-        old, new = previous.get("incarnation"), status.get("incarnation")
-        if old is not None and new is not None and old != new:
-            base = record.base.setdefault(sid, {})
-            drops = Counter(previous.get("drops", {}))
-            emitted, decoded, lost = carry_over(previous, status.get("resumed"))
-            if lost > 0:
-                drops["source_lost"] += lost
-            base.update(
-                frames_decoded=decoded,
-                frames_inferred=emitted,
-                frames_emitted=emitted,
-                drops=dict(drops),
-                restarts=previous.get("restarts", 0) + 1,
-            )
-            record.event("source_restarted", source=sid, lost=max(0, lost))
+    def _absorb(self, record: RunRecord, sid: str, status: dict[str, Any]) -> None:
+        """Take a polled status; a new incarnation (Ray restarted the actor) is saved at once."""
+        if record.absorb(sid, status) is not None:
             self._save(record)
-        record.sources[sid] = _merge(record.base.get(sid), status)
 
-    async def _monitor(self, record: _Run) -> None:
+    async def _monitor(self, record: RunRecord) -> None:
         ended = ("FINISHED", "FAILED", "STOPPED")
         while not record.state.terminal and not record.stop_requested:
             live = {
@@ -738,21 +492,14 @@ class Controller:
                 if isinstance(result, dict):
                     self._absorb(record, sid, result)
                 elif isinstance(result, ray.exceptions.ActorDiedError):
-                    record.sources[sid]["state"] = "FAILED"
-                    record.sources[sid]["error"] = f"source actor died: {type(result).__name__}"
+                    record.source_ended(
+                        sid, "FAILED", f"source actor died: {type(result).__name__}"
+                    )
                 # ActorUnavailableError: Ray is restarting it; the next poll sees it again
-            record.sample()
-            state = derive_run_state([s["state"] for s in record.sources.values()])
+            state = record.assess()  # sampled, derived, degradation updated
             if state.terminal:
                 await self._finish(record, state)
                 return
-            change = record.degradation.update(record.sources)
-            if change:  # the set of conditions changed, not merely their numbers
-                record.event(
-                    "degraded" if change.reason else "degradation_ended", **change.as_event()
-                )
-            if record.degradation.reason and state is RunState.UP:
-                state = RunState.DEGRADED
             if state != record.state:
                 record.enter(state)
                 self._save(record)
@@ -760,20 +507,16 @@ class Controller:
                 self._save(record)
             await asyncio.sleep(POLL_S)
 
-    async def _finish(self, record: _Run, state: RunState) -> None:
+    async def _finish(self, record: RunRecord, state: RunState) -> None:
         if record.state.terminal:
             return
         if state is RunState.FAILED and not record.error:
-            errors = [f"{s['id']}: {s['error']}" for s in record.sources.values() if s.get("error")]
-            record.error = "; ".join(errors) or "every source failed"
+            record.error = record.sources_error()
         # the report is written before the run reads as ended, so whoever sees the final state
         # finds the report too
         finished_at = time.time()
         try:
-            summary = record.summary()
-            summary.update(state=state.value, finished_at=finished_at, error=record.error)
-            summary["transitions"].append({"t": round(finished_at, 3), "state": state.value})
-            report = build_report(summary, record.series)
+            report = build_report(record.final_summary(state, finished_at), record.series)
             paths = await asyncio.to_thread(write_report, record.spec.output_dir, report)
             record.report = [str(p) for p in paths]
             log.info("run=%s report: %s", record.id, ", ".join(record.report))
@@ -791,11 +534,7 @@ class Controller:
         self._save(record)
         assert self._submit_lock is not None
         async with self._submit_lock:  # a submit in progress may be about to use this model
-            in_use = any(
-                r.engine_key == record.engine_key
-                for r in self._runs.values()
-                if not r.state.terminal
-            )
+            in_use = self._book.engine_in_use(record.engine_key)
             if record.engine_key and not in_use and self._inference is not None:
                 try:
                     await asyncio.wait_for(
@@ -810,15 +549,4 @@ class Controller:
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
-                pass
-
-    def _forget_old_runs(self) -> None:
-        done = sorted(
-            (r for r in self._runs.values() if r.state.terminal), key=lambda r: r.created_at
-        )
-        for r in done[: max(0, len(done) - KEEP_FINISHED)]:
-            del self._runs[r.id]
-            try:
-                _kv()._internal_kv_del(KV_PREFIX + r.id, namespace=NAMESPACE)
-            except Exception:  # noqa: BLE001
                 pass

@@ -1,0 +1,424 @@
+"""The controller's runs: one :class:`RunRecord` per run, kept in a :class:`RunBook`.
+
+A record holds what the controller knows of a run: its state and transitions, its events
+(recoveries, failures), each source's last polled status with the counters of the source's
+earlier incarnations carried over, the degradation tracker, the series for ``report.png``
+and the source URIs sealed for the source actors. ``to_json``/``from_json`` are the durable
+form (format ``KV_VERSION``); a :class:`RunBook` saves records to a
+:class:`vsa.supervision.store.RunStore` and reads them back after a controller restart.
+
+Nothing here knows Ray: the controller keeps the source actors' handles and the monitor task
+on the record (``actors``, ``monitor``) as opaque values that are never serialized. The
+clocks are injected (``clock``: wall time, ``monotonic``: for durations).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vsa.config import RunSpec
+from vsa.degradation import DegradationTracker
+from vsa.errors import RunNotFound
+from vsa.runstate import RunState, carry_over, derive_run_state, run_reason
+from vsa.secrets import needs_sealing, seal
+from vsa.supervision.store import RunStore
+from vsa.uri import mask_source_uri
+
+# the controller's logger: the lines a record logs read as they did when it lived there
+log = logging.getLogger("vsa.controller")
+KV_VERSION = 1
+COUNTERS = ("frames_decoded", "frames_inferred", "frames_emitted")
+KEEP_FINISHED = 50
+
+
+def seal_sources(spec: RunSpec) -> tuple[RunSpec, dict[str, str]]:
+    """The spec with masked URIs (what is stored, shown and passed around) and, per source that
+    has credentials, its URI sealed for the source actor alone."""
+    sealed: dict[str, str] = {}
+    sources = []
+    for source in spec.sources:
+        if needs_sealing(source.uri):
+            sealed[source.id] = seal(source.uri)
+            source = source.model_copy(update={"uri": mask_source_uri(source.uri)})
+        sources.append(source)
+    return spec.model_copy(update={"sources": sources}), sealed
+
+
+def initial_source_status(source_id: str, uri: str) -> dict[str, Any]:
+    """A source's status before its actor first answers."""
+    return {
+        "id": source_id,
+        "uri": mask_source_uri(uri),
+        "state": "CONNECTING",
+        "code": None,
+        "error": None,
+        "attempt": 0,
+        "next_retry_at": None,
+        "reconnects": 0,
+        "last_frame_age_s": None,
+        "frames_decoded": 0,
+        "frames_inferred": 0,
+        "frames_emitted": 0,
+        "frames_dropped": 0,
+        "drops": {},
+        "in_flight": 0,
+        "fps": 0.0,
+        "transitions": [],
+        "incarnation": None,
+        "restarts": 0,
+    }
+
+
+def merge(base: Mapping[str, Any] | None, status: Mapping[str, Any]) -> dict[str, Any]:
+    """A source's status with the counters of its earlier incarnations added."""
+    if not base:
+        return {**status, "restarts": 0}
+    out = dict(status)
+    for key in COUNTERS:
+        out[key] = status.get(key, 0) + base.get(key, 0)
+    drops = Counter(base.get("drops", {}))
+    drops.update(status.get("drops", {}))
+    out["drops"] = dict(drops)
+    out["frames_dropped"] = sum(drops.values())
+    out["restarts"] = base.get("restarts", 0)
+    return out
+
+
+@dataclass
+class RunRecord:
+    id: str
+    spec: RunSpec
+    created_at: float = field(default_factory=time.time)
+    state: RunState = RunState.WAITING
+    finished_at: float | None = None
+    error: str | None = None
+    model: dict[str, Any] | None = None
+    engine_key: str | None = None
+    # source id -> its actor handle: owned by the controller, opaque here, never serialized
+    actors: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # counters of earlier incarnations of each source actor (a restarted actor counts from 0)
+    base: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stop_requested: bool = False
+    monitor: Any = None  # the controller's monitor task: opaque here, never serialized
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # recoveries and failures
+    # why the run is DEGRADED for its performance (an event when the conditions change)
+    degradation: DegradationTracker = field(init=False)
+    warnings: dict[str, tuple[float, str]] = field(default_factory=dict)  # kind -> (until, text)
+    saved_at: float = 0.0  # monotonic
+    series: dict[str, list[list[float]]] = field(default_factory=dict)  # for report.png
+    sampled_at: float = 0.0
+    report: list[str] = field(default_factory=list)  # the report files, once written
+    # source id -> its URI with credentials, sealed (vsa.secrets); the spec holds masked URIs
+    sealed: dict[str, str] = field(default_factory=dict)
+    clock: Callable[[], float] = field(default=time.time, kw_only=True, repr=False, compare=False)
+    monotonic: Callable[[], float] = field(
+        default=time.monotonic, kw_only=True, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        self.degradation = DegradationTracker(self.spec.degradation, clock=self.monotonic)
+
+    @classmethod
+    def submitted(
+        cls,
+        run_id: str,
+        spec: RunSpec,
+        sealed: dict[str, str],
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> RunRecord:
+        """A new run: WAITING, every source CONNECTING (``spec`` holds masked URIs)."""
+        record = cls(run_id, spec, clock(), sealed=sealed, clock=clock, monotonic=monotonic)
+        record.transitions.append({"t": round(clock(), 3), "state": "WAITING"})
+        record.sources = {s.id: initial_source_status(s.id, s.uri) for s in spec.sources}
+        return record
+
+    # --- what the monitor feeds in -------------------------------------------------------
+    def absorb(self, sid: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Take a polled status. A new incarnation (Ray restarted the actor) carries the
+        counters over: a ``source_restarted`` event, whose details are returned (the record
+        changed in a way worth saving at once); None otherwise."""
+        previous = self.sources.get(sid, {})
+        old, new = previous.get("incarnation"), status.get("incarnation")
+        restarted = None
+        if old is not None and new is not None and old != new:
+            base = self.base.setdefault(sid, {})
+            drops = Counter(previous.get("drops", {}))
+            emitted, decoded, lost = carry_over(previous, status.get("resumed"))
+            if lost > 0:
+                drops["source_lost"] += lost
+            base.update(
+                frames_decoded=decoded,
+                frames_inferred=emitted,
+                frames_emitted=emitted,
+                drops=dict(drops),
+                restarts=previous.get("restarts", 0) + 1,
+            )
+            restarted = {"source": sid, "lost": max(0, lost)}
+            self.event("source_restarted", **restarted)
+        self.sources[sid] = merge(self.base.get(sid), status)
+        return restarted
+
+    def source_ended(self, sid: str, state: str, error: str) -> None:
+        """A source whose actor cannot tell: ``FAILED`` (it died) or ``STOPPED`` (its stop
+        call failed), with why."""
+        self.sources[sid]["state"] = state
+        self.sources[sid]["error"] = error
+
+    def assess(self) -> RunState:
+        """After a poll: sample the series, derive the run's state from its sources and, unless
+        that state is terminal, update the degradation (an event when its set of conditions
+        changes); UP reads DEGRADED while degraded. The caller enters the state or finishes."""
+        self.sample()
+        state = derive_run_state([s["state"] for s in self.sources.values()])
+        if state.terminal:
+            return state
+        change = self.degradation.update(self.sources)
+        if change:  # the set of conditions changed, not merely their numbers
+            self.event("degraded" if change.reason else "degradation_ended", **change.as_event())
+        if self.degradation.reason and state is RunState.UP:
+            state = RunState.DEGRADED
+        return state
+
+    def sample(self) -> None:
+        """One row per source per second: [t, fps, p50 ms, p99 ms] (bounded: halved when full)."""
+        now = self.clock()
+        if now - self.sampled_at < 1.0:
+            return
+        self.sampled_at = now
+        for sid, s in self.sources.items():
+            lat = s.get("latency_ms") or {}
+            rows = self.series.setdefault(sid, [])
+            rows.append([round(now, 3), s.get("fps", 0.0), lat.get("p50"), lat.get("p99")])
+            if len(rows) > 4000:
+                del rows[::2]
+
+    def warn(self, kind: str, text: str, hold_s: float) -> None:
+        """Show ``text`` in the status for ``hold_s`` from now; an event unless it is shown
+        already."""
+        if kind not in self.warnings or self.warnings[kind][0] < self.clock():
+            self.event("warning", reason=text)
+        self.warnings[kind] = (self.clock() + hold_s, text)
+
+    # --- state, events -------------------------------------------------------------------
+    def enter(self, state: RunState) -> None:
+        """Move to ``state``, log it with the reason, and keep the transition (bounded)."""
+        reason = None if state.terminal else self.reason()
+        log.info(
+            "run=%s %s -> %s%s",
+            self.id,
+            self.state.value,
+            state.value,
+            f" ({reason})" if reason else "",
+        )
+        self.state = state
+        self.transitions.append(
+            {"t": round(self.clock(), 3), "state": state.value, "reason": reason}
+        )
+        del self.transitions[:-200]
+
+    def event(self, what: str, **details: Any) -> None:
+        entry = {"t": round(self.clock(), 3), "event": what, **details}
+        self.events.append(entry)
+        del self.events[:-100]
+        log.warning("run=%s %s %s", self.id, what, json.dumps(details) if details else "")
+
+    def reason(self) -> str | None:
+        parts = [p for p in (run_reason(self.sources.values()), self.degradation.reason) if p]
+        return "; ".join(parts) or None
+
+    def sources_error(self) -> str:
+        """The error of a run whose sources all failed: theirs, or a generic one."""
+        errors = [f"{s['id']}: {s['error']}" for s in self.sources.values() if s.get("error")]
+        return "; ".join(errors) or "every source failed"
+
+    # --- views ---------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.spec.name,
+            "state": self.state.value,
+            "reason": None if self.state.terminal else self.reason(),
+            "error": self.error,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "output_dir": self.spec.output_dir,
+            "model": self.model,
+            "sources": [self.sources[s.id] for s in self.spec.sources],
+            "transitions": list(self.transitions),
+            "events": list(self.events),
+            "warnings": [text for until, text in self.warnings.values() if until > self.clock()],
+            "report": list(self.report),
+        }
+
+    def final_summary(self, state: RunState, finished_at: float) -> dict[str, Any]:
+        """The summary as it will read once the run is in ``state`` (for the report, which is
+        written before the run reads as ended)."""
+        summary = self.summary()
+        summary.update(state=state.value, finished_at=finished_at, error=self.error)
+        summary["transitions"].append({"t": round(finished_at, 3), "state": state.value})
+        return summary
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "v": KV_VERSION,
+                "id": self.id,
+                "spec": self.spec.model_dump(),
+                "created_at": self.created_at,
+                "state": self.state.value,
+                "finished_at": self.finished_at,
+                "error": self.error,
+                "model": self.model,
+                "engine_key": self.engine_key,
+                "sources": self.sources,
+                "base": self.base,
+                "stop_requested": self.stop_requested,
+                "sealed": self.sealed,
+                "transitions": self.transitions,
+                "events": self.events,
+            }
+        )
+
+    @classmethod
+    def from_json(
+        cls,
+        text: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> RunRecord:
+        d = json.loads(text)
+        if d.get("v") != KV_VERSION:
+            raise ValueError(f"saved run format {d.get('v')} (this controller reads {KV_VERSION})")
+        record = cls(
+            d["id"],
+            RunSpec.model_validate(d["spec"]),
+            d["created_at"],
+            clock=clock,
+            monotonic=monotonic,
+        )
+        record.state = RunState(d["state"])
+        record.finished_at, record.error = d["finished_at"], d["error"]
+        record.model, record.engine_key = d["model"], d["engine_key"]
+        record.sources, record.base = d["sources"], d.get("base", {})
+        record.stop_requested = d.get("stop_requested", False)
+        record.sealed = d.get("sealed", {})
+        if "sealed" not in d:  # saved before credentials were sealed: seal them now
+            record.spec, record.sealed = seal_sources(record.spec)
+        record.transitions, record.events = d["transitions"], d.get("events", [])
+        return record
+
+
+class RunBook:
+    """The controller's runs by id (in the order they were added or loaded), each saved to a
+    :class:`RunStore` under its id."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.runs: dict[str, RunRecord] = {}
+        self._clock = clock
+        self._monotonic = monotonic
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def load(self) -> list[RunRecord]:
+        """Read every saved record into the book and return them; a record this version
+        cannot read is skipped (logged), and an unreadable store reads as empty (logged)."""
+        try:
+            ids = self.store.list()
+        except Exception as exc:  # noqa: BLE001 - no durable state: start empty
+            log.warning("cannot read saved runs: %s", exc)
+            return []
+        loaded = []
+        for run_id in ids:
+            try:
+                text = self.store.get(run_id)
+                if text is None:
+                    raise KeyError("the record vanished")
+                record = RunRecord.from_json(text, clock=self._clock, monotonic=self._monotonic)
+            except Exception as exc:  # noqa: BLE001 - skip what this version cannot read
+                log.warning("skipping saved run %s: %s", run_id, exc)
+                continue
+            self.runs[record.id] = record
+            loaded.append(record)
+        return loaded
+
+    def add(self, record: RunRecord) -> None:
+        self.runs[record.id] = record
+
+    def save(self, record: RunRecord) -> bool:
+        """Save ``record`` (its ``saved_at`` is set first); False, logged, when it could not be
+        saved: the run goes on, only recovery would suffer."""
+        record.saved_at = record.monotonic()
+        try:
+            self.store.put(record.id, record.to_json())
+        except Exception as exc:  # noqa: BLE001
+            log.warning("run=%s could not be saved: %s", record.id, exc)
+            return False
+        return True
+
+    def find(self, run: str) -> RunRecord:
+        """The run with id ``run``, else the latest one named ``run``."""
+        if run in self.runs:
+            return self.runs[run]
+        named = [r for r in self.runs.values() if r.spec.name == run]
+        if named:
+            return max(named, key=lambda r: r.created_at)
+        raise RunNotFound(f"no run with id or name '{run}' (see `vsa list`)")
+
+    def ordered(self) -> list[RunRecord]:
+        """Every run, oldest first."""
+        return sorted(self.runs.values(), key=lambda r: r.created_at)
+
+    def active(self) -> list[RunRecord]:
+        """The runs that have not ended."""
+        return [r for r in self.runs.values() if not r.state.terminal]
+
+    def supervised(self) -> list[RunRecord]:
+        """The runs the supervisor watches: not ended and not being stopped."""
+        return [r for r in self.runs.values() if not r.state.terminal and not r.stop_requested]
+
+    def engine_in_use(self, engine_key: str | None) -> bool:
+        """Whether a run that has not ended uses the engine ``engine_key``."""
+        return any(r.engine_key == engine_key for r in self.runs.values() if not r.state.terminal)
+
+    def recently_finished(self, within_s: float) -> list[RunRecord]:
+        """The ended runs that finished less than ``within_s`` ago."""
+        now = self._clock()
+        return [
+            r
+            for r in self.runs.values()
+            if r.state.terminal and now - (r.finished_at or 0) < within_s
+        ]
+
+    def forget_old(self, keep: int = KEEP_FINISHED) -> list[str]:
+        """Forget all but the ``keep`` newest ended runs (also from the store); their ids."""
+        done = sorted(
+            (r for r in self.runs.values() if r.state.terminal), key=lambda r: r.created_at
+        )
+        forgotten = []
+        for r in done[: max(0, len(done) - keep)]:
+            del self.runs[r.id]
+            forgotten.append(r.id)
+            try:
+                self.store.delete(r.id)
+            except Exception:  # noqa: BLE001
+                pass
+        return forgotten
