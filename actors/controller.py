@@ -34,8 +34,6 @@ from typing import Any
 import ray
 
 from actors import INFERENCE_NAME, NAMESPACE, source_actor_name
-from actors.inference import InferenceActor
-from actors.source import SourceActor
 from actors.store import GcsRunStore
 from vsa import CODE_FINGERPRINT, __version__, settings
 from vsa.config import RunSpec
@@ -292,6 +290,10 @@ class Controller:
 
     # --- internals -----------------------------------------------------------------------
     def _start_source(self, record: RunRecord, source_id: str, resume: bool = False) -> Any:
+        # imported here, not at module level: the source actor's module pulls in the stream
+        # and sink code that the controller itself never runs
+        from actors.source import SourceActor
+
         # detached: a source outlives a controller restart; max_restarts: Ray restarts a source
         # actor whose process died (the memory monitor picks restartable actors first)
         return SourceActor.options(
@@ -322,6 +324,9 @@ class Controller:
             await asyncio.sleep(0.1)
 
     def _new_inference(self) -> Any:
+        # imported here, not at module level: the inference actor's module imports torch
+        from actors.inference import InferenceActor
+
         self._inference_gpus = inference_gpus(ray.cluster_resources().get("GPU", 0))
         # detached, not restarted by Ray: the controller restarts it and reloads the models;
         # not restartable also makes it the last choice of Ray's memory monitor

@@ -19,11 +19,10 @@ import ray
 from actors.metrics import InferenceMetrics
 from vsa.batching import BatchFormer
 from vsa.config import BatchingSpec, ModelSpec
+from vsa.core.frames import FrameResult
 from vsa.errors import ModelError
 from vsa.inference import InferenceEngine, engine_key
-from vsa.models import BatchRunner, load_model
 from vsa.settings import torch_threads
-from vsa.sinks import FrameResult
 
 log = logging.getLogger("vsa.inference")
 
@@ -57,6 +56,10 @@ class InferenceActor:
             BatchingSpec.model_validate(batching),
         )
         key = engine_key(model_spec, batching_spec)
+        # torch: imported here so that the controller, which imports this module to create the
+        # actor, does not load it
+        from vsa.models import BatchRunner, load_model
+
         async with self._load_lock:
             if key not in self._engines:
                 loop = asyncio.get_running_loop()

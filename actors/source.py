@@ -25,10 +25,11 @@ import ray
 
 from actors.metrics import StreamMetrics
 from vsa.config import RunSpec
+from vsa.core.frames import Frame, FrameResult
 from vsa.secrets import unseal
-from vsa.sinks import FrameResult, open_sinks
+from vsa.sinks import open_sinks
 from vsa.sinks.jsonl import count_lines, last_record
-from vsa.sources import Frame, SourceOptions, open_source
+from vsa.sources import SourceOptions, open_source
 from vsa.sources.errors import SourceError
 from vsa.stream import StreamWorker
 

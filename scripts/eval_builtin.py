@@ -8,7 +8,7 @@ Clips: scene seeds 90001..90008 (training uses 1000..1999), 640x360, 1280x720,
 written by ``vsa.tools.make_clip.make_clip`` at crf 23 and decoded with PyAV. For each
 decoded frame k the detections are matched with ``ShapesScene`` ground truth of frame
 k (greedy, same label, box IoU >= 0.5; ground-truth objects under 300 visible pixels
-are ignored both ways): see ``vsa.models.evaluate`` for the exact rules.
+are ignored both ways): see ``vsa.tools.evaluate`` for the exact rules.
 Compares ``ShapesModel`` (builtin-shapes-v1, trained) with the hand-built
 ``BuiltinModel`` (builtin-shapes-v0).
 """
@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vsa.models.builtin import BuiltinModel  # noqa: E402
-from vsa.models.evaluate import EVAL_SPECS, evaluate, make_eval_clips  # noqa: E402
 from vsa.models.shapenet import ShapesModel  # noqa: E402
+from vsa.tools.evaluate import EVAL_SPECS, evaluate, make_eval_clips  # noqa: E402
 
 __all__ = ["evaluate", "main"]
 

@@ -43,10 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vsa.models.base import letterbox_batch  # noqa: E402
-from vsa.models.evaluate import decode_frames, evaluate, make_eval_clips  # noqa: E402
 from vsa.models.shapenet import EDGE, WEIGHTS, ShapesModel, ShapesNet, fitted_size  # noqa: E402
 from vsa.sinks.video import VideoWriter  # noqa: E402
 from vsa.sources.synthetic import CLASSES, ShapesScene, SyntheticParams  # noqa: E402
+from vsa.tools.evaluate import decode_frames, evaluate, make_eval_clips  # noqa: E402
 
 INPUT = (320, 320)
 TRAIN_SEEDS = range(1000, 2000)

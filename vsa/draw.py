@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from vsa.models.base import Detection
+from vsa.core.detections import Detection
 
 # Distinct, readable BGR colours, indexed by class id.
 COLOURS = (

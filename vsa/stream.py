@@ -34,10 +34,11 @@ from enum import Enum
 from typing import Any, Protocol
 
 from vsa.config import ReconnectSpec
+from vsa.core.frames import Frame, FrameResult
 from vsa.flow import Decimator, LatencyHistogram, LatencyWindow, LatestSlot
 from vsa.reconnect import Backoff
-from vsa.sinks import FrameResult, OutputLost, Sink
-from vsa.sources import Frame, FrameSource, SourceOptions, open_source
+from vsa.sinks import OutputLost, Sink
+from vsa.sources import FrameSource, SourceOptions, open_source
 from vsa.sources.errors import NEVER_RETRIED, SourceError, classify, describe
 from vsa.uri import NETWORK_SCHEMES, mask_source_uri, mask_uri, scheme_of
 

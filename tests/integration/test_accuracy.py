@@ -13,8 +13,8 @@ import pytest
 from tests.integration.conftest import read_jsonl
 from vsa.config import parse_run, resolve_paths
 from vsa.models.base import Detection, rle_decode
-from vsa.models.evaluate import make_eval_clips, match_frame
 from vsa.sources.synthetic import ShapesScene
+from vsa.tools.evaluate import make_eval_clips, match_frame
 
 pytestmark = pytest.mark.integration
 

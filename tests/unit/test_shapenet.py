@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from vsa.models.base import run_model
-from vsa.models.evaluate import decode_frames, evaluate, make_eval_clips
 from vsa.models.shapenet import VERSION, WEIGHTS, ShapesModel, peak_markers
 from vsa.sources.synthetic import CLASSES, ShapesScene, SyntheticParams
+from vsa.tools.evaluate import decode_frames, evaluate, make_eval_clips
 
 CPU = torch.device("cpu")
 # Seeds no training run uses (training: 1000..1999; eval script: 90001..90008).
@@ -114,7 +114,7 @@ def test_blank_frame_has_no_detections(model: ShapesModel) -> None:
 
 def test_imports_without_ray_or_pyav() -> None:
     code = (
-        "import sys, vsa.models.shapenet, vsa.models.evaluate; "
+        "import sys, vsa.models.shapenet, vsa.tools.evaluate; "
         "bad = [m for m in ('ray', 'av') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from vsa.batching import BatchFormer
+from vsa.core.frames import FrameResult
 from vsa.errors import ModelError
-from vsa.sinks import FrameResult
 
 if TYPE_CHECKING:
     from vsa.config import BatchingSpec, ModelSpec
-    from vsa.models.base import Detection, Model
+    from vsa.core.detections import Detection
+    from vsa.models.base import Model
 
 log = logging.getLogger("vsa.inference")
 

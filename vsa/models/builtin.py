@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsa.models.base import Batch, Detection, letterbox_batch, region_detection
-from vsa.sources.synthetic import CLASSES, PALETTE_BGR
+from vsa.core.detections import Detection
+from vsa.core.shapes import CLASSES, PALETTE_BGR
+from vsa.models.base import Batch, letterbox_batch, region_detection
 
 VERSION = "builtin-shapes-v0"
 

@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsa.models.base import Batch, Detection, Letterbox, letterbox_batch, region_detection
-from vsa.sources.synthetic import CLASSES
+from vsa.core.detections import Detection, Letterbox
+from vsa.core.shapes import CLASSES
+from vsa.models.base import Batch, letterbox_batch, region_detection
 
 VERSION = "builtin-shapes-v1"
 WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{VERSION}.pt"

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from vsa.core.detections import Detection, Letterbox
 from vsa.errors import ModelError
-from vsa.models.base import Batch, Detection, Letterbox
+from vsa.models.base import Batch
 from vsa.models.classes import load_classes
 
 if TYPE_CHECKING:

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vsa.core.detections import Detection, Letterbox
 from vsa.errors import ModelError
-from vsa.models.base import Batch, Detection, Letterbox, letterbox_batch
+from vsa.models.base import Batch, letterbox_batch
 from vsa.models.classes import load_classes, names_from_data, preview_names, short_name
 from vsa.models.nms import batched_nms, cxcywh_to_xyxy
 

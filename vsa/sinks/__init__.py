@@ -10,16 +10,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vsa.config import JsonlSinkSpec, SinkSpec, VideoSinkSpec
-from vsa.draw import draw_detections
-from vsa.models.base import Detection
+from vsa.core.frames import Frame, FrameResult
 from vsa.sinks.jsonl import JsonlWriter
-from vsa.sinks.video import VideoWriter
-from vsa.sources.base import Frame
+
+if TYPE_CHECKING:
+    from vsa.sinks.video import VideoSink
 
 log = logging.getLogger("vsa.sinks")
 
@@ -42,17 +41,6 @@ class OutputLost(Exception):
 
     def __reduce__(self):  # survive pickling through Ray with its fields intact
         return (type(self), (self.path, self.reason, self.frames_lost))
-
-
-@dataclass
-class FrameResult:
-    """What the inference actor returns for one frame."""
-
-    index: int
-    detections: list[Detection]
-    infer_ms: float  # model time of the batch the frame was in
-    batch_size: int
-    batch: int = 0  # sequence number of that batch in the inference engine
 
 
 class Sink(Protocol):
@@ -142,63 +130,6 @@ class _WatchedSink:
         self._close_writer()
 
 
-class VideoSink(_WatchedSink):
-    """Annotated MP4. A resolution change starts a new segment: ``cam1.mp4``, ``cam1.part2.mp4``, ..."""
-
-    def __init__(
-        self,
-        spec: VideoSinkSpec,
-        path: Path,
-        fps: float | None,
-        resume: bool = False,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        check_interval_s: float = CHECK_INTERVAL_S,
-    ) -> None:
-        super().__init__(clock, check_interval_s)
-        self.spec, self.path, self.fps = spec, path, fps
-        self.segments: list[Path] = []  # earlier segments kept on resume, then this run's
-        n = 1
-        while resume and self._part(n).exists():  # a restarted source: go on in a new segment
-            self.segments.append(self._part(n))
-            n += 1
-        self.writer: VideoWriter = VideoWriter(self._part(n), fps=fps, crf=spec.crf)
-        self.segments.append(self._part(n))
-        self._size: tuple[int, int] | None = None
-
-    def _part(self, n: int) -> Path:
-        """Segment ``n``: ``cam1.mp4`` for 1, ``cam1.part<n>.mp4`` after it."""
-        if n == 1:
-            return self.path
-        return self.path.with_name(f"{self.path.stem}.part{n}{self.path.suffix}")
-
-    def _in_file(self) -> int:
-        # Only the current segment is watched: earlier ones are closed and complete, and
-        # their frames are not counted as lost even when the whole directory went.
-        return self.writer.frames_written
-
-    def write(self, frame: Frame, result: FrameResult) -> None:
-        self._check()
-        size = frame.image.shape[1], frame.image.shape[0]
-        if self._size is not None and size != self._size:
-            self._close_writer()  # the finished segment is checked once more as it ends
-            path = self._part(len(self.segments) + 1)
-            log.info(
-                "%s: frame size changed from %dx%d to %dx%d; continuing in %s",
-                self.path.name,
-                *self._size,
-                *size,
-                path.name,
-            )
-            self.writer = VideoWriter(path, fps=self.fps, crf=self.spec.crf)
-            self.segments.append(path)
-        self._size = size
-        # drawn on the frame as decoded; the writer pads odd sizes afterwards
-        annotated = draw_detections(frame.image, result.detections, draw_masks=self.spec.draw_masks)
-        self.writer.write(annotated, frame.pts)
-        self.frames_written += 1
-
-
 class JsonlSink(_WatchedSink):
     def __init__(
         self,
@@ -256,10 +187,22 @@ def open_sinks(
     sinks: list[Sink] = []
     for spec in specs:
         if isinstance(spec, VideoSinkSpec):
+            from vsa.sinks.video import VideoSink  # PyAV and OpenCV: only when a video is written
+
             sinks.append(VideoSink(spec, out / f"{source_id}.mp4", fps, resume))
         elif isinstance(spec, JsonlSinkSpec):
             sinks.append(JsonlSink(run_id, source_id, out / f"{source_id}.jsonl", resume))
     return sinks
+
+
+def __getattr__(name: str) -> Any:
+    # ``VideoSink`` lives in vsa.sinks.video (PyAV, OpenCV), imported only when asked for so
+    # that this package, and the JSONL sink, import without them.
+    if name == "VideoSink":
+        from vsa.sinks.video import VideoSink
+
+        return VideoSink
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Annotated H.264 MP4 writer (PyAV/libx264).
+"""Annotated H.264 MP4 output: the writer (PyAV/libx264) and the video sink that draws on frames.
 
 The MP4 is fragmented with one fragment per frame (``frag_every_frame+empty_moov``,
 packets flushed as written) and the encoder runs without lookahead (``tune=zerolatency``),
@@ -15,14 +15,23 @@ Frames of odd width or height are padded to even sizes (yuv420p), repeating the 
 from __future__ import annotations
 
 import io
+import logging
 import os
+import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+from vsa.config import VideoSinkSpec
+from vsa.core.frames import Frame, FrameResult
+from vsa.draw import draw_detections
+from vsa.sinks import CHECK_INTERVAL_S, _WatchedSink
 from vsa.sinks.jsonl import FileId, file_identity, missing_reason, open_nofollow
+
+log = logging.getLogger("vsa.sinks")
 
 TIME_BASE = Fraction(1, 1000)  # pts in milliseconds
 MAX_GAP_MS = 10_000  # a forward jump longer than this is a discontinuity, not a pause
@@ -147,3 +156,60 @@ class VideoWriter:
         finally:
             if file is not None:
                 file.close()  # PyAV does not close a file object it was given
+
+
+class VideoSink(_WatchedSink):
+    """Annotated MP4. A resolution change starts a new segment: ``cam1.mp4``, ``cam1.part2.mp4``, ..."""
+
+    def __init__(
+        self,
+        spec: VideoSinkSpec,
+        path: Path,
+        fps: float | None,
+        resume: bool = False,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        check_interval_s: float = CHECK_INTERVAL_S,
+    ) -> None:
+        super().__init__(clock, check_interval_s)
+        self.spec, self.path, self.fps = spec, path, fps
+        self.segments: list[Path] = []  # earlier segments kept on resume, then this run's
+        n = 1
+        while resume and self._part(n).exists():  # a restarted source: go on in a new segment
+            self.segments.append(self._part(n))
+            n += 1
+        self.writer: VideoWriter = VideoWriter(self._part(n), fps=fps, crf=spec.crf)
+        self.segments.append(self._part(n))
+        self._size: tuple[int, int] | None = None
+
+    def _part(self, n: int) -> Path:
+        """Segment ``n``: ``cam1.mp4`` for 1, ``cam1.part<n>.mp4`` after it."""
+        if n == 1:
+            return self.path
+        return self.path.with_name(f"{self.path.stem}.part{n}{self.path.suffix}")
+
+    def _in_file(self) -> int:
+        # Only the current segment is watched: earlier ones are closed and complete, and
+        # their frames are not counted as lost even when the whole directory went.
+        return self.writer.frames_written
+
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        self._check()
+        size = frame.image.shape[1], frame.image.shape[0]
+        if self._size is not None and size != self._size:
+            self._close_writer()  # the finished segment is checked once more as it ends
+            path = self._part(len(self.segments) + 1)
+            log.info(
+                "%s: frame size changed from %dx%d to %dx%d; continuing in %s",
+                self.path.name,
+                *self._size,
+                *size,
+                path.name,
+            )
+            self.writer = VideoWriter(path, fps=self.fps, crf=self.spec.crf)
+            self.segments.append(path)
+        self._size = size
+        # drawn on the frame as decoded; the writer pads odd sizes afterwards
+        annotated = draw_detections(frame.image, result.detections, draw_masks=self.spec.draw_masks)
+        self.writer.write(annotated, frame.pts)
+        self.frames_written += 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from vsa import uri as uri_mod
-from vsa.sources.base import Frame, FrameSource, SourceOptions
+from vsa.core.frames import Frame
+from vsa.sources.base import FrameSource, SourceOptions
 from vsa.sources.errors import SourceError, classify
 
 

@@ -35,8 +35,9 @@ import cv2
 import numpy as np
 
 from vsa import uri as uri_mod
+from vsa.core.frames import Frame
 from vsa.flow import Decimator
-from vsa.sources.base import Frame, SourceOptions, frame_too_large, resume_threshold
+from vsa.sources.base import SourceOptions, frame_too_large, resume_threshold
 from vsa.sources.errors import SourceError, classify
 
 # A keyframe wait longer than this many packets means the keyframe flags cannot be trusted

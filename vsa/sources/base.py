@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
-
+from vsa.core.frames import Frame  # noqa: F401 - re-exported: sources yield it
 from vsa.sources.errors import SourceError
-
-
-@dataclass
-class Frame:
-    """One decoded frame: a contiguous HxWx3 uint8 BGR array plus where it came from."""
-
-    index: int  # 0-based position in the stream (the worker numbers frames across reconnects)
-    pts: float | None  # presentation time in seconds (None when the stream has none)
-    wall_time: float  # capture time, time.time() when the frame left the decoder
-    image: np.ndarray
-    truth: list[dict[str, Any]] | None = field(default=None, repr=False)  # synthetic ground truth
-    decode_s: float | None = None  # time spent decoding (or rendering) and converting it
 
 
 def _ignore(cause: str, count: int) -> None:

@@ -19,13 +19,11 @@ from urllib.parse import parse_qsl, urlsplit
 import cv2
 import numpy as np
 
-from vsa.sources.base import Frame, SourceOptions, frame_too_large
+from vsa.core.frames import Frame
+from vsa.core.shapes import CLASSES, PALETTE_BGR  # noqa: F401 - re-exported
+from vsa.sources.base import SourceOptions, frame_too_large
 
 SEED_MAX = 2**32 - 1
-
-CLASSES = ("circle", "square", "triangle", "diamond")
-# BGR base colour per class; objects jitter around it.
-PALETTE_BGR = ((40, 40, 220), (60, 200, 60), (220, 90, 40), (40, 210, 230))
 
 
 @dataclass(frozen=True)

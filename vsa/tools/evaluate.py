@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from vsa.models.base import Detection, Model, run_model
+from vsa.core.detections import Detection
+from vsa.models.base import Model, run_model
 from vsa.sources.synthetic import ShapesScene, SyntheticParams
 
 
