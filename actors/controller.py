@@ -37,15 +37,27 @@ from actors import INFERENCE_NAME, NAMESPACE, source_actor_name
 from actors.store import GcsRunStore
 from vsa import CODE_FINGERPRINT, __version__, settings
 from vsa.config import RunSpec
+from vsa.constants import (
+    ENGINE_TIMEOUT_S,
+    KEEP_FINISHED,
+    METRICS_FLUSH_S,
+    POLL_S,
+    REAP_LEFT_S,
+    SAVE_EVERY_S,
+    STATUS_TIMEOUT_S,
+    STORE_CHECK_S,
+    SUPERVISE_S,
+    WARNING_HOLD_S,
+)
 from vsa.errors import ConfigError, VsaError
 from vsa.outputs import check_admission, check_output_dir, claim_outputs
 from vsa.report import build_report, write_report
-from vsa.runstate import RunState
+from vsa.runstate import ENDED, RunState
+from vsa.schema import SourceState
 from vsa.settings import inference_gpus
 from vsa.stream import stop_grace_s
-from vsa.supervision.runbook import KEEP_FINISHED, RunBook, RunRecord, seal_sources
+from vsa.supervision.runbook import RunBook, RunRecord, seal_sources
 from vsa.supervision.watchdog import (
-    STATUS_TIMEOUT_S,
     ActorDied,
     NoActor,
     NoAnswer,
@@ -56,14 +68,6 @@ from vsa.supervision.watchdog import (
 from vsa.uri import mask_uri
 
 log = logging.getLogger("vsa.controller")
-POLL_S = 0.5
-SUPERVISE_S = 1.0
-SAVE_EVERY_S = 5.0
-ENGINE_TIMEOUT_S = 120.0
-STORE_CHECK_S = 5.0
-WARNING_HOLD_S = 60.0  # a warning stays in the status this long after it was last seen
-METRICS_FLUSH_S = 12.0  # > Ray's metrics_report_interval_ms (10 s by default)
-REAP_LEFT_S = 600.0  # after a restart, the actors of runs ended this recently are removed
 
 
 def _store_stats() -> tuple[int, int] | None:
@@ -465,7 +469,9 @@ class Controller:
                 status = await asyncio.wait_for(ref, wait_s)
                 self._absorb(record, sid, status)  # a restarted incarnation carries counts over
             except Exception as exc:  # noqa: BLE001 - a dead source is stopped too
-                record.source_ended(sid, "STOPPED", f"stop failed: {type(exc).__name__}")
+                record.source_ended(
+                    sid, SourceState.STOPPED.value, f"stop failed: {type(exc).__name__}"
+                )
 
     # --- per-run monitor -----------------------------------------------------------------
     async def _poll(self, actor: Any) -> dict[str, Any] | BaseException | None:
@@ -483,7 +489,7 @@ class Controller:
             self._save(record)
 
     async def _monitor(self, record: RunRecord) -> None:
-        ended = ("FINISHED", "FAILED", "STOPPED")
+        ended = ENDED  # a polled source's state is a string
         while not record.state.terminal and not record.stop_requested:
             live = {
                 sid: a
@@ -498,7 +504,7 @@ class Controller:
                     self._absorb(record, sid, result)
                 elif isinstance(result, ray.exceptions.ActorDiedError):
                     record.source_ended(
-                        sid, "FAILED", f"source actor died: {type(result).__name__}"
+                        sid, SourceState.FAILED.value, f"source actor died: {type(result).__name__}"
                     )
                 # ActorUnavailableError: Ray is restarting it; the next poll sees it again
             state = record.assess()  # sampled, derived, degradation updated

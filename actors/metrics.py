@@ -13,12 +13,14 @@ from typing import Any
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
+from vsa.schema import SourceState
+
 STREAM = ("run", "source")
 LATENCY_BOUNDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 DECODE_BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]
 BATCH_SECONDS_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 BATCH_SIZE_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128]
-SOURCE_STATES = ("CONNECTING", "STREAMING", "RECONNECTING", "FINISHED", "FAILED", "STOPPED")
+SOURCE_STATES = tuple(s.value for s in SourceState)  # the order of vsa.schema.SourceState
 
 
 class StreamMetrics:

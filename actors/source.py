@@ -25,6 +25,7 @@ import ray
 
 from actors.metrics import StreamMetrics
 from vsa.config import RunSpec
+from vsa.constants import DROPS_SUMMARY_S, INFERENCE_WAIT_S
 from vsa.core.frames import Frame, FrameResult
 from vsa.secrets import unseal
 from vsa.sinks import open_sinks
@@ -34,8 +35,6 @@ from vsa.sources.errors import SourceError
 from vsa.stream import StreamWorker
 
 log = logging.getLogger("vsa.source")
-INFERENCE_WAIT_S = 120.0  # longest wait for a restarted inference actor before frames fail
-DROPS_SUMMARY_S = 30.0
 
 
 class _RayPending:

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from vsa.errors import ConfigError, VsaError
+from vsa.schema import TERMINAL_RUN_STATES, RunState
 
-TERMINAL = ("FINISHED", "FAILED", "STOPPED")
+# a polled run's state is a string; in RunState's order
+TERMINAL = tuple(s.value for s in RunState if s in TERMINAL_RUN_STATES)
 
 
 def _add_address(p: argparse.ArgumentParser) -> None:
@@ -234,7 +236,7 @@ def follow(
         live.show(render_run(run))
     else:
         print(render_run(run), file=out)
-    return 0 if run["state"] in ("FINISHED", "STOPPED") else 1
+    return 0 if run["state"] in (RunState.FINISHED.value, RunState.STOPPED.value) else 1
 
 
 class LiveTable:

@@ -15,7 +15,9 @@ from typing import Any
 from vsa import CODE_FINGERPRINT, __version__
 from vsa.config import RunSpec
 from vsa.errors import ClusterNotFound, VersionMismatch, VsaError
+from vsa.schema import TERMINAL_RUN_STATES
 
+_TERMINAL = frozenset(s.value for s in TERMINAL_RUN_STATES)  # a polled run's state is a string
 NO_CLUSTER_HINT = (
     "start one with `ray start --head` (or point --address / RAY_ADDRESS at a running cluster)"
 )
@@ -259,7 +261,7 @@ class Client:
         deadline = time.monotonic() + timeout_s
         while True:
             run = self.status(run_id)["runs"][0]
-            if run["state"] in ("FINISHED", "FAILED", "STOPPED"):
+            if run["state"] in _TERMINAL:
                 return run
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {run['state']} after {timeout_s:.0f}s")

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vsa.config import JsonlSinkSpec, RunSpec, VideoSinkSpec
+from vsa.constants import MEMORY_RESERVE_BYTES
 from vsa.errors import VsaError
 
 REPORT_FILES = ("report.json", "report.png")
@@ -42,7 +43,6 @@ SYSTEM_DIRS = (
     "/var/lib",
     "/var/run",
 )
-MEMORY_RESERVE_BYTES = 1 << 30  # left to the rest of the host when admitting sources
 
 
 class OutputConflict(VsaError):

@@ -13,25 +13,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from enum import Enum
 from typing import Any
 
+from vsa.schema import TERMINAL_RUN_STATES, TERMINAL_SOURCE_STATES, RunState, SourceState
 
-class RunState(str, Enum):
-    WAITING = "WAITING"
-    UP = "UP"
-    DEGRADED = "DEGRADED"
-    FINISHED = "FINISHED"
-    FAILED = "FAILED"
-    STOPPED = "STOPPED"
+__all__ = [
+    "DOWN",
+    "ENDED",
+    "TERMINAL_RUN_STATES",
+    "RunState",
+    "carry_over",
+    "derive_run_state",
+    "run_reason",
+]
 
-    @property
-    def terminal(self) -> bool:
-        return self in (RunState.FINISHED, RunState.FAILED, RunState.STOPPED)
-
-
-ENDED = frozenset({"FINISHED", "FAILED", "STOPPED"})
-DOWN = frozenset({"RECONNECTING", "FAILED"})
+# source states as the plain strings of a polled status
+ENDED = frozenset(s.value for s in TERMINAL_SOURCE_STATES)
+DOWN = frozenset({SourceState.RECONNECTING.value, SourceState.FAILED.value})
 
 
 def derive_run_state(source_states: Iterable[str]) -> RunState:

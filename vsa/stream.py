@@ -9,7 +9,9 @@ The source state machine (docs/states.md)::
         |
         v
       FAILED  (a file/synthetic source failed, or max_attempts ran out)
-    any state -> STOPPED (stop requested)
+    any non-terminal state -> STOPPED (stop requested)
+
+Every transition is checked against ``vsa.schema.SOURCE_TRANSITIONS``.
 
 Two threads. The decode thread opens the source, decodes frames and submits them in
 small chunks (one call per chunk amortises the per-call cost; live sources submit
@@ -30,34 +32,22 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from enum import Enum
 from typing import Any, Protocol
 
 from vsa.config import ReconnectSpec
+from vsa.constants import STOP_GRACE_S, TRANSITIONS_KEPT
 from vsa.core.frames import Frame, FrameResult
 from vsa.flow import Decimator, LatencyHistogram, LatencyWindow, LatestSlot
 from vsa.reconnect import Backoff
+from vsa.schema import DropCause, SourceState, check_source_transition
 from vsa.sinks import OutputLost, Sink
 from vsa.sources import FrameSource, SourceOptions, open_source
 from vsa.sources.errors import NEVER_RETRIED, SourceError, classify, describe
 from vsa.uri import NETWORK_SCHEMES, mask_source_uri, mask_uri, scheme_of
 
+__all__ = ["STOP_GRACE_S", "TRANSITIONS_KEPT", "SourceState", "StreamWorker", "stop_grace_s"]
+
 log = logging.getLogger("vsa.stream")
-
-
-class SourceState(str, Enum):
-    CONNECTING = "CONNECTING"
-    STREAMING = "STREAMING"
-    RECONNECTING = "RECONNECTING"  # down; waiting ``next_retry_at`` for attempt ``attempt``
-    FINISHED = (
-        "FINISHED"  # a finite source reached its end; every frame emitted or counted as dropped
-    )
-    FAILED = "FAILED"
-    STOPPED = "STOPPED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (SourceState.FINISHED, SourceState.FAILED, SourceState.STOPPED)
 
 
 class Pending(Protocol):
@@ -65,9 +55,6 @@ class Pending(Protocol):
 
 
 Submit = Callable[[list[Frame]], Pending]
-STOP_GRACE_S = (
-    15.0  # after the drain timeout: a decode thread inside an open or read ends within this
-)
 
 
 def stop_grace_s(spec: Any) -> float:
@@ -91,7 +78,11 @@ def _sink_error(exc: BaseException) -> SourceError:
 
 Opener = Callable[[str, SourceOptions], FrameSource]
 _END = object()
-TRANSITIONS_KEPT = 100
+
+
+def _cause(cause: DropCause | str) -> str:
+    """The plain string a drop is counted under (status, JSONL, reports and metrics)."""
+    return cause.value if isinstance(cause, DropCause) else cause
 
 
 class StreamWorker:
@@ -251,7 +242,28 @@ class StreamWorker:
 
     # --- threads -------------------------------------------------------------------------
     def _record(self, state: SourceState, code: str | None = None) -> None:
-        """Enter ``state`` (call with the lock held, or before the threads start)."""
+        """Enter ``state`` (call with the lock held, or before the threads start).
+
+        A terminal state is final: a decode thread that was blocked in a read past a stop's
+        deadline and then gets a frame does not bring the source back to STREAMING.
+        """
+        if self.transitions and self.state.terminal:
+            log.info(
+                "run=%s source=%s already %s: %s ignored",
+                self.run_id,
+                self.source_id,
+                self.state.value,
+                state.value,
+            )
+            return
+        if self.transitions:  # the first entry is the initial CONNECTING, not a transition
+            try:
+                check_source_transition(self.state, state)
+            except ValueError as exc:
+                # A bookkeeping bug must never crash a stream in production: say so loudly and
+                # record the state anyway. Unit tests make every such case fail
+                # (tests/unit/conftest.py, ``strict_transitions``).
+                log.error("run=%s source=%s %s (recorded anyway)", self.run_id, self.source_id, exc)
         self.state = state
         entry: dict[str, Any] = {"t": round(time.time(), 3), "state": state.value}
         if code:
@@ -276,11 +288,11 @@ class StreamWorker:
             self.decoded += 1
             self._last_frame_at = time.monotonic()
 
-    def _skipped(self, cause: str, count: int) -> None:
+    def _skipped(self, cause: DropCause | str, count: int) -> None:
         """Frames the source lost before they were decoded (damaged data): decoded and dropped."""
         with self._lock:
             self.decoded += count
-            self.drops[cause] += count
+            self.drops[_cause(cause)] += count
 
     def _acquire_slot(self) -> bool:
         while not self._stopping.is_set():
@@ -296,7 +308,7 @@ class StreamWorker:
         except Exception as exc:  # noqa: BLE001 - inference unreachable: count and go on
             log.warning("run=%s source=%s submit failed: %s", self.run_id, self.source_id, exc)
             with self._lock:
-                self.drops["inference_error"] += len(chunk)
+                self.drops[DropCause.INFERENCE_ERROR.value] += len(chunk)
             for _ in chunk:
                 self._slots.release()
             return
@@ -340,14 +352,14 @@ class StreamWorker:
                     self._slots.release()
                     break
                 if time.time() - frame.wall_time > self.max_age_s:
-                    self._drop("stale", 1)
+                    self._drop(DropCause.STALE, 1)
                     continue
                 self._flush([frame])
         finally:
             left = self._latest.close()
             if left is not None:
                 with self._lock:
-                    self.drops["shutdown"] += 1
+                    self.drops[DropCause.SHUTDOWN.value] += 1
             self._pending.put(_END)
 
     def _retry_later(self, error: SourceError) -> bool:
@@ -424,21 +436,21 @@ class StreamWorker:
                 if decimator is not None and not decimator.keep(
                     frame.wall_time if frame.pts is None else frame.pts
                 ):
-                    self._skipped("decimated", 1)
+                    self._skipped(DropCause.DECIMATED, 1)
                     continue
                 if self.realtime:
                     self._count(frame)
                     replaced = self._latest.put(frame)
                     if replaced is frame:  # the submit thread has ended (stopping)
-                        self._drop("shutdown", 1, held_slot=False)
+                        self._drop(DropCause.SHUTDOWN, 1, held_slot=False)
                         return None
                     if replaced is not None:  # the older frame was never sent
-                        self._drop("queue_full", 1, held_slot=False)
+                        self._drop(DropCause.QUEUE_FULL, 1, held_slot=False)
                     if self._stopping.is_set():
                         return None
                     continue
                 if not self._acquire_slot():  # lossless: wait for the engine
-                    self._skipped("shutdown", 1)
+                    self._skipped(DropCause.SHUTDOWN, 1)
                     return None
                 self._count(frame)
                 chunk.append(frame)
@@ -463,10 +475,10 @@ class StreamWorker:
             return self.result_timeout_s
         return max(0.05, self._stop_deadline - time.monotonic())
 
-    def _drop(self, cause: str, count: int, held_slot: bool = True) -> None:
+    def _drop(self, cause: DropCause, count: int, held_slot: bool = True) -> None:
         """Count decoded frames as dropped; give back their in-flight slots if they held one."""
         with self._lock:
-            self.drops[cause] += count
+            self.drops[cause.value] += count
         if held_slot:
             for _ in range(count):
                 self._slots.release()
@@ -487,7 +499,7 @@ class StreamWorker:
         with self._lock:
             lost = min(lost, self.emitted)
             self.emitted -= lost
-            self.drops["output_lost"] += lost
+            self.drops[DropCause.OUTPUT_LOST.value] += lost
         if not self._failed:
             self._fail(
                 SourceError("SINK_ERROR", f"{exc.reason}; {lost} frames written to it are lost")
@@ -501,7 +513,7 @@ class StreamWorker:
                 break
             chunk, pending = item
             if failed:  # a sink broke: keep consuming so every frame is counted
-                self._drop("sink_error", len(chunk))
+                self._drop(DropCause.SINK_ERROR, len(chunk))
                 continue
             try:
                 results = pending.result(timeout=self._wait_timeout())
@@ -520,11 +532,12 @@ class StreamWorker:
                         len(chunk),
                         mask_uri(str(exc)),
                     )
-                self._drop("shutdown" if stopping else "inference_error", len(chunk))
+                cause = DropCause.SHUTDOWN if stopping else DropCause.INFERENCE_ERROR
+                self._drop(cause, len(chunk))
                 continue
             for done, (frame, result) in enumerate(zip(chunk, results, strict=True)):
                 if result is None:  # too old when its batch formed: dropped, not inferred
-                    self._drop("stale", 1)
+                    self._drop(DropCause.STALE, 1)
                     continue
                 with self._lock:
                     self.inferred += 1
@@ -535,7 +548,7 @@ class StreamWorker:
                     failed = True
                     self._stopping.set()
                     self._sink_failed(exc)
-                    self._drop("sink_error", len(chunk) - done)
+                    self._drop(DropCause.SINK_ERROR, len(chunk) - done)
                     break
                 latency = time.time() - frame.wall_time
                 with self._lock:

@@ -73,3 +73,29 @@ def _no_ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
     finally:
         _unit_test_running = False
+
+
+@pytest.fixture
+def strict_transitions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Make every illegal source transition fail the test.
+
+    In production ``StreamWorker._record`` logs an illegal transition and records it anyway
+    (it must never crash a stream). This patches the check it calls: the check still raises,
+    and each illegal transition is also kept, so that the test fails at teardown even when it
+    happened in one of the worker's threads. Yields the list of the illegal ones seen.
+    """
+    import vsa.stream
+    from vsa.schema import check_source_transition
+
+    illegal: list[str] = []
+
+    def check(old, new) -> None:
+        try:
+            check_source_transition(old, new)
+        except ValueError as exc:
+            illegal.append(str(exc))
+            raise
+
+    monkeypatch.setattr(vsa.stream, "check_source_transition", check)
+    yield illegal
+    assert illegal == [], illegal

@@ -20,6 +20,8 @@ from vsa.sinks import FrameResult, open_sinks
 from vsa.sources import Frame
 from vsa.stream import StreamWorker
 
+pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/unit/conftest.py
+
 TIMEOUT = 60.0
 
 

@@ -26,6 +26,8 @@ RULES: dict[str, frozenset[str]] = {
     "vsa.batching": NO_HEAVY,
     "vsa.degradation": NO_HEAVY,
     "vsa.runstate": NO_HEAVY,
+    "vsa.schema": NO_HEAVY,
+    "vsa.constants": NO_HEAVY,
     "vsa.supervision.runbook": NO_HEAVY,
     "vsa.supervision.watchdog": NO_HEAVY,
     "vsa.sinks.jsonl": NO_HEAVY,

@@ -17,10 +17,14 @@ import pytest
 
 from vsa.config import JsonlSinkSpec, ReconnectSpec
 from vsa.reconnect import Backoff
+from vsa.schema import SOURCE_TRANSITIONS, SourceState
 from vsa.sinks import FrameResult, open_sinks
 from vsa.sources import Frame, SourceOptions
 from vsa.sources.errors import CODES, SourceError, classify
 from vsa.stream import StreamWorker
+
+# every scripted scenario here fails on an illegal source transition (tests/unit/conftest.py)
+pytestmark = pytest.mark.usefixtures("strict_transitions")
 
 TIMEOUT = 30.0
 URI = "rtsp://admin:hunter2@127.0.0.1:8554/cam1"
@@ -314,3 +318,65 @@ def test_stop_does_not_wait_for_a_hanging_open(tmp_path: Path):
     wait_for(lambda: not worker._decode_thread.is_alive())
     assert script.connections == 1
     assert not (tmp_path / "cam1.jsonl").exists()  # nothing opened after the stop
+
+
+def _legal(status: dict) -> bool:
+    seq = [SourceState(t["state"]) for t in status["transitions"]]
+    return all(new in SOURCE_TRANSITIONS[old] for old, new in zip(seq, seq[1:], strict=False))
+
+
+@pytest.mark.parametrize("state", ["CONNECTING", "STREAMING", "RECONNECTING"])
+def test_stop_from_every_state(tmp_path: Path, state: str):
+    unauthorized = av.error.HTTPUnauthorizedError(errno.EPERM, "401 Unauthorized", URI)
+    script = Scripted(
+        {
+            "CONNECTING": ["block-open"],
+            "STREAMING": [(10**6, None)],
+            "RECONNECTING": [unauthorized],  # waits max_s: stopped while it waits
+        }[state]
+    )
+    worker = make_worker(tmp_path, script, max_s=60)
+    worker.start()
+    if state == "CONNECTING":
+        assert script.opened.wait(TIMEOUT)
+    wait_for(lambda: worker.status()["state"] == state)
+    if state == "STREAMING":
+        wait_for(lambda: worker.status()["frames_emitted"] > 0)
+    stopper = threading.Thread(target=worker.stop, args=(TIMEOUT,))
+    stopper.start()
+    wait_for(worker._stopping.is_set)  # the stop is under way before the open gives up
+    script.release.set()  # a blocked open times out, as a real one does after open_timeout_s
+    stopper.join(TIMEOUT)
+    wait_for(lambda: worker.join(0))
+    status = worker.status()
+    assert status["state"] == "STOPPED"
+    assert states(status)[-2:] == [state, "STOPPED"]
+    assert _legal(status), states(status)
+    assert status["frames_decoded"] == status["frames_emitted"] + status["frames_dropped"]
+
+
+def test_every_scripted_path_is_in_the_table(tmp_path: Path):
+    """Down at start, then up, an outage, then the end of a finite file: each step is legal."""
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    reset = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    script = Scripted([refused, (3, reset), (2, "hang")])
+    worker = make_worker(tmp_path, script)
+    worker.start()
+    wait_for(lambda: worker.status()["frames_emitted"] == 5)
+    script.release.set()
+    worker.stop(TIMEOUT)
+    status = worker.status()
+    assert (
+        states(status)
+        == [
+            "CONNECTING",
+            "RECONNECTING",
+            "CONNECTING",
+            "STREAMING",
+            "RECONNECTING",
+            "CONNECTING",
+            "STREAMING",
+        ]
+        + states(status)[7:]
+    )
+    assert states(status)[-1] == "STOPPED" and _legal(status)

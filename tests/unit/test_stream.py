@@ -21,6 +21,8 @@ from vsa.sources import Frame, open_source
 from vsa.sources.synthetic import SyntheticSource
 from vsa.stream import SourceState, StreamWorker
 
+pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/unit/conftest.py
+
 W, H = 128, 96
 FINITE = f"synthetic://shapes?seed=3&width={W}&height={H}&pace=0&frames=30"
 ENDLESS = f"synthetic://shapes?seed=4&width={W}&height={H}&pace=0"

@@ -14,6 +14,8 @@ from vsa.sinks import open_sinks
 from vsa.sources.synthetic import SyntheticSource
 from vsa.stream import SourceState, StreamWorker
 
+pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/unit/conftest.py
+
 URI = "rtsp://cam.example/live"  # a network source: camera errors are retried
 
 
@@ -117,3 +119,13 @@ def test_a_very_short_stop_still_ends_terminal_with_exact_counts(tmp_path):
     assert SourceState(status["state"]).terminal, status
     assert status["in_flight"] == 0, status
     assert status["frames_decoded"] == status["frames_emitted"] + status["frames_dropped"]
+
+
+def test_a_terminal_state_is_final(tmp_path):
+    """A decode thread that wakes after the stop ended the source cannot revive it."""
+    w = worker(tmp_path, Scripted([]))
+    with w._lock:
+        w._record(SourceState.STOPPED)
+        w._record(SourceState.STREAMING)
+    assert w.status()["state"] == "STOPPED"
+    assert [t["state"] for t in w.status()["transitions"]] == ["CONNECTING", "STOPPED"]

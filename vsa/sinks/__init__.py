@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vsa.config import JsonlSinkSpec, SinkSpec, VideoSinkSpec
+from vsa.constants import CHECK_INTERVAL_S
 from vsa.core.frames import Frame, FrameResult
 from vsa.sinks.jsonl import JsonlWriter
 
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
     from vsa.sinks.video import VideoSink
 
 log = logging.getLogger("vsa.sinks")
-
-CHECK_INTERVAL_S = 0.5  # a sink looks at its file's path at most this often while writing
 
 
 class OutputLost(Exception):

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vsa.config import RunSpec
+from vsa.constants import KEEP_FINISHED
 from vsa.degradation import DegradationTracker
 from vsa.errors import RunNotFound
 from vsa.runstate import RunState, carry_over, derive_run_state, run_reason
+from vsa.schema import DropCause
 from vsa.secrets import needs_sealing, seal
 from vsa.supervision.store import RunStore
 from vsa.uri import mask_source_uri
@@ -34,7 +36,6 @@ from vsa.uri import mask_source_uri
 log = logging.getLogger("vsa.controller")
 KV_VERSION = 1
 COUNTERS = ("frames_decoded", "frames_inferred", "frames_emitted")
-KEEP_FINISHED = 50
 
 
 def seal_sources(spec: RunSpec) -> tuple[RunSpec, dict[str, str]]:
@@ -155,7 +156,7 @@ class RunRecord:
             drops = Counter(previous.get("drops", {}))
             emitted, decoded, lost = carry_over(previous, status.get("resumed"))
             if lost > 0:
-                drops["source_lost"] += lost
+                drops[DropCause.SOURCE_LOST.value] += lost
             base.update(
                 frames_decoded=decoded,
                 frames_inferred=emitted,

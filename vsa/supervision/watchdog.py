@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-STATUS_TIMEOUT_S = 10.0  # the longest wait for a status or health answer
+from vsa.constants import STATUS_TIMEOUT_S
 
 
 @dataclass(frozen=True)
