@@ -12,6 +12,7 @@ import functools
 import importlib.abc
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,11 @@ def strict_transitions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(vsa.stream, "check_source_transition", check)
     yield illegal
     assert illegal == [], illegal
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The engine's sealing key in a temporary place (``vsa.secrets``)."""
+    path = tmp_path / "state" / "secret.key"
+    monkeypatch.setenv("VSA_SECRET_KEY_FILE", str(path))
+    return path

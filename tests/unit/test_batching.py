@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.unit.fakes import FakeClock
 from vsa.batching import BatchFormer
-
-
-class FakeClock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(100.0)
 
 
 def test_empty_former(clock: FakeClock):

@@ -9,21 +9,11 @@ from typing import Any
 
 import pytest
 
+from tests.unit.fakes import FakeClock
 from vsa.config import DegradationSpec
 from vsa.degradation import Condition, DegradationChange, DegradationTracker
 
 LIMITS = DegradationSpec(max_drop_ratio=0.5, max_p99_latency_ms=5000.0, window_s=10.0)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def status(
@@ -71,7 +61,7 @@ def old_degradation(
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 def poll(

@@ -12,23 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.unit.fakes import FakeClock
 from vsa.batching import BatchFormer
 from vsa.errors import ModelError
 from vsa.inference import InferenceEngine
 from vsa.sinks import FrameResult
 
 WAIT_S = 2.0  # upper bound on any real wait; a passing test waits milliseconds
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Ticker:

@@ -18,13 +18,6 @@ from vsa.secrets import is_sealed, key_path, needs_sealing, seal, unseal
 URI = "rtsp://admin:hunter2'&@cam.local:554/live?token=t0k3n"
 
 
-@pytest.fixture
-def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "state" / "secret.key"
-    monkeypatch.setenv("VSA_SECRET_KEY_FILE", str(path))
-    return path
-
-
 def test_round_trip(key_file: Path):
     sealed = seal(URI)
     assert sealed.startswith("vsa-sealed:v1:")

@@ -11,10 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from tests.unit.test_sinks import decode, decode_tolerant
 from vsa.config import JsonlSinkSpec, VideoSinkSpec
 from vsa.sinks import (
     CHECK_INTERVAL_S,
@@ -44,22 +44,6 @@ def frame(k: int, w: int = 96, h: int = 64) -> Frame:
 
 def result(k: int) -> FrameResult:
     return FrameResult(k, [], 1.0, 1)
-
-
-def decode(path: Path) -> list[av.VideoFrame]:
-    with av.open(str(path)) as container:
-        return list(container.decode(video=0))
-
-
-def decode_tolerant(path: Path) -> list[av.VideoFrame]:
-    frames: list[av.VideoFrame] = []
-    with av.open(str(path)) as container:
-        try:
-            for packet in container.demux(video=0):
-                frames += packet.decode()
-        except av.error.FFmpegError:
-            pass
-    return frames
 
 
 def open_fds_on(path: Path) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.fakes import FakeClock
 from vsa.config import RunSpec, parse_run
 from vsa.runstate import RunState
 from vsa.secrets import is_sealed, unseal
@@ -21,24 +22,6 @@ from vsa.supervision.runbook import (
 )
 
 SECRET_URI = "rtsp://admin:hunter2@cam.local:554/live"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "state" / "secret.key"
-    monkeypatch.setenv("VSA_SECRET_KEY_FILE", str(path))
-    return path
 
 
 def spec(ids: tuple[str, ...] = ("cam1", "cam2"), **extra: Any) -> RunSpec:
@@ -54,7 +37,7 @@ def spec(ids: tuple[str, ...] = ("cam1", "cam2"), **extra: Any) -> RunSpec:
 
 
 def record(clock: FakeClock | None = None, **extra: Any) -> RunRecord:
-    clock = clock or FakeClock()
+    clock = clock or FakeClock(1_700_000_000.0)
     return RunRecord.submitted("r-1", spec(**extra), {}, clock=clock, monotonic=lambda: clock.now)
 
 
@@ -206,7 +189,7 @@ def test_assess_derives_the_state(states: tuple[str, str], expected: RunState):
 
 
 def test_assess_degraded_while_too_slow_and_back():
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     r = record(clock, degradation={"max_p99_latency_ms": 100.0})
     for sid in ("cam1", "cam2"):
         r.absorb(sid, status(sid, p99=500.0))
@@ -256,7 +239,7 @@ def test_sample_once_a_second_and_bounded():
 
 
 def test_warning_shown_for_hold_s_and_one_event_while_shown():
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     r = record(clock)
     r.warn("spilling", "object store spilling", 60.0)
     clock.advance(30.0)

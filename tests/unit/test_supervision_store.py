@@ -10,30 +10,13 @@ from typing import Any
 
 import pytest
 
+from tests.unit.fakes import FakeClock
 from vsa.config import parse_run
 from vsa.errors import RunNotFound
 from vsa.runstate import RunState
 from vsa.secrets import unseal
 from vsa.supervision.runbook import RunBook, RunRecord, seal_sources
 from vsa.supervision.store import MemoryRunStore, RunStore
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "state" / "secret.key"
-    monkeypatch.setenv("VSA_SECRET_KEY_FILE", str(path))
-    return path
 
 
 def new_record(
@@ -84,7 +67,7 @@ def test_memory_store_is_a_run_store():
 
 
 def test_runs_saved_by_one_controller_are_read_back_by_the_next(key_file: Path):
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     store = MemoryRunStore()
     first = RunBook(store, clock=clock, monotonic=clock)
 
@@ -156,7 +139,7 @@ def test_runs_saved_by_one_controller_are_read_back_by_the_next(key_file: Path):
 
 
 def test_unreadable_records_are_skipped(caplog: pytest.LogCaptureFixture):
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     store = MemoryRunStore()
     book = RunBook(store, clock=clock)
     good = new_record("good-1", clock)
@@ -206,7 +189,7 @@ def test_a_failed_save_is_logged_and_the_run_goes_on(caplog: pytest.LogCaptureFi
 
 
 def test_find_by_id_or_by_the_latest_name():
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     book = RunBook(MemoryRunStore())
     old = new_record("cams-1", clock, "cams")
     clock.advance(10)
@@ -221,7 +204,7 @@ def test_find_by_id_or_by_the_latest_name():
 
 
 def test_forget_old_keeps_the_newest_ended_runs():
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     store = MemoryRunStore()
     book = RunBook(store)
     for i in range(6):
