@@ -20,4 +20,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 ruff check .
 ruff format --check .
-VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 python -m pytest -q -p no:cacheprovider tests "$@"
+if [ $# -gt 0 ]; then  # a selection: run just that
+  exec env VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 \
+    python -m pytest -q -p no:cacheprovider "$@"
+fi
+# The unit tier on its own: there its conftest refuses torch, PyAV, Ray, subprocesses and sleeping.
+python -m pytest -q -p no:cacheprovider tests/unit
+# Then the component tier (real PyAV, models, x264; no Ray) and the integration tier (real Ray).
+VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 \
+  python -m pytest -q -p no:cacheprovider tests/component tests/integration

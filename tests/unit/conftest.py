@@ -1,9 +1,16 @@
-"""Unit tests run without Ray: any attempt to start or join a cluster fails the test.
+"""The unit tier: no Ray, no torch, no PyAV (so no real model and no x264), no subprocess and no
+sleeping (a fake clock, ``tests/unit/fakes.py``). Tests that need any of these live in
+``tests/component`` (real PyAV, models, x264, threads on the real clock; no Ray) or
+``tests/integration`` (a real Ray cluster).
 
-``ray`` is not imported here (importing it is slow). While a unit test runs,
-``ray.init`` raises: if ``ray`` is already imported its ``init`` is patched for the
-test; if the test imports it, an import hook guards ``init`` as soon as the module
-has loaded. Nothing changes for tests outside tests/unit.
+Held here, not by convention: when the unit tier runs on its own (``pytest tests/unit``, as
+``scripts/test.sh`` does), importing ``torch``, ``av`` or ``ray`` fails, and so do
+``subprocess.Popen`` and ``time.sleep`` while a test runs. When the tiers run in one session
+the heavy modules may already be loaded by another tier; the separate unit run is the check.
+
+``ray.init`` also raises while a unit test runs (kept for a run together with other tiers):
+if ``ray`` is already imported its ``init`` is patched for the test; if the test imports it,
+an import hook guards ``init`` as soon as the module has loaded.
 """
 
 from __future__ import annotations
@@ -12,11 +19,49 @@ import functools
 import importlib.abc
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 _unit_test_running = False
+
+# Not importable in the unit tier (see the module docstring).
+HEAVY = ("torch", "torchvision", "av", "ray")
+
+
+class _RefuseHeavyImports(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname.split(".")[0] in HEAVY:
+            raise ImportError(
+                f"the unit tier does not import {fullname!r} (no torch, PyAV or Ray): put this "
+                "test under tests/component (real PyAV/models, no Ray) or tests/integration"
+            )
+        return None
+
+
+if not any(name in sys.modules for name in HEAVY):  # the unit tier on its own
+    sys.meta_path.insert(0, _RefuseHeavyImports())
+
+
+def _no_sleep(seconds: float) -> None:
+    raise AssertionError(
+        f"time.sleep({seconds!r}) in a unit test: use the fake clock (tests/unit/fakes.py), "
+        "or put the test under tests/component"
+    )
+
+
+def _no_subprocess(*args: object, **kwargs: object) -> None:
+    raise AssertionError(
+        "a unit test started a subprocess: put it under tests/component or tests/integration"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_sleep_or_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import time
+
+    monkeypatch.setattr(time, "sleep", _no_sleep)
+    monkeypatch.setattr(subprocess.Popen, "__init__", _no_subprocess)
 
 
 def _forbidden_ray_init(*args: object, **kwargs: object) -> None:
@@ -76,35 +121,44 @@ def _no_ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         _unit_test_running = False
 
 
-@pytest.fixture
-def strict_transitions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Make every illegal source transition fail the test.
-
-    In production ``StreamWorker._record`` logs an illegal transition and records it anyway
-    (it must never crash a stream). This patches the check it calls: the check still raises,
-    and each illegal transition is also kept, so that the test fails at teardown even when it
-    happened in one of the worker's threads. Yields the list of the illegal ones seen.
-    """
-    import vsa.stream
-    from vsa.schema import check_source_transition
-
-    illegal: list[str] = []
-
-    def check(old, new) -> None:
-        try:
-            check_source_transition(old, new)
-        except ValueError as exc:
-            illegal.append(str(exc))
-            raise
-
-    monkeypatch.setattr(vsa.stream, "check_source_transition", check)
-    yield illegal
-    assert illegal == [], illegal
+# Not importable in the unit tier (see the module docstring).
+HEAVY = ("torch", "torchvision", "av", "ray")
 
 
-@pytest.fixture
-def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The engine's sealing key in a temporary place (``vsa.secrets``)."""
-    path = tmp_path / "state" / "secret.key"
-    monkeypatch.setenv("VSA_SECRET_KEY_FILE", str(path))
-    return path
+class _RefuseHeavyImports(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname.split(".")[0] in HEAVY:
+            raise ImportError(
+                f"the unit tier does not import {fullname!r} (no torch, PyAV or Ray): put this "
+                "test under tests/component (real PyAV/models, no Ray) or tests/integration"
+            )
+        return None
+
+
+if not any(name in sys.modules for name in HEAVY):  # the unit tier on its own
+    sys.meta_path.insert(0, _RefuseHeavyImports())
+
+
+def _no_sleep(seconds: float) -> None:
+    raise AssertionError(
+        f"time.sleep({seconds!r}) in a unit test: use the fake clock (tests/unit/fakes.py), "
+        "or put the test under tests/component"
+    )
+
+
+def _no_subprocess(*args: object, **kwargs: object) -> None:
+    raise AssertionError(
+        "a unit test started a subprocess: put it under tests/component or tests/integration"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_sleep_or_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import time
+
+    monkeypatch.setattr(time, "sleep", _no_sleep)
+    monkeypatch.setattr(subprocess.Popen, "__init__", _no_subprocess)
+
+
+from tests.fixtures import key_file, strict_transitions  # noqa: E402,F401 - shared fixtures

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,26 +188,6 @@ def test_a_closed_pipe_found_only_on_the_final_flush_is_handled_too(run_file, ca
 
     assert main(["submit", "--check", str(run_file)], out=FailsOnFlush()) == 141
     assert capsys.readouterr().err == ""
-
-
-def test_cli_into_a_closed_pipe_prints_no_traceback(run_file):
-    """`vsa submit --check run.yaml | head -0`: the reader is gone before the CLI writes."""
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # closed before the child starts: its first write fails with EPIPE
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "vsa.cli", "submit", "--check", str(run_file)],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            timeout=120,
-        )
-    finally:
-        os.close(write_end)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert "BrokenPipe" not in proc.stderr, proc.stderr
-    assert proc.returncode == 141, proc.stderr
 
 
 # --- a cluster that refuses the client's token ----------------------------------------------

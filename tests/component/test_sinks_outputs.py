@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unit.test_sinks import decode, decode_tolerant
+from tests.component.test_sinks import decode, decode_tolerant
 from vsa.config import JsonlSinkSpec, VideoSinkSpec
 from vsa.sinks import (
     CHECK_INTERVAL_S,

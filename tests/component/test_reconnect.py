@@ -23,7 +23,7 @@ from vsa.sources import Frame, SourceOptions
 from vsa.sources.errors import CODES, SourceError, classify
 from vsa.stream import StreamWorker
 
-# every scripted scenario here fails on an illegal source transition (tests/unit/conftest.py)
+# every scripted scenario here fails on an illegal source transition (tests/fixtures.py)
 pytestmark = pytest.mark.usefixtures("strict_transitions")
 
 TIMEOUT = 30.0

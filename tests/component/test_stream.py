@@ -21,7 +21,7 @@ from vsa.sources import Frame, open_source
 from vsa.sources.synthetic import SyntheticSource
 from vsa.stream import SourceState, StreamWorker
 
-pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/unit/conftest.py
+pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/fixtures.py
 
 W, H = 128, 96
 FINITE = f"synthetic://shapes?seed=3&width={W}&height={H}&pace=0&frames=30"

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_reconnect import Scripted, instant, wait_for
+from tests.component.test_reconnect import Scripted, instant, wait_for
 from vsa.config import JsonlSinkSpec, ReconnectSpec, VideoSinkSpec
 from vsa.sinks import open_sinks
 from vsa.sources.synthetic import SyntheticSource
 from vsa.stream import SourceState, StreamWorker
 
-pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/unit/conftest.py
+pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/fixtures.py
 
 URI = "rtsp://cam.example/live"  # a network source: camera errors are retried
 

@@ -20,7 +20,7 @@ from vsa.sinks import FrameResult, open_sinks
 from vsa.sources import Frame
 from vsa.stream import StreamWorker
 
-pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/unit/conftest.py
+pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/fixtures.py
 
 TIMEOUT = 60.0
 
