@@ -4,6 +4,10 @@ PyAV raises typed exceptions (``av.error.HTTPUnauthorizedError``, ``InvalidDataE
 ``FileNotFoundError``, ``ConnectionRefusedError``, ...) carrying FFmpeg's error code; the
 engine turns each into one code from :data:`CODES`, which decides whether retrying can
 help. Messages are masked: a URI with credentials never reaches a log or a status.
+
+The codes, their classes and retry behaviour are one table in :mod:`vsa.errors`
+(``SOURCE_ERRORS``); ``CODES``, ``NEVER_RETRIED`` and ``SourceError`` are re-exported here.
+This module knows PyAV (imported lazily, in :func:`classify`).
 """
 
 from __future__ import annotations
@@ -12,59 +16,8 @@ import errno
 import re
 import socket
 
+from vsa.errors import CODES, NEVER_RETRIED, SourceError
 from vsa.uri import mask_source_uri, mask_uri
-
-# code -> (permanent, what it means). Permanent errors are retried at the policy's longest
-# delay (network sources) instead of hammering the camera; files are never retried.
-CODES: dict[str, tuple[bool, str]] = {
-    "AUTH_FAILED": (True, "the server refused the credentials (401/403)"),
-    "NOT_FOUND": (True, "no such file, stream or path on the server (404)"),
-    "UNREACHABLE": (False, "the host refused or could not be reached"),
-    "TIMEOUT": (False, "no answer within open_timeout_s/read_timeout_s"),
-    "STALLED": (False, "connected, but no frame for stall_timeout_s"),
-    "DISCONNECTED": (False, "the connection was closed or reset"),
-    "ENDED": (False, "a live stream ended (the server closed it)"),
-    "SERVER_ERROR": (False, "the server answered with an error (5xx)"),
-    "REJECTED": (True, "the server rejected the request (4xx other than 401/403/404)"),
-    "UNSUPPORTED_CODEC": (True, "no decoder for the stream's codec"),
-    "NO_VIDEO": (True, "the input has no video stream"),
-    "CORRUPT_DATA": (True, "the input is not a valid media stream"),
-    "FRAME_TOO_LARGE": (True, "frame bigger than max_frame_pixels"),
-    "IO_ERROR": (False, "an input/output error"),
-    "SINK_ERROR": (True, "an output (video, JSONL) could not be written, or it vanished"),
-    "SECRET_UNAVAILABLE": (
-        True,
-        "the source's sealed credentials cannot be opened (the engine's key file is missing "
-        "or was replaced)",
-    ),
-    "ERROR": (False, "an unexpected error"),
-}
-
-
-# Never retried, whatever the source: retrying cannot help and would hammer the camera.
-NEVER_RETRIED = frozenset({"SINK_ERROR", "SECRET_UNAVAILABLE"})
-
-
-class SourceError(Exception):
-    """A source failure with a stable ``code``; ``permanent`` ones are not worth a quick retry."""
-
-    def __init__(self, code: str, message: str) -> None:
-        if code not in CODES:
-            raise ValueError(f"unknown source error code {code!r}")
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    @property
-    def permanent(self) -> bool:
-        return CODES[self.code][0]
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
-
-    def __reduce__(self):  # noqa: ANN204 - keep code and message across Ray/pickle
-        return (SourceError, (self.code, self.message))
-
 
 _ERRNO_CODES = {
     errno.ECONNREFUSED: "UNREACHABLE",
@@ -83,29 +36,32 @@ _ERRNO_CODES = {
 }
 
 
+# PyAV exception class name -> code, most specific first (the first match wins).
+_AV_CODES: tuple[tuple[str, str], ...] = (
+    ("HTTPUnauthorizedError", "AUTH_FAILED"),
+    ("HTTPForbiddenError", "AUTH_FAILED"),
+    ("HTTPNotFoundError", "NOT_FOUND"),
+    ("HTTPServerError", "SERVER_ERROR"),
+    ("HTTPTooManyRequestsError", "SERVER_ERROR"),
+    ("HTTPBadRequestError", "REJECTED"),
+    ("HTTPOtherClientError", "REJECTED"),
+    ("HTTPClientError", "REJECTED"),
+    ("DecoderNotFoundError", "UNSUPPORTED_CODEC"),
+    ("DemuxerNotFoundError", "CORRUPT_DATA"),
+    ("ProtocolNotFoundError", "UNSUPPORTED_CODEC"),
+    ("PatchWelcomeError", "UNSUPPORTED_CODEC"),
+    ("InvalidDataError", "CORRUPT_DATA"),
+    ("EOFError", "ENDED"),
+    ("ExitError", "TIMEOUT"),  # PyAV's timeout interrupts FFmpeg with AVERROR_EXIT
+)
+
+
 def _av_code(exc: BaseException) -> str | None:
     try:
         import av.error as averr
     except ImportError:  # pragma: no cover - PyAV is a core dependency
         return None
-    table: list[tuple[str, str]] = [
-        ("HTTPUnauthorizedError", "AUTH_FAILED"),
-        ("HTTPForbiddenError", "AUTH_FAILED"),
-        ("HTTPNotFoundError", "NOT_FOUND"),
-        ("HTTPServerError", "SERVER_ERROR"),
-        ("HTTPTooManyRequestsError", "SERVER_ERROR"),
-        ("HTTPBadRequestError", "REJECTED"),
-        ("HTTPOtherClientError", "REJECTED"),
-        ("HTTPClientError", "REJECTED"),
-        ("DecoderNotFoundError", "UNSUPPORTED_CODEC"),
-        ("DemuxerNotFoundError", "CORRUPT_DATA"),
-        ("ProtocolNotFoundError", "UNSUPPORTED_CODEC"),
-        ("PatchWelcomeError", "UNSUPPORTED_CODEC"),
-        ("InvalidDataError", "CORRUPT_DATA"),
-        ("EOFError", "ENDED"),
-        ("ExitError", "TIMEOUT"),  # PyAV's timeout interrupts FFmpeg with AVERROR_EXIT
-    ]
-    for name, code in table:
+    for name, code in _AV_CODES:
         cls = getattr(averr, name, None)
         if cls is not None and isinstance(exc, cls):
             return code
@@ -145,3 +101,6 @@ def describe(exc: BaseException, uri: str = "") -> str:
     if uri:
         text = text.replace(uri, mask_source_uri(uri))
     return mask_uri(text)
+
+
+__all__ = ["CODES", "NEVER_RETRIED", "SourceError", "classify", "describe"]
