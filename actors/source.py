@@ -32,7 +32,7 @@ from vsa.sinks import open_sinks
 from vsa.sinks.jsonl import count_lines, last_record
 from vsa.sources import SourceOptions, open_source
 from vsa.sources.errors import SourceError
-from vsa.stream import StreamWorker
+from vsa.stream import StreamSettings, StreamWorker
 
 log = logging.getLogger("vsa.source")
 
@@ -132,15 +132,10 @@ class SourceActor:
                 spec.sinks, spec.output_dir, run_id, source_id, fps, resume=restarted
             ),
             self._submit,
-            max_in_flight=source.max_in_flight,
-            reconnect=source.reconnect,
-            options=options,
+            StreamSettings.from_spec(
+                source, spec.degradation.window_s, options=options, index_offset=offset
+            ),
             opener=opener,
-            realtime=source.realtime,
-            max_fps=source.fps,
-            max_age_s=source.max_age_ms / 1000,
-            latency_window_s=spec.degradation.window_s,
-            index_offset=offset,
             on_emit=self._emitted,
         )
         self._priority = source.priority
@@ -192,12 +187,12 @@ class SourceActor:
     def _submit(self, frames: list[Frame]) -> _RayPending:
         deadline = time.monotonic() + INFERENCE_WAIT_S
         while not self._inference_ok.wait(0.2):
-            if self.worker._stopping.is_set() or time.monotonic() > deadline:
+            if self.worker.stopping.is_set() or time.monotonic() > deadline:
                 raise RuntimeError("the inference actor is gone and no new one was handed over")
         refs = [ray.put(frame.image) for frame in frames]
         deadlines = None
-        if self.worker.realtime:
-            deadlines = [f.wall_time + self.worker.max_age_s for f in frames]
+        if self.worker.settings.realtime:
+            deadlines = [f.wall_time + self.worker.settings.max_age_s for f in frames]
         ref = self._inference.infer.options(enable_task_events=False).remote(
             self._key, self._stream_key, [f.index for f in frames], refs, deadlines, self._priority
         )

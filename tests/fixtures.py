@@ -12,12 +12,12 @@ import pytest
 def strict_transitions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Make every illegal source transition fail the test.
 
-    In production ``StreamWorker._record`` logs an illegal transition and records it anyway
+    In production ``SourceMachine.enter`` logs an illegal transition and records it anyway
     (it must never crash a stream). This patches the check it calls: the check still raises,
     and each illegal transition is also kept, so that the test fails at teardown even when it
     happened in one of the worker's threads. Yields the list of the illegal ones seen.
     """
-    import vsa.stream
+    import vsa.stream.machine
     from vsa.schema import check_source_transition
 
     illegal: list[str] = []
@@ -29,7 +29,7 @@ def strict_transitions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             illegal.append(str(exc))
             raise
 
-    monkeypatch.setattr(vsa.stream, "check_source_transition", check)
+    monkeypatch.setattr(vsa.stream.machine, "check_source_transition", check)
     yield illegal
     assert illegal == [], illegal
 

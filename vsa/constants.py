@@ -23,7 +23,7 @@ STATUS_TIMEOUT_S = 10.0  # the longest wait for a status or health answer
 INFERENCE_WAIT_S = 120.0  # longest wait for a restarted inference actor before frames fail
 DROPS_SUMMARY_S = 30.0  # a source logs a summary of its new drops at most this often
 
-# --- stream (vsa/stream.py) --------------------------------------------------------------------
+# --- stream (vsa/stream/) ----------------------------------------------------------------------
 STOP_GRACE_S = 15.0  # after the drain timeout: a decode thread inside an open or read ends within
 TRANSITIONS_KEPT = 100  # a source's status keeps its last this many state transitions
 

@@ -18,7 +18,7 @@ from tests import media
 from vsa.config import JsonlSinkSpec, VideoSinkSpec
 from vsa.sinks import FrameResult, open_sinks
 from vsa.sources import Frame, SourceOptions
-from vsa.stream import StreamWorker
+from vsa.stream import StreamSettings, StreamWorker
 
 pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/fixtures.py
 
@@ -39,7 +39,7 @@ def run_file(path: Path, out: Path, **options) -> dict:
         f"file://{path}",
         lambda fps: open_sinks(sinks, out, "run-1", "cam1", fps),
         instant,
-        options=SourceOptions(**options),
+        StreamSettings(options=SourceOptions(**options)),
     )
     worker.start()
     assert worker.join(TIMEOUT), "the worker did not end"

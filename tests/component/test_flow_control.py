@@ -18,7 +18,7 @@ import pytest
 from vsa.config import JsonlSinkSpec
 from vsa.sinks import FrameResult, open_sinks
 from vsa.sources import Frame
-from vsa.stream import StreamWorker
+from vsa.stream import StreamSettings, StreamWorker
 
 pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/fixtures.py
 
@@ -30,6 +30,7 @@ class Camera:
 
     live = True
     endless = False
+    decimates = False  # the stream decimates it
 
     def __init__(self, n: int, fps: float) -> None:
         self.n, self.fps = n, fps
@@ -82,8 +83,8 @@ def run(tmp_path: Path, camera: Camera, submit, **kw) -> tuple[dict, list[dict]]
         "rtsp://127.0.0.1/cam1",
         lambda fps: open_sinks([JsonlSinkSpec(type="jsonl")], tmp_path, "run-1", "cam1", fps),
         submit,
+        StreamSettings(**kw),
         opener=lambda uri, options: camera,
-        **kw,
     )
     worker.start()
     assert worker.join(TIMEOUT)

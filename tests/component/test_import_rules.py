@@ -32,6 +32,9 @@ RULES: dict[str, frozenset[str]] = {
     "vsa.supervision.watchdog": NO_HEAVY,
     "vsa.sinks.jsonl": NO_HEAVY,
     "vsa.stream": NO_HEAVY,
+    "vsa.core.clock": NO_HEAVY,
+    "vsa.errors": NO_HEAVY,
+    "vsa.inference.engine": NO_HEAVY,
     "vsa.config": NO_HEAVY,
     # the controller is a Ray actor; it only creates the source and inference actors
     "actors.controller": frozenset({"torch", "av", "cv2"}),

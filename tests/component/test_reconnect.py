@@ -21,7 +21,7 @@ from vsa.schema import SOURCE_TRANSITIONS, SourceState
 from vsa.sinks import FrameResult, open_sinks
 from vsa.sources import Frame, SourceOptions
 from vsa.sources.errors import CODES, SourceError, classify
-from vsa.stream import StreamWorker
+from vsa.stream import StreamSettings, StreamWorker
 
 # every scripted scenario here fails on an illegal source transition (tests/fixtures.py)
 pytestmark = pytest.mark.usefixtures("strict_transitions")
@@ -144,6 +144,7 @@ class Scripted:
     class _Conn:
         live = True
         endless = True
+        decimates = False
         fps = 50.0
 
         def __init__(self, owner: Scripted, n: int, end: object) -> None:
@@ -178,8 +179,8 @@ def make_worker(tmp_path: Path, opener: Callable, uri: str = URI, **reconnect) -
         uri,
         lambda fps: open_sinks([JsonlSinkSpec(type="jsonl")], tmp_path, "run-1", "cam1", fps),
         instant,
+        StreamSettings(reconnect=spec),
         opener=opener,
-        reconnect=spec,
     )
 
 
@@ -315,7 +316,7 @@ def test_stop_does_not_wait_for_a_hanging_open(tmp_path: Path):
     assert time.monotonic() - started < 5  # not open_timeout_s, not the stop timeout
     assert worker.status()["state"] == "STOPPED"
     script.release.set()
-    wait_for(lambda: not worker._decode_thread.is_alive())
+    wait_for(lambda: worker.join(0))  # the blocked decode thread ended too
     assert script.connections == 1
     assert not (tmp_path / "cam1.jsonl").exists()  # nothing opened after the stop
 
@@ -344,7 +345,7 @@ def test_stop_from_every_state(tmp_path: Path, state: str):
         wait_for(lambda: worker.status()["frames_emitted"] > 0)
     stopper = threading.Thread(target=worker.stop, args=(TIMEOUT,))
     stopper.start()
-    wait_for(worker._stopping.is_set)  # the stop is under way before the open gives up
+    wait_for(worker.stopping.is_set)  # the stop is under way before the open gives up
     script.release.set()  # a blocked open times out, as a real one does after open_timeout_s
     stopper.join(TIMEOUT)
     wait_for(lambda: worker.join(0))

@@ -19,7 +19,7 @@ from vsa.models.builtin import BuiltinModel
 from vsa.sinks import FrameResult, open_sinks
 from vsa.sources import Frame, open_source
 from vsa.sources.synthetic import SyntheticSource
-from vsa.stream import SourceState, StreamWorker
+from vsa.stream import SourceState, StreamSettings, StreamWorker
 
 pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/fixtures.py
 
@@ -153,7 +153,9 @@ def invariant(status: dict) -> None:
 def test_finite_source_every_frame_written_in_order(tmp_path: Path, model, executor):
     sinks = Sinks(tmp_path)
     submit = InProcessInference(model, executor)
-    worker = StreamWorker("run-1", "cam1", FINITE, sinks, submit, max_in_flight=8, chunk_size=4)
+    worker = StreamWorker(
+        "run-1", "cam1", FINITE, sinks, submit, StreamSettings(max_in_flight=8, chunk_size=4)
+    )
     assert worker.status()["state"] == "CONNECTING"
     worker.start()
     assert worker.join(TIMEOUT), "worker did not finish"
@@ -188,7 +190,9 @@ def test_failed_inference_chunks_are_counted_as_drops(tmp_path: Path, model, exe
     sinks = Sinks(tmp_path)
     # chunk 1 (frames 4-7) cannot be submitted, chunk 3 (frames 12-15) fails in the model
     submit = InProcessInference(model, executor, raise_on={1}, fail_on={3})
-    worker = StreamWorker("run-1", "cam1", FINITE, sinks, submit, max_in_flight=8, chunk_size=4)
+    worker = StreamWorker(
+        "run-1", "cam1", FINITE, sinks, submit, StreamSettings(max_in_flight=8, chunk_size=4)
+    )
     worker.start()
     assert worker.join(TIMEOUT)
 
@@ -264,8 +268,8 @@ def test_opener_error_fails_the_stream(tmp_path: Path, model, executor):
         uri,
         sinks,
         InProcessInference(model, executor),
+        StreamSettings(reconnect=ReconnectSpec(initial_s=0.01, max_attempts=2)),
         opener=opener,
-        reconnect=ReconnectSpec(initial_s=0.01, max_attempts=2),
     )
     worker.start()
     assert worker.join(TIMEOUT)
@@ -290,8 +294,8 @@ def test_opener_error_does_not_leak_credentials(tmp_path: Path, model, executor)
         uri,
         Sinks(tmp_path),
         InProcessInference(model, executor),
+        StreamSettings(reconnect=ReconnectSpec(initial_s=0.01, max_attempts=2)),
         opener=opener,
-        reconnect=ReconnectSpec(initial_s=0.01, max_attempts=2),
     )
     worker.start()
     assert worker.join(TIMEOUT)
@@ -307,7 +311,12 @@ def test_opener_error_does_not_leak_credentials(tmp_path: Path, model, executor)
 def test_sink_error_fails_the_stream(tmp_path: Path, model, executor):
     sinks = Sinks(tmp_path, Recorder(fail_with=OSError("No space left on device")))
     worker = StreamWorker(
-        "run-1", "cam1", ENDLESS, sinks, InProcessInference(model, executor), max_in_flight=4
+        "run-1",
+        "cam1",
+        ENDLESS,
+        sinks,
+        InProcessInference(model, executor),
+        StreamSettings(max_in_flight=4),
     )
     worker.start()
     assert worker.join(TIMEOUT), "a failing sink must end the endless stream"
@@ -340,6 +349,7 @@ def test_never_more_than_max_in_flight(tmp_path: Path, model, executor):
         def __init__(self, uri: str, options=None) -> None:
             self.inner = SyntheticSource(uri)
             self.live, self.fps = self.inner.live, self.inner.fps
+            self.endless, self.decimates = False, False
 
         def frames(self) -> Iterator[Frame]:
             for frame in self.inner.frames():
@@ -357,8 +367,7 @@ def test_never_more_than_max_in_flight(tmp_path: Path, model, executor):
         FINITE,
         sinks,
         submit,
-        max_in_flight=max_in_flight,
-        chunk_size=2,
+        StreamSettings(max_in_flight=max_in_flight, chunk_size=2),
         opener=Instrumented,
     )
     holder["worker"] = worker
@@ -373,9 +382,14 @@ def test_never_more_than_max_in_flight(tmp_path: Path, model, executor):
 
 def test_chunk_size_is_capped_by_max_in_flight(tmp_path: Path, model, executor):
     worker = StreamWorker(
-        "r", "c", FINITE, Sinks(tmp_path), InProcessInference(model, executor), 3, chunk_size=10
+        "r",
+        "c",
+        FINITE,
+        Sinks(tmp_path),
+        InProcessInference(model, executor),
+        StreamSettings(max_in_flight=3, chunk_size=10),
     )
-    assert worker.chunk_size == 3
+    assert worker.delivery.chunk_size == 3
 
 
 def test_live_source_submits_every_frame_at_once(tmp_path: Path, model, executor):
@@ -396,7 +410,9 @@ def test_live_source_submits_every_frame_at_once(tmp_path: Path, model, executor
 
     submit = InProcessInference(model, executor)
     sinks = Sinks(tmp_path)
-    worker = StreamWorker("run-1", "cam1", uri, sinks, submit, chunk_size=4, opener=opener)
+    worker = StreamWorker(
+        "run-1", "cam1", uri, sinks, submit, StreamSettings(chunk_size=4), opener=opener
+    )
     worker.start()
     assert worker.join(TIMEOUT)
     assert worker.status()["state"] == "FINISHED"

@@ -12,7 +12,7 @@ from tests.component.test_reconnect import Scripted, instant, wait_for
 from vsa.config import JsonlSinkSpec, ReconnectSpec, VideoSinkSpec
 from vsa.sinks import open_sinks
 from vsa.sources.synthetic import SyntheticSource
-from vsa.stream import SourceState, StreamWorker
+from vsa.stream import SourceState, StreamSettings, StreamWorker
 
 pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/fixtures.py
 
@@ -27,9 +27,8 @@ def worker(tmp_path: Path, opener, sinks_factory=None, **kw) -> StreamWorker:
         URI,
         sinks_factory or (lambda fps: open_sinks(specs, tmp_path / "out", "run-1", "cam1", fps)),
         instant,
+        StreamSettings(reconnect=ReconnectSpec(initial_s=0.01, max_s=0.05), **kw),
         opener=opener,
-        reconnect=ReconnectSpec(initial_s=0.01, max_s=0.05),
-        **kw,
     )
 
 
@@ -124,8 +123,7 @@ def test_a_very_short_stop_still_ends_terminal_with_exact_counts(tmp_path):
 def test_a_terminal_state_is_final(tmp_path):
     """A decode thread that wakes after the stop ended the source cannot revive it."""
     w = worker(tmp_path, Scripted([]))
-    with w._lock:
-        w._record(SourceState.STOPPED)
-        w._record(SourceState.STREAMING)
+    w.machine.enter(SourceState.STOPPED)
+    w.machine.enter(SourceState.STREAMING)
     assert w.status()["state"] == "STOPPED"
     assert [t["state"] for t in w.status()["transitions"]] == ["CONNECTING", "STOPPED"]

@@ -19,6 +19,8 @@ from vsa.schema import (
     SourceState,
     check_source_transition,
 )
+from vsa.stream.ledger import FrameLedger
+from vsa.stream.machine import SourceMachine
 
 ROOT = Path(__file__).resolve().parents[2]
 S = SourceState
@@ -147,22 +149,22 @@ def test_drop_causes_are_the_documented_strings():
 
 
 def test_drop_counts_stay_plain_strings():
-    worker = stream.StreamWorker("r", "s", "synthetic://x", lambda fps: [], lambda chunk: None)
-    worker._skipped(DropCause.DECIMATED, 2)
-    worker._skipped("decode_error", 1)  # what a source reports through on_skip
-    worker._drop(DropCause.SINK_ERROR, 1, held_slot=False)
-    drops = worker.status()["drops"]
+    ledger = FrameLedger()
+    ledger.skip(DropCause.DECIMATED, 2)
+    ledger.skip("decode_error", 1)  # what a source reports through on_skip
+    ledger.drop(DropCause.SINK_ERROR, 1)
+    drops = ledger.fields()["drops"]
     assert drops == {"decimated": 2, "decode_error": 1, "sink_error": 1}
     assert all(type(k) is str for k in drops)
 
 
 def test_an_illegal_transition_is_logged_and_recorded_anyway(caplog: pytest.LogCaptureFixture):
-    worker = stream.StreamWorker("r", "s", "synthetic://x", lambda fps: [], lambda chunk: None)
+    machine = SourceMachine("run=r source=s")
     with caplog.at_level(logging.ERROR, logger="vsa.stream"):
-        worker._record(S.STREAMING)
-        worker._record(S.CONNECTING)  # a bug: production keeps the stream going
-    assert worker.state is S.CONNECTING
-    assert [t["state"] for t in worker.transitions] == ["CONNECTING", "STREAMING", "CONNECTING"]
+        machine.enter(S.STREAMING)
+        machine.enter(S.CONNECTING)  # a bug: production keeps the stream going
+    assert machine.state is S.CONNECTING
+    assert [t["state"] for t in machine.transitions] == ["CONNECTING", "STREAMING", "CONNECTING"]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "illegal source transition STREAMING -> CONNECTING" in errors[0]

@@ -73,10 +73,14 @@ class FrameSource(Protocol):
 
     ``live`` sources are paced by the camera (or the synthetic clock). ``endless`` ones
     (a camera, a live HTTP stream) are reconnected when they end; the others finish.
+    ``decimates``: the source drops frames over ``options.max_fps`` itself, before it spends
+    anything on them (reporting each to ``options.on_skip`` as ``decimated``); for a source
+    that does not, the stream decimates what it yields.
     """
 
     live: bool
     endless: bool
+    decimates: bool
     fps: float | None  # nominal rate, when known
 
     def frames(self) -> Iterator[Frame]: ...

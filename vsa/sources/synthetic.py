@@ -21,6 +21,7 @@ import numpy as np
 
 from vsa.core.frames import Frame
 from vsa.core.shapes import CLASSES, PALETTE_BGR  # noqa: F401 - re-exported
+from vsa.flow import Decimator
 from vsa.sources.base import SourceOptions, frame_too_large
 
 SEED_MAX = 2**32 - 1
@@ -206,6 +207,7 @@ class SyntheticSource:
         self.live = self.params.pace
         self.endless = False  # a generator never goes down; frames=0 simply never ends
         self.fps = self.params.fps
+        self.decimates = True  # frames over options.max_fps are not rendered
         self._clock, self._sleep = clock, sleep
         self._closed = False
 
@@ -219,7 +221,13 @@ class SyntheticSource:
     def frames(self) -> Iterator[Frame]:
         start = self._clock()
         k = k0 = self.first_frame()
+        max_fps = self.options.max_fps
+        decimator = Decimator(max_fps) if max_fps else None
         while not self._closed and (self.params.frames is None or k < self.params.frames):
+            if decimator is not None and not decimator.keep(k / self.params.fps):
+                self.options.on_skip("decimated", 1)  # over the cap: never rendered
+                k += 1
+                continue
             if self.params.pace:
                 delay = start + (k - k0) / self.params.fps - self._clock()
                 if delay > 0:
