@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -136,34 +135,15 @@ class InferenceActor:
         return {key: e.health() for key, e in self._engines.items()}
 
     async def inject_fault(self, kind: str, seconds: float = 0.0) -> None:
-        """Fault injection for tests and outage rehearsals (``vsa`` never calls it itself).
-
-        ``oom``: every model call from now on fails with a device out-of-memory error raised
-        from the model wrapper. ``hang``: the next model call blocks for ``seconds`` (a hung
-        kernel or driver).
-        """
-        import torch
+        """Fault injection for tests and outage rehearsals (``vsa`` never calls it itself):
+        ``oom`` makes every model call fail with a device out-of-memory error, ``hang`` blocks
+        the next one for ``seconds`` (``vsa.testing.faults``)."""
+        from vsa.testing.faults import FaultyModel
 
         for engine in self._engines.values():
-            model = engine.model
-            forward = model.forward
-            if kind == "oom":
-
-                def oom(batch: Any) -> Any:
-                    raise torch.OutOfMemoryError("CUDA out of memory (injected by inject_fault)")
-
-                model.forward = oom  # type: ignore[method-assign]
-            elif kind == "hang":
-                state = {"armed": True}
-
-                def hang(batch: Any, forward: Any = forward, state: dict = state) -> Any:
-                    if state.pop("armed", False):
-                        time.sleep(seconds)
-                    return forward(batch)
-
-                model.forward = hang  # type: ignore[method-assign]
-            else:
-                raise ValueError(f"unknown fault {kind!r} (oom, hang)")
+            faulty = FaultyModel.around(engine.runner.model)
+            faulty.inject(kind, seconds)
+            engine.runner.model = faulty
 
     async def stats(self) -> dict[str, Any]:
         """Batches, frames and model seconds per model name, since this actor started."""
