@@ -123,7 +123,7 @@ def test_a_very_short_stop_still_ends_terminal_with_exact_counts(tmp_path):
 def test_a_terminal_state_is_final(tmp_path):
     """A decode thread that wakes after the stop ended the source cannot revive it."""
     w = worker(tmp_path, Scripted([]))
-    w.machine.enter(SourceState.STOPPED)
-    w.machine.enter(SourceState.STREAMING)
+    w.books.machine.enter(SourceState.STOPPED)
+    w.books.machine.enter(SourceState.STREAMING)
     assert w.status()["state"] == "STOPPED"
     assert [t["state"] for t in w.status()["transitions"]] == ["CONNECTING", "STOPPED"]

@@ -38,3 +38,22 @@ def test_the_unit_tier_refuses_heavy_imports_sleep_and_subprocesses(
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert refused in proc.stdout, proc.stdout
+
+
+def test_a_session_over_several_tiers_may_load_the_heavy_modules(tmp_path: Path):
+    """``pytest tests`` runs every tier in one process: the unit conftest must not refuse the
+    imports the other tiers need."""
+    unit, component = tmp_path / "unit", tmp_path / "component"
+    for d in (unit, component):
+        d.mkdir()
+    (unit / "conftest.py").write_text((REPO / "tests/unit/conftest.py").read_text())
+    (unit / "test_u.py").write_text("def test_u():\n    pass\n")
+    (component / "test_c.py").write_text("import av\n\n\ndef test_c():\n    assert av\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(unit), str(component)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -3,10 +3,10 @@ sleeping (a fake clock, ``tests/unit/fakes.py``). Tests that need any of these l
 ``tests/component`` (real PyAV, models, x264, threads on the real clock; no Ray) or
 ``tests/integration`` (a real Ray cluster).
 
-Held here, not by convention: when the unit tier runs on its own (``pytest tests/unit``, as
-``scripts/test.sh`` does), importing ``torch``, ``av`` or ``ray`` fails, and so do
-``subprocess.Popen`` and ``time.sleep`` while a test runs. When the tiers run in one session
-the heavy modules may already be loaded by another tier; the separate unit run is the check.
+Held here, not by convention: ``subprocess.Popen`` and ``time.sleep`` fail while a unit test
+runs, and when the session runs only unit tests (``pytest tests/unit``, as ``scripts/test.sh``
+does first) importing ``torch``, ``av`` or ``ray`` fails too. A session over several tiers
+loads those for the other tiers; the separate unit run is the check.
 
 ``ray.init`` also raises while a unit test runs (kept for a run together with other tiers):
 if ``ray`` is already imported its ``init`` is patched for the test; if the test imports it,
@@ -19,6 +19,7 @@ import functools
 import importlib.abc
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -38,8 +39,17 @@ class _RefuseHeavyImports(importlib.abc.MetaPathFinder):
         return None
 
 
-if not any(name in sys.modules for name in HEAVY):  # the unit tier on its own
-    sys.meta_path.insert(0, _RefuseHeavyImports())
+def _only_unit_tests(args: list[str]) -> bool:
+    here = Path(__file__).resolve().parent
+    paths = [Path(a.split("::")[0]).resolve() for a in args if not a.startswith("-")]
+    return bool(paths) and all(p == here or here in p.parents for p in paths)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse the heavy imports when this session runs the unit tier alone (then nothing else
+    needs them; a session over several tiers imports them for the others)."""
+    if _only_unit_tests(list(config.args)) and not any(name in sys.modules for name in HEAVY):
+        sys.meta_path.insert(0, _RefuseHeavyImports())
 
 
 def _no_sleep(seconds: float) -> None:
@@ -119,46 +129,6 @@ def _no_ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
     finally:
         _unit_test_running = False
-
-
-# Not importable in the unit tier (see the module docstring).
-HEAVY = ("torch", "torchvision", "av", "ray")
-
-
-class _RefuseHeavyImports(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname.split(".")[0] in HEAVY:
-            raise ImportError(
-                f"the unit tier does not import {fullname!r} (no torch, PyAV or Ray): put this "
-                "test under tests/component (real PyAV/models, no Ray) or tests/integration"
-            )
-        return None
-
-
-if not any(name in sys.modules for name in HEAVY):  # the unit tier on its own
-    sys.meta_path.insert(0, _RefuseHeavyImports())
-
-
-def _no_sleep(seconds: float) -> None:
-    raise AssertionError(
-        f"time.sleep({seconds!r}) in a unit test: use the fake clock (tests/unit/fakes.py), "
-        "or put the test under tests/component"
-    )
-
-
-def _no_subprocess(*args: object, **kwargs: object) -> None:
-    raise AssertionError(
-        "a unit test started a subprocess: put it under tests/component or tests/integration"
-    )
-
-
-@pytest.fixture(autouse=True)
-def _no_sleep_or_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
-    import subprocess
-    import time
-
-    monkeypatch.setattr(time, "sleep", _no_sleep)
-    monkeypatch.setattr(subprocess.Popen, "__init__", _no_subprocess)
 
 
 from tests.fixtures import key_file, strict_transitions  # noqa: E402,F401 - shared fixtures

@@ -1,0 +1,138 @@
+"""The sink thread of a stream: take each submitted chunk's results in submit order, write the
+outputs, count every frame (emitted, or dropped with its cause), then close the outputs and
+settle the final state."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vsa.core.clock import Clock
+from vsa.core.frames import Frame, FrameResult
+from vsa.schema import DropCause
+from vsa.sinks import OutputLost
+from vsa.sources.errors import SourceError
+from vsa.stream.books import Books
+from vsa.stream.connection import sink_error
+from vsa.stream.delivery import Slots
+from vsa.stream.outputs import Outputs
+from vsa.stream.settings import Pending
+from vsa.uri import mask_uri
+
+log = logging.getLogger("vsa.stream")
+END = object()  # the last item of the queue of pending chunks
+
+
+class ResultWriter:
+    def __init__(
+        self,
+        books: Books,
+        outputs: Outputs,
+        slots: Slots,
+        stopping: threading.Event,
+        result_timeout_s: float,
+        clock: Clock,
+        on_emit: Callable[[Frame, float], None] | None = None,
+    ) -> None:
+        self.books, self.outputs, self.slots, self.stopping = books, outputs, slots, stopping
+        self.result_timeout_s, self._clock, self._on_emit = result_timeout_s, clock, on_emit
+        self.pending: queue.Queue[Any] = queue.Queue()  # (chunk, Pending) in submit order, END
+        self.stop_deadline: float | None = None  # set by a stop: results wait no longer
+        self.name = books.name
+
+    def _release(self, cause: DropCause, count: int) -> None:
+        """Count frames that held an in-flight slot as dropped and free their slots."""
+        self.books.drop(cause, count)
+        self.slots.release(count)
+
+    def _wait_s(self) -> float:
+        if self.stop_deadline is None:
+            return self.result_timeout_s
+        return max(0.05, self.stop_deadline - self._clock.monotonic())
+
+    def _results(self, chunk: list[Frame], pending: Pending) -> Sequence[FrameResult | None] | None:
+        try:
+            return pending.result(timeout=self._wait_s())
+        except Exception as exc:  # noqa: BLE001 - inference failed or timed out for this chunk
+            cancel = getattr(pending, "cancel", None)  # Ray's can withdraw the frames
+            if cancel is not None:
+                cancel()
+            deadline = self.stop_deadline
+            stopping = deadline is not None and self._clock.monotonic() >= deadline
+            if not stopping:
+                log.warning(
+                    "%s inference failed for %d frames: %s",
+                    self.name,
+                    len(chunk),
+                    mask_uri(str(exc)),
+                )
+            self._release(DropCause.SHUTDOWN if stopping else DropCause.INFERENCE_ERROR, len(chunk))
+            return None
+
+    def output_lost(self, exc: OutputLost) -> None:
+        """An output file vanished: the frames written into it move to ``output_lost``."""
+        lost, failed = self.books.lose_output(self.outputs.frames_lost(exc))
+        if not failed:
+            reason = f"{exc.reason}; {lost} frames written to it are lost"
+            self.books.fail(SourceError("SINK_ERROR", reason))
+
+    def run(self, decode: threading.Thread, opening: Callable[[], bool]) -> None:
+        """Until END; then wait for ``decode`` (bounded after a stop) and close the outputs."""
+        failed = False
+        while (item := self.pending.get()) is not END:
+            chunk, pending = item
+            if failed:  # a sink broke: keep consuming so every frame is counted
+                self._release(DropCause.SINK_ERROR, len(chunk))
+                continue
+            results = self._results(chunk, pending)
+            if results is None:  # counted as dropped
+                continue
+            for done, (frame, result) in enumerate(zip(chunk, results, strict=True)):
+                if result is None:  # too old when its batch formed: dropped, not inferred
+                    self._release(DropCause.STALE, 1)
+                    continue
+                self.books.inferred()
+                try:
+                    self.outputs.write(frame, result)
+                except Exception as exc:  # noqa: BLE001 - a sink that cannot write fails the stream
+                    failed = True
+                    self.stopping.set()
+                    if isinstance(exc, OutputLost):
+                        self.output_lost(exc)
+                    else:
+                        self.books.fail(sink_error(exc))
+                    self._release(DropCause.SINK_ERROR, len(chunk) - done)
+                    break
+                self._emitted(frame)
+        self._finish(decode, opening)
+
+    def _emitted(self, frame: Frame) -> None:
+        latency = self.books.emitted(frame)
+        if self._on_emit is not None:
+            try:
+                self._on_emit(frame, latency)
+            except Exception:  # noqa: BLE001 - metrics never break a stream
+                log.exception("on_emit failed")
+        self.slots.release()
+
+    def _finish(self, decode: threading.Thread, opening: Callable[[], bool]) -> None:
+        if self.stop_deadline is None:
+            decode.join()
+        elif not opening():  # an open still in progress is left to end on its own
+            decode.join(max(0.0, self.stop_deadline - self._clock.monotonic()))
+        if decode.is_alive() or decode.ident is None:
+            self.outputs.ready.set()
+        self.outputs.close(self.output_lost)
+        final = self.books.finish(self.stopping.is_set())
+        ledger = self.books.ledger
+        log.info(
+            "%s %s: %d decoded, %d emitted, drops %s",
+            self.name,
+            final.value,
+            ledger.decoded,
+            ledger.emitted,
+            dict(ledger.drops),
+        )
