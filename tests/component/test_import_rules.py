@@ -30,6 +30,8 @@ RULES: dict[str, frozenset[str]] = {
     "vsa.constants": NO_HEAVY,
     "vsa.supervision.runbook": NO_HEAVY,
     "vsa.supervision.watchdog": NO_HEAVY,
+    "vsa.supervision.core": NO_HEAVY,
+    "vsa.supervision.handles": NO_HEAVY,
     "vsa.sinks.jsonl": NO_HEAVY,
     "vsa.stream": NO_HEAVY,
     "vsa.core.clock": NO_HEAVY,

@@ -1,6 +1,8 @@
 """What the controller decides, without Ray: run records (``runbook``), the inference
-watchdog (``watchdog``) and where records are kept (``store``). The controller
-(``actors/controller.py``) makes the Ray calls and carries the decisions out."""
+watchdog (``watchdog``), where records are kept (``store``), the engine's actors as protocols
+(``handles``) and the controller's brain that carries the decisions out (``core``). The
+controller actor (``actors/controller.py``) is a shell around ``core``; ``actors/handles.py``
+makes its Ray calls."""
 
 from vsa.supervision.runbook import KV_VERSION, RunBook, RunRecord
 from vsa.supervision.store import MemoryRunStore, RunStore

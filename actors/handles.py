@@ -1,0 +1,168 @@
+"""The controller's Ray calls, all of them: the engine's actors behind the protocols of
+``vsa.supervision.handles`` (as Ray Serve's ``ActorReplicaWrapper``: every Ray API call of the
+controller is made here, so what decides is tested with fakes).
+
+Ray's errors are translated: ``RayActorError`` becomes ``ActorGone`` (``died`` for
+``ActorDiedError``), a call without an answer in time raises ``asyncio.TimeoutError``; an error
+the actor raised passes through. The source and inference actors' modules are imported when an
+actor is created: they pull in the stream, sink and model code (torch, PyAV) that the
+controller never runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+import ray
+
+from actors import INFERENCE_NAME, NAMESPACE, source_actor_name
+from vsa.supervision.handles import ActorGone
+
+
+def _gone(exc: ray.exceptions.RayActorError) -> ActorGone:
+    return ActorGone(type(exc).__name__, isinstance(exc, ray.exceptions.ActorDiedError), str(exc))
+
+
+async def _answer(ref: Any, timeout_s: float) -> Any:
+    """The result of ``ref`` within ``timeout_s`` (``asyncio.TimeoutError`` otherwise)."""
+    try:
+        return await asyncio.wait_for(ref, timeout_s)
+    except ray.exceptions.RayActorError as exc:
+        raise _gone(exc) from None
+
+
+def _kill(actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+class RayInference:
+    """The inference actor (``actors.inference.InferenceActor``)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    async def ensure_engine(
+        self, model: dict[str, Any], batching: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any]:
+        return await _answer(self.actor.ensure_engine.remote(model, batching), timeout_s)
+
+    async def release_engine(self, key: str, timeout_s: float) -> bool:
+        return await _answer(self.actor.release_engine.remote(key), timeout_s)
+
+    async def health(self, timeout_s: float) -> Mapping[str, Mapping[str, Any]]:
+        return await _answer(self.actor.health.remote(), timeout_s)
+
+    def kill(self) -> None:
+        _kill(self.actor)
+
+
+class RaySource:
+    """A source actor (``actors.source.SourceActor``)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    async def status(self, timeout_s: float) -> dict[str, Any]:
+        return await _answer(self.actor.status.remote(), timeout_s)
+
+    def stop(self, timeout_s: float, wait_s: float) -> Awaitable[dict[str, Any]]:
+        return _answer(self.actor.stop.remote(timeout_s), wait_s)  # sent now, awaited later
+
+    def set_inference(self, inference: RayInference | None, engine_key: str | None) -> None:
+        self.actor.set_inference.remote(_actor(inference), engine_key)
+
+    def kill(self) -> None:
+        _kill(self.actor)
+
+
+def _actor(inference: RayInference | None) -> Any:
+    return None if inference is None else inference.actor
+
+
+class RayHandles:
+    """The engine's named, detached actors in ``namespace``."""
+
+    def __init__(self, namespace: str = NAMESPACE) -> None:
+        self.namespace = namespace
+
+    def _get(self, name: str) -> Any:
+        try:
+            return ray.get_actor(name, namespace=self.namespace)
+        except ValueError:
+            return None
+
+    def get_source(self, run_id: str, source_id: str) -> RaySource | None:
+        actor = self._get(source_actor_name(run_id, source_id))
+        return None if actor is None else RaySource(actor)
+
+    def start_source(
+        self,
+        run_id: str,
+        spec: dict[str, Any],
+        source_id: str,
+        inference: RayInference | None,
+        engine_key: str | None,
+        sealed_uri: str | None,
+        resume: bool,
+    ) -> RaySource:
+        from actors.source import SourceActor
+
+        # detached: a source outlives a controller restart; max_restarts: Ray restarts a source
+        # actor whose process died (the memory monitor picks restartable actors first)
+        return RaySource(
+            SourceActor.options(
+                name=source_actor_name(run_id, source_id),
+                namespace=self.namespace,
+                lifetime="detached",
+                max_restarts=-1,
+            ).remote(run_id, spec, source_id, _actor(inference), engine_key, sealed_uri, resume)
+        )
+
+    def get_inference(self) -> RayInference | None:
+        actor = self._get(INFERENCE_NAME)
+        return None if actor is None else RayInference(actor)
+
+    def start_inference(self, num_gpus: int) -> RayInference:
+        from actors.inference import InferenceActor
+
+        # detached, not restarted by Ray: the controller restarts it and reloads the models
+        return RayInference(
+            InferenceActor.options(
+                name=INFERENCE_NAME,
+                namespace=self.namespace,
+                num_gpus=num_gpus,
+                max_concurrency=1000,
+                lifetime="detached",
+            ).remote()
+        )
+
+    def cluster_gpus(self) -> float:
+        return ray.cluster_resources().get("GPU", 0)
+
+    def store_stats(self) -> tuple[int, int] | None:
+        """(bytes in the object store, bytes spilled to disk so far) for the cluster, or None."""
+        try:  # Ray's own `ray memory --stats-only` source: private, so guarded
+            from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+            # this cluster's address: with None, Ray refuses when the host runs several clusters
+            address = ray.get_runtime_context().gcs_address
+            reply = get_memory_info_reply(get_state_from_address(address), timeout_seconds=10)
+            stats = reply.store_stats
+            return int(stats.object_store_bytes_used), int(stats.spilled_bytes_total)
+        except Exception:  # noqa: BLE001
+            return None
+
+
+def this_actor_restarted() -> bool:
+    """Whether Ray restarted the calling actor (its process died)."""
+    return ray.get_runtime_context().was_current_actor_reconstructed
+
+
+def call_recover() -> None:
+    """Queue ``recover`` on the calling actor: it runs as the actor's first task, on its loop."""
+    ray.get_runtime_context().current_actor.recover.remote()
