@@ -1,6 +1,7 @@
-"""The controller's Ray calls, all of them: the engine's actors behind the protocols of
-``vsa.supervision.handles`` (as Ray Serve's ``ActorReplicaWrapper``: every Ray API call of the
-controller is made here, so what decides is tested with fakes).
+"""The engine's Ray calls, all of them: the controller's view of the actors behind the protocols
+of ``vsa.supervision.handles`` (as Ray Serve's ``ActorReplicaWrapper``: every Ray API call is
+made here, so what decides is tested with fakes), and a source actor's frames sent to the
+inference actor (``send_frames``: ``ray.put``, ``infer.remote``, ``ray.get``, ``ray.cancel``).
 
 Ray's errors are translated: ``RayActorError`` becomes ``ActorGone`` (``died`` for
 ``ActorDiedError``), a call without an answer in time raises ``asyncio.TimeoutError``; an error
@@ -12,12 +13,13 @@ controller never runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import ray
 
 from actors import INFERENCE_NAME, NAMESPACE, source_actor_name
+from vsa.core.frames import Frame, FrameResult
 from vsa.supervision.handles import ActorGone
 
 
@@ -166,3 +168,43 @@ def this_actor_restarted() -> bool:
 def call_recover() -> None:
     """Queue ``recover`` on the calling actor: it runs as the actor's first task, on its loop."""
     ray.get_runtime_context().current_actor.recover.remote()
+
+
+# --- a source actor's side -------------------------------------------------------------------
+class FramesInFlight:
+    """The results of one ``infer`` call (``vsa.stream.Pending``)."""
+
+    def __init__(self, ref: Any, on_gone: Callable[[], None]) -> None:
+        self.ref, self._on_gone = ref, on_gone
+
+    def result(self, timeout: float) -> Sequence[FrameResult | None]:
+        try:
+            return ray.get(self.ref, timeout=timeout)
+        except ray.exceptions.RayActorError:
+            self._on_gone()  # the inference actor died: wait for the controller's new one
+            raise
+
+    def cancel(self) -> None:
+        """Withdraw the frames from the inference queue (they were counted as dropped)."""
+        try:
+            ray.cancel(self.ref)
+        except Exception:  # noqa: BLE001 - already finished or the actor is gone
+            pass
+
+
+def send_frames(
+    inference: Any,
+    engine_key: str,
+    stream_key: str,
+    frames: list[Frame],
+    deadlines: list[float] | None,
+    priority: int,
+    on_gone: Callable[[], None],
+) -> FramesInFlight:
+    """Put each frame in the object store (this actor owns it) and pass the references, inside
+    a list so that Ray does not resolve them here, to the inference actor's ``infer``."""
+    refs = [ray.put(frame.image) for frame in frames]
+    ref = inference.infer.options(enable_task_events=False).remote(
+        engine_key, stream_key, [f.index for f in frames], refs, deadlines, priority
+    )
+    return FramesInFlight(ref, on_gone)

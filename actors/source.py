@@ -17,16 +17,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from actors.handles import FramesInFlight, send_frames, this_actor_restarted
 from actors.metrics import StreamMetrics
 from vsa.config import RunSpec
 from vsa.constants import DROPS_SUMMARY_S, INFERENCE_WAIT_S
-from vsa.core.frames import Frame, FrameResult
+from vsa.core.frames import Frame
 from vsa.secrets import unseal
 from vsa.sinks import open_sinks
 from vsa.sinks.jsonl import count_lines, last_record
@@ -35,26 +35,6 @@ from vsa.sources.errors import SourceError
 from vsa.stream import StreamSettings, StreamWorker
 
 log = logging.getLogger("vsa.source")
-
-
-class _RayPending:
-    def __init__(self, ref: ray.ObjectRef, on_actor_error: Any) -> None:
-        self.ref = ref
-        self._on_actor_error = on_actor_error
-
-    def result(self, timeout: float) -> Sequence[FrameResult | None]:
-        try:
-            return ray.get(self.ref, timeout=timeout)
-        except ray.exceptions.RayActorError:
-            self._on_actor_error()
-            raise
-
-    def cancel(self) -> None:
-        """Withdraw the frames from the inference queue (they were counted as dropped)."""
-        try:
-            ray.cancel(self.ref)
-        except Exception:  # noqa: BLE001 - already finished or the actor is gone
-            pass
 
 
 def _failing_opener(error: SourceError) -> Any:
@@ -89,7 +69,7 @@ class SourceActor:
         self._inference_ok.set()
         self._stream_key = f"{run_id}/{source_id}"
         self.incarnation = f"{os.getpid()}-{time.time():.3f}"
-        restarted = ray.get_runtime_context().was_current_actor_reconstructed or resume
+        restarted = this_actor_restarted() or resume
         offset = 0
         self.resumed: dict[str, int] | None = None
         options = SourceOptions.from_spec(source)
@@ -184,19 +164,23 @@ class SourceActor:
         self._inference, self._key = inference, engine_key
         self._inference_ok.set()
 
-    def _submit(self, frames: list[Frame]) -> _RayPending:
+    def _submit(self, frames: list[Frame]) -> FramesInFlight:
         deadline = time.monotonic() + INFERENCE_WAIT_S
         while not self._inference_ok.wait(0.2):
             if self.worker.stopping.is_set() or time.monotonic() > deadline:
                 raise RuntimeError("the inference actor is gone and no new one was handed over")
-        refs = [ray.put(frame.image) for frame in frames]
         deadlines = None
         if self.worker.settings.realtime:
             deadlines = [f.wall_time + self.worker.settings.max_age_s for f in frames]
-        ref = self._inference.infer.options(enable_task_events=False).remote(
-            self._key, self._stream_key, [f.index for f in frames], refs, deadlines, self._priority
+        return send_frames(
+            self._inference,
+            self._key,
+            self._stream_key,
+            frames,
+            deadlines,
+            self._priority,
+            self._inference_lost,
         )
-        return _RayPending(ref, self._inference_lost)
 
     def status(self) -> dict[str, Any]:
         return {**self.worker.status(), "incarnation": self.incarnation, "resumed": self.resumed}
