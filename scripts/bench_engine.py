@@ -79,12 +79,12 @@ def engine(args: argparse.Namespace, out: Path) -> tuple[float, dict]:
     )
     run_id = client.submit(spec, overwrite=True)["run_id"]  # the last benchmark's files
     run = client.wait(run_id, timeout_s=1800)
-    assert run["state"] == "FINISHED", run
-    emitted = sum(s["frames_emitted"] for s in run["sources"])
+    assert run.state == "FINISHED", run
+    emitted = run.frames_emitted
     assert emitted == args.sources * args.frames, run
     stats = ray.get(ray.get_actor("inference", namespace="vsa").stats.remote())
     stats.pop("loaded", None)
-    return emitted / (run["finished_at"] - run["created_at"]), stats
+    return emitted / (run.finished_at - run.created_at), stats
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ from vsa.config import parse_run  # noqa: E402
 
 
 def emitted(client, run_id: str) -> dict[str, tuple[int, str]]:
-    run = client.status(run_id)["runs"][0]
-    return {s["id"]: (s["frames_emitted"], s["state"]) for s in run["sources"]}
+    run = client.run(run_id)
+    return {s.id: (s.frames_emitted, s.state.value) for s in run.sources}
 
 
 def main() -> None:
@@ -109,7 +109,7 @@ def main() -> None:
     others = [down[s] / base[s] for s in base if s != "cam1" and base[s]]
     print(f"worst ratio of the other streams: {min(others):.3f}")
     print(f"cam1 streaming again {back:.1f} s after restore (reconnect policy max_s 5)")
-    drops = {s["id"]: s["drops"] for s in final["sources"] if s["drops"]}
+    drops = {s.id: s.drops for s in final.sources if s.drops}
     print(f"drops: {drops or 'none'}")
     ray.shutdown()
 

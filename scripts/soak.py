@@ -91,22 +91,22 @@ def main() -> None:
         samples = []
         while time.monotonic() - start < args.minutes * 60:
             time.sleep(args.every)
-            run = client.status(run_id)["runs"][0]
+            run = client.run(run_id)
             pids = actor_pids()
             rss: dict[str, list[float]] = {}
             for kind, pid in pids.values():
                 rss.setdefault(kind, []).append(rss_mib(pid))
-            p99 = [s["latency_ms"]["p99"] for s in run["sources"] if s["latency_ms"]["p99"]]
+            p99 = [s.latency_ms.p99 for s in run.sources if s.latency_ms.p99]
             sample = {
                 "t": time.monotonic() - start,
-                "state": run["state"],
+                "state": run.state.value,
                 "rss_controller": sum(rss.get("controller", [0])),
                 "rss_inference": sum(rss.get("inference", [0])),
                 "rss_source_max": max(rss.get("source", [0])),
                 "store_mib": object_store_mib(),
                 "p99_ms_max": max(p99) if p99 else float("nan"),
-                "emitted": sum(s["frames_emitted"] for s in run["sources"]),
-                "decoded": sum(s["frames_decoded"] for s in run["sources"]),
+                "emitted": run.frames_emitted,
+                "decoded": run.frames_decoded,
             }
             samples.append(sample)
             print(
@@ -142,13 +142,9 @@ def main() -> None:
         change = f"{(b - a) / a:+.1%}" if a else f"{b - a:+.1f} {unit}"
         lines.append(f"| {key} | {a:.1f} {unit} | {b:.1f} {unit} | {change} |")
     secs = samples[-1]["t"]
-    emitted = sum(s["frames_emitted"] for s in final["sources"])
-    decoded = sum(s["frames_decoded"] for s in final["sources"])
-    drops: dict[str, int] = {}
-    for s in final["sources"]:
-        for cause, n in s["drops"].items():
-            drops[cause] = drops.get(cause, 0) + n
-        assert s["frames_decoded"] == s["frames_emitted"] + sum(s["drops"].values()), s
+    emitted, decoded, drops = final.frames_emitted, final.frames_decoded, final.drops
+    for s in final.sources:
+        assert s.frames_decoded == s.frames_emitted + sum(s.drops.values()), s
     lines += [
         "",
         f"Frames: {decoded} decoded, {emitted} emitted ({emitted / secs:.1f}/s), drops {drops}; "

@@ -29,3 +29,33 @@ def _code_fingerprint() -> str:
 
 
 CODE_FINGERPRINT = _code_fingerprint()
+
+# The public Python API, imported on first use: ``import vsa`` stays light (no pydantic, no Ray)
+# for the actors and tools that only need the fingerprint.
+_LAZY = {
+    "Client": "vsa.client",
+    "connect": "vsa.client",
+    "RunSpec": "vsa.config",
+    "RunState": "vsa.schema",
+    "RunStatus": "vsa.schema",
+    "SourceState": "vsa.schema",
+    "SourceStatus": "vsa.schema",
+    "STATUS_VERSION": "vsa.schema",
+}
+
+__all__ = ["CODE_FINGERPRINT", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vsa' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from vsa.errors import ConfigError, VsaError
-from vsa.schema import TERMINAL_RUN_STATES, RunState
+from vsa.schema import TERMINAL_RUN_STATES, RunState, RunStatus, SourceState, SourceStatus
 
-# a polled run's state is a string; in RunState's order
+# the terminal run states' strings, in RunState's order
 TERMINAL = tuple(s.value for s in RunState if s in TERMINAL_RUN_STATES)
 
 
@@ -99,32 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
 # --- rendering ------------------------------------------------------------------------------
 
 
-def render_run(run: dict[str, Any]) -> str:
-    model = run.get("model") or {}
+def render_run(run: RunStatus) -> str:
+    model = run.model or {}
     lines = [
-        f"run {run['id']}  {run['state']}"
+        f"run {run.id}  {run.state.value}"
         + (f"  model {model.get('model')} on {model.get('device')}" if model else "")
-        + f"  output {run['output_dir']}"
+        + f"  output {run.output_dir}"
     ]
-    if run.get("error"):
-        lines.append(f"  error: {run['error']}")
-    if run.get("reason"):
-        lines.append(f"  why: {run['reason']}")
-    for warning in run.get("warnings") or []:
+    if run.error:
+        lines.append(f"  error: {run.error}")
+    if run.reason:
+        lines.append(f"  why: {run.reason}")
+    for warning in run.warnings:
         lines.append(f"  warning: {warning}")
     header = ("source", "state", "fps", "p50 ms", "p99 ms", "emitted", "dropped", "reconn")
     rows = [header] + [
         (
-            s["id"],
+            s.id,
             source_state_text(s),
-            f"{s['fps']:.1f}",
-            _ms((s.get("latency_ms") or {}).get("p50")),
-            _ms((s.get("latency_ms") or {}).get("p99")),
-            str(s["frames_emitted"]),
-            str(s["frames_dropped"]),
-            str(s.get("reconnects", 0)),
+            f"{s.fps:.1f}",
+            _ms(s.latency_ms.p50),
+            _ms(s.latency_ms.p99),
+            str(s.frames_emitted),
+            str(s.frames_dropped),
+            str(s.reconnects),
         )
-        for s in run["sources"]
+        for s in run.sources
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
@@ -132,15 +132,14 @@ def render_run(run: dict[str, Any]) -> str:
             c.rjust(w) for c, w in zip(r[2:], widths[2:], strict=True)
         ]
         lines.append("  " + "  ".join(cells))
-    for s in run["sources"]:
-        if s.get("error"):
-            lines.append(f"  {s['id']}: {s['error']}")
-        drops = s.get("drops") or {}
-        if drops:
-            causes = ", ".join(f"{k} {v}" for k, v in sorted(drops.items()))
-            lines.append(f"  {s['id']} drops: {causes}")
-    if run.get("report"):
-        lines.append(f"  report: {', '.join(run['report'])}")
+    for s in run.sources:
+        if s.error:
+            lines.append(f"  {s.id}: {s.error}")
+        if s.drops:
+            causes = ", ".join(f"{k} {v}" for k, v in sorted(s.drops.items()))
+            lines.append(f"  {s.id} drops: {causes}")
+    if run.report:
+        lines.append(f"  report: {', '.join(run.report)}")
     return "\n".join(lines)
 
 
@@ -148,23 +147,27 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def source_state_text(s: dict[str, Any], now: float | None = None) -> str:
+def source_state_text(s: SourceStatus, now: float | None = None) -> str:
     """``STREAMING``, or ``RECONNECTING #3 in 4s`` with the attempt and time to the next try."""
-    if s["state"] != "RECONNECTING":
-        return s["state"]
-    text = f"RECONNECTING #{s.get('attempt', 0)}"
-    retry_at = s.get("next_retry_at")
-    if retry_at is not None:
-        text += f" in {max(0.0, retry_at - (time.time() if now is None else now)):.0f}s"
+    if s.state is not SourceState.RECONNECTING:
+        return s.state.value
+    text = f"RECONNECTING #{s.attempt}"
+    if s.next_retry_at is not None:
+        text += f" in {max(0.0, s.next_retry_at - (time.time() if now is None else now)):.0f}s"
     return text
 
 
-def progress_line(run: dict[str, Any], elapsed: float) -> str:
+def progress_line(run: RunStatus, elapsed: float) -> str:
     parts = [
-        f"{s['id']} {source_state_text(s)} {s['frames_emitted']} {s['fps']:.1f}fps"
-        for s in run["sources"]
+        f"{s.id} {source_state_text(s)} {s.frames_emitted} {s.fps:.1f}fps" for s in run.sources
     ]
-    return f"[{elapsed:5.0f}s] {run['state']:<8} " + " | ".join(parts)
+    return f"[{elapsed:5.0f}s] {run.state.value:<8} " + " | ".join(parts)
+
+
+def status_json(runs: Sequence[RunStatus]) -> dict[str, Any]:
+    """What ``vsa status --json`` prints: ``{"runs": [run, ...]}``, each run versioned
+    (``"v"``, vsa.schema.STATUS_VERSION)."""
+    return {"runs": [r.to_dict() for r in runs]}
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -181,9 +184,9 @@ def _client(args: argparse.Namespace, local: bool = False):
 
 
 def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
-    from vsa.config import load_run, resolve_paths
+    from vsa.client import load_spec
 
-    spec = resolve_paths(load_run(args.run_file), os.getcwd())
+    spec = load_spec(args.run_file)  # what Client.submit(path) sends
     if args.check:
         print(f"{args.run_file}: OK ({len(spec.sources)} sources)", file=out)
         return 0
@@ -211,8 +214,8 @@ def follow(
     live = LiveTable(out)
     try:
         while True:
-            run = client.status(run_id)["runs"][0]
-            if run["state"] in TERMINAL:
+            run = client.run(run_id)
+            if run.terminal:
                 break
             if live.tty:
                 live.show(render_run(run))  # refreshed in place
@@ -236,7 +239,7 @@ def follow(
         live.show(render_run(run))
     else:
         print(render_run(run), file=out)
-    return 0 if run["state"] in (RunState.FINISHED.value, RunState.STOPPED.value) else 1
+    return 0 if run.state in (RunState.FINISHED, RunState.STOPPED) else 1
 
 
 class LiveTable:
@@ -259,30 +262,36 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     if getattr(args, "follow", False):
         if not args.run:
             raise VsaError("--follow needs a run id or name")
-        return follow(client, client.status(args.run)["runs"][0]["id"], out)
-    status = client.status(args.run)
+        return follow(client, client.run(args.run).id, out)
+    runs = client.status(args.run)
     if args.json:
-        print(json.dumps(status, indent=2), file=out)
-    elif not status["runs"]:
+        print(json.dumps(status_json(runs), indent=2), file=out)
+    elif not runs:
         print("no runs", file=out)
     else:
-        print("\n\n".join(render_run(r) for r in status["runs"]), file=out)
+        print("\n\n".join(render_run(r) for r in runs), file=out)
     return 0
 
 
 def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
     run = _client(args).stop(args.run, timeout_s=args.timeout)
-    print(json.dumps(run, indent=2) if args.json else render_run(run), file=out)
+    print(json.dumps(run.to_dict(), indent=2) if args.json else render_run(run), file=out)
     return 0
 
 
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
-    runs = _client(args).status()["runs"]
+    runs = _client(args).status()
     if args.json:
         print(
             json.dumps(
                 [
-                    {k: r[k] for k in ("id", "name", "state", "created_at", "finished_at")}
+                    {
+                        "id": r.id,
+                        "name": r.name,
+                        "state": r.state.value,
+                        "created_at": r.created_at,
+                        "finished_at": r.finished_at,
+                    }
                     for r in runs
                 ]
             ),
@@ -292,8 +301,8 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     if not runs:
         print("no runs", file=out)
     for r in runs:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
-        print(f"{r['id']}  {r['state']:<8}  {when}  {len(r['sources'])} sources", file=out)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+        print(f"{r.id}  {r.state.value:<8}  {when}  {len(r.sources)} sources", file=out)
     return 0
 
 

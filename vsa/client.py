@@ -1,6 +1,16 @@
 """Talking to the engine: connect to Ray, get or create the controller, submit/status/stop.
 
-The public surface for scripts is ``Client``; the CLI is a thin layer over it.
+The public surface for scripts is ``Client`` (also ``vsa.Client``); the CLI is a thin layer
+over it. Status comes back typed (``vsa.schema.RunStatus``)::
+
+    from vsa import Client
+
+    client = Client()                       # RAY_ADDRESS, else the cluster on this host
+    run_id = client.submit("run.yaml")["run_id"]
+    run = client.wait(run_id, timeout_s=600)
+    print(run.state, run.frames_emitted, run.source("cam1").drops)
+    client.status()                         # every run, as RunStatus objects
+    client.stop(run_id)                     # the final RunStatus
 """
 
 from __future__ import annotations
@@ -10,14 +20,21 @@ import math
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from vsa import CODE_FINGERPRINT, __version__
 from vsa.config import RunSpec
-from vsa.errors import ClusterNotFound, VersionMismatch, VsaError
-from vsa.schema import TERMINAL_RUN_STATES
+from vsa.errors import (
+    AuthenticationFailed,
+    ClusterNotFound,
+    InvalidArgument,
+    RunNotFound,
+    VersionMismatch,
+    VsaError,
+)
+from vsa.schema import RunStatus, runs_from_dict
 
-_TERMINAL = frozenset(s.value for s in TERMINAL_RUN_STATES)  # a polled run's state is a string
 NO_CLUSTER_HINT = (
     "start one with `ray start --head` (or point --address / RAY_ADDRESS at a running cluster)"
 )
@@ -32,13 +49,17 @@ STOP_RPC_MARGIN_S = 60.0
 state), and the answer still has to come back."""
 
 
-class AuthenticationFailed(VsaError, PermissionError):
-    """The Ray cluster uses token authentication and refused this client's token (or its lack
-    of one)."""
+class StatusFormatError(VsaError, ValueError):
+    """The engine answered a status this client cannot read (a newer status version, or a
+    malformed one); the message names the run and the key."""
 
 
-class InvalidArgument(VsaError, ValueError):
-    """An argument to a ``Client`` method is out of range."""
+def _typed(read: Any, answer: Any) -> Any:
+    """``read(answer)``, a ``ValueError`` from it raised as ``StatusFormatError``."""
+    try:
+        return read(answer)
+    except ValueError as exc:
+        raise StatusFormatError(f"cannot read the engine's status: {exc}") from None
 
 
 def check_stop_timeout(timeout_s: Any) -> float:
@@ -237,35 +258,73 @@ class Client:
         connect(address, local)
         self.controller = get_or_create_controller(replace=replace_controller)
 
-    def submit(self, spec: RunSpec, overwrite: bool = False) -> dict[str, Any]:
-        """Start a run. ``overwrite`` replaces the outputs of an earlier, finished run in
-        ``output_dir``; without it a run whose output files already exist is refused."""
+    def submit(
+        self, spec: RunSpec | str | os.PathLike[str], overwrite: bool = False
+    ) -> dict[str, Any]:
+        """Start a run: a ``RunSpec`` as it is, or the path of a run file (read, validated and
+        its relative paths taken from the current directory, as ``vsa submit`` does; a bad
+        file raises ``ConfigError`` naming every problem). ``overwrite`` replaces the outputs
+        of an earlier, finished run in ``output_dir``; without it a run whose output files
+        already exist is refused.
+
+        Returns the controller's answer: ``run_id``, ``model`` (name, device, ...).
+        """
+        if not isinstance(spec, RunSpec):
+            spec = load_spec(spec)
         return _call(self.controller.submit.remote(spec.model_dump(), bool(overwrite)))
 
-    def status(self, run: str | None = None) -> dict[str, Any]:
+    def status(self, run: str | None = None) -> list[RunStatus]:
+        """Every run the controller knows, oldest first; or only ``run`` (id or name)."""
+        return _typed(runs_from_dict, self.status_dicts(run))
+
+    def status_dicts(self, run: str | None = None) -> dict[str, Any]:
+        """The controller's answer as it comes: ``{"runs": [run dict, ...]}`` (no ``"v"``);
+        ``[r.to_dict() for r in status()]`` is the versioned form."""
         return _call(self.controller.status.remote(run))
 
-    def stop(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
-        """Stop a run, waiting up to ``timeout_s`` (0 < timeout_s <= 3600) for sources to drain.
+    def run(self, run: str) -> RunStatus:
+        """One run by id or name (the latest of that name); ``RunNotFound`` when none."""
+        runs = self.status(run)
+        if not runs:
+            raise RunNotFound(f"no run with id or name '{run}' (see `vsa list`)")
+        return runs[0]
+
+    def stop(self, run: str, timeout_s: float = 60.0) -> RunStatus:
+        """Stop a run, waiting up to ``timeout_s`` (0 < timeout_s <= 3600) for sources to drain;
+        the run's final status.
 
         Raises ``InvalidArgument`` (a ``VsaError`` and ``ValueError``) for a non-finite or
         out-of-range ``timeout_s`` without asking the engine.
         """
         timeout_s = check_stop_timeout(timeout_s)
-        return _call(
+        answer = _call(
             self.controller.stop.remote(run, timeout_s), timeout=timeout_s + STOP_RPC_MARGIN_S
         )
+        return _typed(RunStatus.from_dict, answer)
 
-    def wait(self, run_id: str, timeout_s: float, poll_s: float = 0.5) -> dict[str, Any]:
-        """Poll until the run reaches a terminal state (or raise TimeoutError)."""
-        deadline = time.monotonic() + timeout_s
+    def wait(self, run_id: str, timeout_s: float | None = None, poll_s: float = 0.5) -> RunStatus:
+        """Poll until the run reaches a terminal state and return its status; ``TimeoutError``
+        after ``timeout_s`` (None: no limit)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            run = self.status(run_id)["runs"][0]
-            if run["state"] in _TERMINAL:
+            run = self.run(run_id)
+            if run.terminal:
                 return run
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} still {run['state']} after {timeout_s:.0f}s")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {run.state.value} after {timeout_s:.0f}s")
             time.sleep(poll_s)
+
+
+def load_spec(path: str | os.PathLike[str]) -> RunSpec:
+    """A run file read and validated, its relative paths taken from the current directory
+    (what ``vsa submit FILE`` sends). Raises ``ConfigError`` naming every problem."""
+    from vsa.config import load_run, resolve_paths
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidArgument(
+            f"submit takes a RunSpec or the path of a run file, not {type(path).__name__}"
+        )
+    return resolve_paths(load_run(Path(path)), os.getcwd())
 
 
 def _call(ref: Any, timeout: float = 120.0) -> Any:

@@ -15,11 +15,22 @@ The source state machine (docs/states.md)::
         v
       FAILED  (a file/synthetic source failed, or max_attempts ran out)
     any non-terminal state -> STOPPED (stop requested)
+
+The status contracts (``STATUS_VERSION``): :class:`RunStatus` and :class:`SourceStatus` (with
+:class:`LatencyMs`, :class:`SourceTransition`, :class:`RunTransition` and :class:`Event`) type
+the dicts that the controller answers (``RunRecord.summary()``, a source actor's status) and
+that ``vsa status --json`` prints. ``from_dict`` reads today's dicts (no ``"v"``: version 1),
+keeps unknown keys in ``extra`` and refuses a newer version; ``to_dict`` writes the same dict
+back (a run with ``"v"``).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
+from typing import Any, ClassVar, TypeVar
 
 
 class SourceState(str, Enum):
@@ -40,8 +51,8 @@ TERMINAL_SOURCE_STATES: frozenset[SourceState] = frozenset(
     {SourceState.FINISHED, SourceState.FAILED, SourceState.STOPPED}
 )
 
-# Every transition ``vsa.stream.StreamWorker`` makes (``_record``); a state not listed as a
-# target of itself is never re-entered. The first entry of a source's transitions, the initial
+# Every transition a stream makes (``vsa.stream.machine.SourceMachine.enter``); a state not
+# listed as a target of itself is never re-entered. The first entry of a source's transitions, the initial
 # CONNECTING, is not a transition.
 SOURCE_TRANSITIONS: dict[SourceState, frozenset[SourceState]] = {
     # a frame arrived / the open or the first read failed (network source: retry) / failed for
@@ -118,12 +129,386 @@ class DropCause(str, Enum):
     SOURCE_LOST = "source_lost"  # decoded by a source actor process that died before writing
 
 
+# --- status contracts -------------------------------------------------------------------------
+
+STATUS_VERSION = 1
+"""The version of the status dicts: the ``"v"`` of ``RunStatus.to_dict()``. ``from_dict``
+refuses a newer one and reads a dict without ``"v"`` as version 1. Adding a key is not a new
+version (readers keep unknown keys in ``extra``); removing or redefining one is."""
+
+_W = TypeVar("_W", bound="_Wire")
+_LOCAL = frozenset({"extra", "omitted"})  # fields of the objects, never wire keys
+
+
+def _wire(
+    *,
+    parse: Callable[[Any, str], Any] | None = None,
+    dump: Callable[[Any], Any] | None = None,
+    default: Any = MISSING,
+    default_factory: Any = MISSING,
+) -> Any:
+    """A field read by ``parse(value, where)`` and written by ``dump(value)`` (both default
+    to a deep copy). A field without a default is a required key."""
+    return field(
+        default=default, default_factory=default_factory, metadata={"parse": parse, "dump": dump}
+    )
+
+
+def _default_of(f: Any) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def _enum(kind: type[Enum], what: str) -> Callable[[Any, str], Any]:
+    def parse(value: Any, where: str) -> Any:
+        try:
+            return kind(value)
+        except (ValueError, TypeError):
+            allowed = ", ".join(m.value for m in kind)
+            raise ValueError(f"{where}: {value!r} is not a {what} (one of {allowed})") from None
+
+    return parse
+
+
+def _enum_value(member: Enum) -> Any:
+    return member.value
+
+
+def _mapping(optional: bool = False) -> Callable[[Any, str], Any]:
+    def parse(value: Any, where: str) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a dict, got {type(value).__name__}")
+        return copy.deepcopy(dict(value))
+
+    return parse
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+    return [copy.deepcopy(v) for v in value]
+
+
+def _nested(kind: Any) -> Callable[[Any, str], Any]:
+    def parse(value: Any, where: str) -> Any:
+        return kind.from_dict(value, where=where)
+
+    return parse
+
+
+def _list_of(kind: Any) -> Callable[[Any, str], list[Any]]:
+    def parse(value: Any, where: str) -> list[Any]:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+        out = []
+        for i, item in enumerate(value):
+            label = f"{where}[{i}]"
+            if isinstance(item, Mapping) and isinstance(item.get("id"), str):
+                label += f" ({item['id']!r})"
+            out.append(kind.from_dict(item, where=label))
+        return out
+
+    return parse
+
+
+def _to_dict(value: Any) -> Any:
+    return value.to_dict()
+
+
+def _list_to_dicts(values: list[Any]) -> list[Any]:
+    return [v.to_dict() for v in values]
+
+
+def _check_version(v: Any, where: str) -> None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{where}: status version {v!r} is not a whole number")
+    if v > STATUS_VERSION:
+        raise ValueError(
+            f"{where}: status version {v} is newer than this vsa reads (up to "
+            f"{STATUS_VERSION}): upgrade vsa on this side"
+        )
+    if v < 1:
+        raise ValueError(f"{where}: status version {v} does not exist (the first is 1)")
+
+
+class _Wire:
+    """``from_dict``/``to_dict`` for the status dataclasses, whose fields are named like their
+    wire keys. Every one also has ``extra`` (the keys this version does not know, written back
+    by ``to_dict``) and ``omitted`` (the known keys the producer did not send: ``to_dict``
+    leaves them out while they hold their defaults, so a dict round-trips exactly)."""
+
+    _WHAT: ClassVar[str] = "status"
+    _RESERVED: ClassVar[frozenset[str]] = frozenset()  # wire keys read by the class itself
+
+    @classmethod
+    def from_dict(cls: type[_W], d: Mapping[str, Any], *, where: str | None = None) -> _W:
+        """Read a wire dict; ``ValueError`` (naming ``where`` and the key) when it is not one."""
+        if where is None:
+            where = cls._WHAT
+            if isinstance(d, Mapping) and isinstance(d.get("id"), str):
+                where += f" {d['id']!r}"
+        return cls(**cls._read(d, where))
+
+    @classmethod
+    def _read(cls, d: Any, where: str) -> dict[str, Any]:
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{where}: expected a dict, got {type(d).__name__}")
+        wire = [f for f in fields(cls) if f.name not in _LOCAL]  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {}
+        omitted = set()
+        for f in wire:
+            if f.name not in d:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise ValueError(f"{where}: missing required key {f.name!r}")
+                omitted.add(f.name)
+                continue
+            parse = f.metadata.get("parse")
+            value = d[f.name]
+            kwargs[f.name] = parse(value, f"{where}: {f.name}") if parse else copy.deepcopy(value)
+        known = {f.name for f in wire} | cls._RESERVED
+        kwargs["extra"] = {k: copy.deepcopy(v) for k, v in d.items() if k not in known}
+        kwargs["omitted"] = frozenset(omitted)
+        return kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire dict: a fresh one (nothing shared with this object)."""
+        out: dict[str, Any] = {}
+        omitted: frozenset[str] = getattr(self, "omitted", frozenset())
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.name in _LOCAL:
+                continue
+            value = getattr(self, f.name)
+            if f.name in omitted and value == _default_of(f):
+                continue
+            dump = f.metadata.get("dump")
+            out[f.name] = dump(value) if dump else copy.deepcopy(value)
+        for key, value in getattr(self, "extra", {}).items():
+            out.setdefault(key, copy.deepcopy(value))
+        return out
+
+
+def _extra() -> Any:
+    return field(default_factory=dict)
+
+
+def _omitted() -> Any:
+    return field(default=frozenset(), repr=False, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyMs(_Wire):
+    """A source's recent capture-to-result latency, in ms (None: no samples yet)."""
+
+    _WHAT = "latency_ms"
+    p50: float | None = None
+    p99: float | None = None
+    extra: dict[str, Any] = _extra()
+    omitted: frozenset[str] = _omitted()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceTransition(_Wire):
+    """A source entered ``state`` at ``t`` (wall time, s); ``code`` says why, for a failure."""
+
+    _WHAT = "transition"
+    t: float
+    state: SourceState = _wire(parse=_enum(SourceState, "source state"), dump=_enum_value)
+    code: str | None = None
+    extra: dict[str, Any] = _extra()
+    omitted: frozenset[str] = _omitted()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunTransition(_Wire):
+    """A run entered ``state`` at ``t`` (wall time, s), for ``reason`` when not simply UP."""
+
+    _WHAT = "transition"
+    t: float
+    state: RunState = _wire(parse=_enum(RunState, "run state"), dump=_enum_value)
+    reason: str | None = None
+    extra: dict[str, Any] = _extra()
+    omitted: frozenset[str] = _omitted()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Something that happened to a run at ``t`` (wall time, s): ``event`` is its kind
+    (``source_restarted``, ``inference_restarted``, ``degraded``, ``warning``, ``fatal``, ...)
+    and ``details`` the rest of its keys (``source``, ``reason``, ...)."""
+
+    t: float
+    event: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, where: str = "event") -> Event:
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{where}: expected a dict, got {type(d).__name__}")
+        for key in ("t", "event"):
+            if key not in d:
+                raise ValueError(f"{where}: missing required key {key!r}")
+        details = {k: copy.deepcopy(v) for k, v in d.items() if k not in ("t", "event")}
+        return cls(t=d["t"], event=d["event"], details=details)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"t": self.t, "event": self.event}
+        for key, value in self.details.items():
+            out.setdefault(key, copy.deepcopy(value))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceStatus(_Wire):
+    """One source of a run, as the controller last polled it (the counters include those of
+    the source actor's earlier incarnations). Keys: docs/failure-policy.md."""
+
+    _WHAT = "source status"
+    id: str
+    uri: str = ""  # credentials masked
+    state: SourceState = _wire(parse=_enum(SourceState, "source state"), dump=_enum_value)
+    code: str | None = None  # why it is down or failed (vsa.sources.errors)
+    error: str | None = None
+    attempt: int = 0  # the reconnect attempt under way or next
+    next_retry_at: float | None = None  # wall time of the next attempt while RECONNECTING
+    reconnects: int = 0
+    last_frame_age_s: float | None = None
+    frames_decoded: int = 0
+    frames_inferred: int = 0
+    frames_emitted: int = 0
+    frames_dropped: int = 0
+    drops: dict[str, int] = _wire(parse=_mapping(), default_factory=dict)  # DropCause value -> n
+    in_flight: int = 0
+    fps: float = 0.0  # frames emitted per second, over the last few seconds
+    mode: str | None = None  # "realtime" or "lossless"
+    latency_ms: LatencyMs = _wire(
+        parse=_nested(LatencyMs), dump=_to_dict, default_factory=LatencyMs
+    )
+    transitions: list[SourceTransition] = _wire(
+        parse=_list_of(SourceTransition), dump=_list_to_dicts, default_factory=list
+    )
+    latency_hist: dict[Any, int] = _wire(parse=_mapping(), default_factory=dict)  # bucket -> n
+    latency_max_ms: float | None = None
+    incarnation: str | None = None  # the source actor's process; changes when Ray restarts it
+    resumed: dict[str, int] | None = _wire(parse=_mapping(optional=True), default=None)
+    restarts: int = 0  # how often Ray restarted the source actor
+    extra: dict[str, Any] = _extra()
+    omitted: frozenset[str] = _omitted()
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStatus(_Wire):
+    """A run as the controller reports it (``RunRecord.summary()``), typed.
+
+    ``RunStatus.from_dict(d).to_dict()`` gives ``d`` back, with ``"v"``.
+    """
+
+    _WHAT = "run status"
+    _RESERVED = frozenset({"v"})
+    id: str
+    name: str
+    state: RunState = _wire(parse=_enum(RunState, "run state"), dump=_enum_value)
+    reason: str | None = None  # why it is not simply UP
+    error: str | None = None
+    created_at: float
+    finished_at: float | None = None
+    output_dir: str = ""
+    model: dict[str, Any] | None = _wire(parse=_mapping(optional=True), default=None)
+    sources: list[SourceStatus] = _wire(parse=_list_of(SourceStatus), dump=_list_to_dicts)
+    transitions: list[RunTransition] = _wire(
+        parse=_list_of(RunTransition), dump=_list_to_dicts, default_factory=list
+    )
+    events: list[Event] = _wire(parse=_list_of(Event), dump=_list_to_dicts, default_factory=list)
+    warnings: list[str] = _wire(parse=_strings, default_factory=list)
+    report: list[str] = _wire(parse=_strings, default_factory=list)  # the report files
+    extra: dict[str, Any] = _extra()
+    omitted: frozenset[str] = _omitted()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, where: str | None = None) -> RunStatus:
+        """Read a run's status dict (``"v"`` absent: version 1). ``ValueError`` naming the
+        run and the key when it is not one, or when it is a newer version."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{where or cls._WHAT}: expected a dict, got {type(d).__name__}")
+        if where is None:
+            where = f"run {d['id']!r}" if isinstance(d.get("id"), str) else cls._WHAT
+        _check_version(d.get("v", 1), where)
+        return cls(**cls._read(d, where))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": STATUS_VERSION, **super().to_dict()}
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the run has ended (FINISHED, FAILED or STOPPED)."""
+        return self.state.terminal
+
+    def source(self, source_id: str) -> SourceStatus:
+        """The source ``source_id``; ``KeyError`` naming the run's sources when it has none."""
+        for s in self.sources:
+            if s.id == source_id:
+                return s
+        ids = ", ".join(s.id for s in self.sources) or "none"
+        raise KeyError(f"run {self.id} has no source {source_id!r} (its sources: {ids})")
+
+    @property
+    def frames_decoded(self) -> int:
+        return sum(s.frames_decoded for s in self.sources)
+
+    @property
+    def frames_emitted(self) -> int:
+        return sum(s.frames_emitted for s in self.sources)
+
+    @property
+    def frames_dropped(self) -> int:
+        return sum(s.frames_dropped for s in self.sources)
+
+    @property
+    def drops(self) -> dict[str, int]:
+        """Dropped frames by cause, over every source."""
+        total: dict[str, int] = {}
+        for s in self.sources:
+            for cause, n in s.drops.items():
+                total[cause] = total.get(cause, 0) + n
+        return total
+
+
+def runs_from_dict(doc: Mapping[str, Any]) -> list[RunStatus]:
+    """The runs of the controller's ``status()`` answer, ``{"runs": [run, ...]}``."""
+    if not isinstance(doc, Mapping) or "runs" not in doc:
+        raise ValueError("status: expected a dict with 'runs'")
+    runs = doc["runs"]
+    if not isinstance(runs, (list, tuple)):
+        raise ValueError(f"status: runs: expected a list, got {type(runs).__name__}")
+    return [
+        # "run 'ID'" in a message when the run has an id, else its place
+        RunStatus.from_dict(r, where=None if _has_id(r) else f"runs[{i}]")
+        for i, r in enumerate(runs)
+    ]
+
+
+def _has_id(d: Any) -> bool:
+    return isinstance(d, Mapping) and isinstance(d.get("id"), str)
+
+
 __all__ = [
     "SOURCE_TRANSITIONS",
+    "STATUS_VERSION",
     "TERMINAL_RUN_STATES",
     "TERMINAL_SOURCE_STATES",
     "DropCause",
+    "Event",
+    "LatencyMs",
     "RunState",
+    "RunStatus",
+    "RunTransition",
     "SourceState",
+    "SourceStatus",
+    "SourceTransition",
     "check_source_transition",
+    "runs_from_dict",
 ]

@@ -34,7 +34,7 @@ def test_builtin_precision_recall_and_mask_iou_through_the_engine(client, tmp_pa
     run = {"name": "accuracy", "output_dir": str(tmp_path / "out"),
            "sources": [{"id": f"c{i}", "uri": str(c.path)} for i, c in enumerate(clips)]}  # fmt: skip
     run_id = client.submit(resolve_paths(parse_run(run), tmp_path))["run_id"]
-    assert client.wait(run_id, timeout_s=300)["state"] == "FINISHED"
+    assert client.wait(run_id, timeout_s=300).to_dict()["state"] == "FINISHED"
 
     tp = fp = fn = 0
     mask_ious: list[float] = []

@@ -47,7 +47,7 @@ def test_submit_returns_and_the_detached_controller_finishes_the_run(ray_cluster
     assert done.stdout.startswith("submitted run detached-"), done.stdout
     assert "Traceback" not in done.stderr
     run_id = done.stdout.split()[2].rstrip(":")
-    run = client.wait(run_id, timeout_s=180)
+    run = client.wait(run_id, timeout_s=180).to_dict()
     assert run["state"] == "FINISHED"
     assert len(read_jsonl(tmp_path / "out" / "s1.jsonl")) == 30
 
@@ -104,7 +104,7 @@ def test_stop_from_the_cli(ray_cluster, client, tmp_path):
     assert done.returncode == 0, done.stderr
     run_id = json.loads(done.stdout)["run_id"]
     wait_for(
-        lambda: client.status(run_id)["runs"][0]["sources"][0]["frames_emitted"] >= 5, 120, "frames"
+        lambda: client.run(run_id).to_dict()["sources"][0]["frames_emitted"] >= 5, 120, "frames"
     )
     stopped = run_cli(
         "-m", "vsa.stop", "forever", "--json", "--address", ray_cluster["gcs_address"]

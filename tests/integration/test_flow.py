@@ -45,21 +45,17 @@ def test_overloaded_realtime_run_accounts_for_every_frame(client, tmp_path):
     run_id = client.submit(spec)["run_id"]
     try:
         wait_for(
-            lambda: all(
-                s["frames_emitted"] >= 10 for s in client.status(run_id)["runs"][0]["sources"]
-            ),
+            lambda: all(s["frames_emitted"] >= 10 for s in client.run(run_id).to_dict()["sources"]),
             180,
             "every stream emitting",
         )
         wait_for(
-            lambda: (
-                sum(s["frames_dropped"] for s in client.status(run_id)["runs"][0]["sources"]) > 200
-            ),
+            lambda: sum(s["frames_dropped"] for s in client.run(run_id).to_dict()["sources"]) > 200,
             120,
             "the engine to be overloaded",
         )
     finally:
-        run = client.stop(run_id)
+        run = client.stop(run_id).to_dict()
     by_id = {s["id"]: s for s in run["sources"]}
     for s in run["sources"]:
         assert s["frames_decoded"] == s["frames_emitted"] + sum(s["drops"].values()), s
@@ -107,7 +103,7 @@ def test_a_high_priority_run_does_not_starve_another_run(client, tmp_path):
         return client.submit(resolve_paths(parse_run(spec), tmp_path))["run_id"]
 
     def emitted(run_id):
-        return {s["id"]: s["frames_emitted"] for s in client.status(run_id)["runs"][0]["sources"]}
+        return {s["id"]: s["frames_emitted"] for s in client.run(run_id).to_dict()["sources"]}
 
     greedy = run("greedy", range(3), 100)
     modest = run("modest", [7], 0)
@@ -118,9 +114,7 @@ def test_a_high_priority_run_does_not_starve_another_run(client, tmp_path):
             "both runs emitting",
         )
         wait_for(
-            lambda: (
-                sum(s["frames_dropped"] for s in client.status(greedy)["runs"][0]["sources"]) > 100
-            ),
+            lambda: sum(s["frames_dropped"] for s in client.run(greedy).to_dict()["sources"]) > 100,
             120,
             "the engine to be saturated by the greedy run",
         )
@@ -128,7 +122,7 @@ def test_a_high_priority_run_does_not_starve_another_run(client, tmp_path):
         # saturated, the other run's camera keeps its share (it fell to 0 fps before)
         wait_for(lambda: emitted(modest)["cam7"] >= before + 20, 90, "the modest run's frames")
     finally:
-        runs = [client.stop(greedy), client.stop(modest)]
+        runs = [client.stop(greedy).to_dict(), client.stop(modest).to_dict()]
     for final in runs:
         for s in final["sources"]:
             assert s["frames_decoded"] == s["frames_emitted"] + s["frames_dropped"], s

@@ -56,12 +56,12 @@ def camera(cid: str, url: str, **extra) -> dict:
 
 
 def source(client, run_id: str, sid: str) -> dict:
-    run = client.status(run_id)["runs"][0]
+    run = client.run(run_id).to_dict()
     return next(s for s in run["sources"] if s["id"] == sid)
 
 
 def run_of(client, run_id: str) -> dict:
-    return client.status(run_id)["runs"][0]
+    return client.run(run_id).to_dict()
 
 
 def test_server_down_at_start_then_up(client, tmp_path):
@@ -89,7 +89,7 @@ def test_server_down_at_start_then_up(client, tmp_path):
         states = [t["state"] for t in run_of(client, run_id)["transitions"]]
         assert states[:2] == ["WAITING", "UP"]
     finally:
-        final = client.stop(run_id)
+        final = client.stop(run_id).to_dict()
         server.stop()
     cam = final["sources"][0]
     assert final["state"] == "STOPPED"
@@ -156,7 +156,7 @@ def test_camera_killed_mid_run_comes_back_and_others_keep_their_pace(client, tmp
             )
             wait_for(lambda: run_of(client, run_id)["state"] == "UP", 30, "the run UP again")
         finally:
-            final = client.stop(run_id)
+            final = client.stop(run_id).to_dict()
     out = tmp_path / "out"
     for s in final["sources"]:
         assert s["state"] == "STOPPED"
@@ -201,7 +201,7 @@ def test_credentials_right_and_wrong_and_never_shown(client, ray_cluster, tmp_pa
             assert bad["next_retry_at"] - time.time() > 15
             run = run_of(client, run_id)
             assert run["state"] == "DEGRADED" and "bad RECONNECTING (AUTH_FAILED)" in run["reason"]
-            text = json.dumps(client.status(run_id))
+            text = json.dumps(client.status_dicts(run_id))
             assert SECRET not in text and "viewer:***@" in text
             assert not any(x in text for x in (ODD_SECRET, KEY_SECRET, "it's!$")), text
             # the controller's durable record holds masked URIs and sealed copies only
@@ -212,7 +212,7 @@ def test_credentials_right_and_wrong_and_never_shown(client, ray_cluster, tmp_pa
             for secret in (SECRET, ODD_SECRET, KEY_SECRET, quote(SECRET, safe="")):
                 assert secret not in record
         finally:
-            final = client.stop(run_id)
+            final = client.stop(run_id).to_dict()
     assert SECRET not in json.dumps(final)
     assert ODD_SECRET not in json.dumps(final) and KEY_SECRET not in json.dumps(final)
     report = (tmp_path / "out" / "report.json").read_text()
@@ -260,7 +260,7 @@ def test_a_stalled_camera_is_reconnected(client, tmp_path):
                 "cam1 streaming again",
             )
         finally:
-            final = client.stop(run_id)
+            final = client.stop(run_id).to_dict()
     cam = final["sources"][0]
     assert cam["frames_decoded"] == cam["frames_emitted"] + cam["frames_dropped"]
 
@@ -288,7 +288,7 @@ def test_two_cameras_of_different_size_and_rate_are_batched_together(client, tmp
                 "frames from both cameras",
             )
         finally:
-            final = client.stop(run_id)
+            final = client.stop(run_id).to_dict()
     out = tmp_path / "out"
     big, small = read_jsonl(out / "big.jsonl"), read_jsonl(out / "small.jsonl")
     assert {(r["width"], r["height"]) for r in big} == {(320, 240)}
@@ -357,7 +357,7 @@ def test_stop_from_every_run_state(client, tmp_path, state):
         if state == "DEGRADED":
             assert source(client, run_id, "bad")["code"] == "CORRUPT_DATA"
         started = time.monotonic()
-        final = client.stop(run_id, timeout_s=30)
+        final = client.stop(run_id, timeout_s=30).to_dict()
         took = time.monotonic() - started
     finally:
         hole.close()
@@ -367,7 +367,7 @@ def test_stop_from_every_run_state(client, tmp_path, state):
         assert s["state"] in ("STOPPED", "FAILED"), s
         assert s["frames_decoded"] == s["frames_emitted"] + s["frames_dropped"]
     assert run_of(client, run_id)["state"] == "STOPPED"
-    assert client.stop(run_id)["state"] == "STOPPED"  # stopping a stopped run is a no-op
+    assert client.stop(run_id).to_dict()["state"] == "STOPPED"  # stopping a stopped run is a no-op
 
 
 def test_http_sources_and_bad_files_beside_a_healthy_stream(client, clips, tmp_path):
@@ -410,7 +410,7 @@ def test_http_sources_and_bad_files_beside_a_healthy_stream(client, clips, tmp_p
                 ],
             )
         )["run_id"]
-        run = client.wait(run_id, timeout_s=180)
+        run = client.wait(run_id, timeout_s=180).to_dict()
     finally:
         httpd.shutdown()
     by_id = {s["id"]: s for s in run["sources"]}
@@ -444,7 +444,7 @@ def test_camera_resolution_change_mid_run_continues_in_a_new_segment(client, tmp
             )
             assert source(client, run_id, "cam1")["state"] == "STREAMING"
         finally:
-            final = client.stop(run_id)
+            final = client.stop(run_id).to_dict()
     cam = final["sources"][0]
     sizes = [(r["width"], r["height"]) for r in read_jsonl(out / "cam1.jsonl")]
     first_small = sizes.index((160, 120))
@@ -457,10 +457,10 @@ def test_stop_on_a_finished_or_failed_run_changes_nothing(client, tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     failed = client.submit(spec(tmp_path, "all-bad", [{"id": "bad", "uri": str(empty)}]))
-    run = client.wait(failed["run_id"], timeout_s=120)
+    run = client.wait(failed["run_id"], timeout_s=120).to_dict()
     assert run["state"] == "FAILED" and "bad: CORRUPT_DATA" in run["error"]
-    assert client.stop(failed["run_id"])["state"] == "FAILED"
+    assert client.stop(failed["run_id"]).to_dict()["state"] == "FAILED"
     syn = "synthetic://shapes?seed=1&fps=10&width=160&height=120&frames=5"
     done = client.submit(spec(tmp_path / "short", "short", [{"id": "syn", "uri": syn}]))
-    assert client.wait(done["run_id"], timeout_s=120)["state"] == "FINISHED"
-    assert client.stop(done["run_id"])["state"] == "FINISHED"
+    assert client.wait(done["run_id"], timeout_s=120).to_dict()["state"] == "FINISHED"
+    assert client.stop(done["run_id"]).to_dict()["state"] == "FINISHED"

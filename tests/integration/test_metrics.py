@@ -93,7 +93,7 @@ def test_prometheus_scrapes_per_stream_metrics_and_the_latency_count_is_frames_e
         tmp_path,
     )
     run_id = client.submit(spec)["run_id"]
-    run = client.wait(run_id, timeout_s=180)
+    run = client.wait(run_id, timeout_s=180).to_dict()
     assert run["state"] == "FINISHED"
     for s in run["sources"]:
         assert s["frames_emitted"] == FRAMES

@@ -24,7 +24,7 @@ def test_yolo_segment_torchscript_runs_through_the_engine(client, clips, tmp_pat
            "sources": [{"id": "clip", "uri": str(clips["small"])}]}  # fmt: skip
     spec = resolve_paths(parse_run(run), tmp_path)
     run_id = client.submit(spec)["run_id"]
-    status = client.wait(run_id, timeout_s=240)
+    status = client.wait(run_id, timeout_s=240).to_dict()
     assert status["state"] == "FINISHED", status
     assert status["model"]["model"] == "torchscript:toy-seg.torchscript"
 
@@ -74,4 +74,4 @@ def test_bad_model_is_refused_at_submit_and_the_engine_stays_up(ray_cluster, cli
     # the engine is still up and serves the next run
     good = parse_run({"name": "aftermath", "output_dir": str(tmp_path / "good"),
                       "sources": [{"id": "s", "uri": "synthetic://shapes?frames=5&width=128&height=96"}]})  # fmt: skip
-    assert client.wait(client.submit(good)["run_id"], timeout_s=120)["state"] == "FINISHED"
+    assert client.wait(client.submit(good)["run_id"], timeout_s=120).state == "FINISHED"

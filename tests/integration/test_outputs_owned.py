@@ -31,7 +31,7 @@ def syn(sid: str, seed: int = 1, frames: int | None = None) -> dict:
 
 
 def run_of(client, run_id: str) -> dict:
-    return client.status(run_id)["runs"][0]
+    return client.run(run_id).to_dict()
 
 
 def source(client, run_id: str, sid: str) -> dict:
@@ -48,7 +48,7 @@ def test_two_runs_never_write_the_same_directory_and_overwrite_is_deliberate(cli
         client.stop(other)
         wait_for(lambda: source(client, first, "cam1")["frames_emitted"] >= 5, 120, "frames")
     finally:
-        done = client.stop(first)
+        done = client.stop(first).to_dict()
     out = tmp_path / "out"
     lines = read_jsonl(out / "cam1.jsonl")
     assert len(lines) == done["sources"][0]["frames_emitted"]
@@ -59,7 +59,7 @@ def test_two_runs_never_write_the_same_directory_and_overwrite_is_deliberate(cli
     assert read_jsonl(out / "cam1.jsonl") == lines
     # ... but on request
     again = client.submit(spec(tmp_path, "owner-a", [syn("cam1", frames=5)]), overwrite=True)
-    final = client.wait(again["run_id"], 120)
+    final = client.wait(again["run_id"], 120).to_dict()
     assert final["state"] == "FINISHED"
     assert {r["run"] for r in read_jsonl(out / "cam1.jsonl")} == {again["run_id"]}
 
@@ -68,7 +68,7 @@ def test_a_run_too_big_for_the_engine_is_refused_with_the_numbers(client, tmp_pa
     sources = [syn(f"c{i}", seed=i) for i in range(65)]
     with pytest.raises(VsaError, match=r"the run has 65 sources; this engine admits at most 64"):
         client.submit(spec(tmp_path, "too-big", sources))
-    assert not any(r["name"] == "too-big" for r in client.status()["runs"])
+    assert not any(r.name == "too-big" for r in client.status())
 
 
 @pytest.mark.parametrize("timeout_s", [0, -1, float("nan"), float("inf")])
@@ -80,7 +80,7 @@ def test_stop_refuses_a_timeout_that_is_not_a_positive_number(client, tmp_path, 
 def test_a_short_stop_leaves_every_source_terminal_with_exact_counts(client, tmp_path):
     run_id = client.submit(spec(tmp_path, "short-stop", [syn("a"), syn("b", seed=2)]))["run_id"]
     wait_for(lambda: source(client, run_id, "b")["frames_emitted"] >= 5, 120, "frames")
-    final = client.stop(run_id, timeout_s=0.01)
+    final = client.stop(run_id, timeout_s=0.01).to_dict()
     assert final["state"] == "STOPPED"
     for s in final["sources"]:
         assert s["state"] == "STOPPED", s
@@ -95,7 +95,7 @@ def test_output_directory_deleted_mid_run_is_a_sink_error_not_emitted_frames(cli
         shutil.rmtree(tmp_path / "out")
         wait_for(lambda: source(client, run_id, "cam1")["state"] == "FAILED", 60, "SINK_ERROR")
     finally:
-        final = client.stop(run_id)
+        final = client.stop(run_id).to_dict()
     cam = final["sources"][0]
     assert cam["code"] == "SINK_ERROR" and "deleted" in cam["error"], cam
     assert cam["frames_emitted"] == 0, cam  # no file holds the frames written before

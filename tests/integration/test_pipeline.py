@@ -65,7 +65,7 @@ def test_mixed_run_finishes_with_playable_video_and_complete_jsonl(client, clips
         ],
     )
     run_id = client.submit(spec)["run_id"]
-    run = client.wait(run_id, timeout_s=180)
+    run = client.wait(run_id, timeout_s=180).to_dict()
     assert run["state"] == "FINISHED", run
     expected = {"syn": 45, "clip": 36}
     for source in run["sources"]:
@@ -97,7 +97,7 @@ def test_results_are_attributed_to_the_right_stream_and_frame(client, clips, tmp
         batching={"max_batch_size": 8, "max_wait_ms": 100},
     )
     run_id = client.submit(spec)["run_id"]
-    run = client.wait(run_id, timeout_s=240)
+    run = client.wait(run_id, timeout_s=240).to_dict()
     assert run["state"] == "FINISHED", run
 
     model = load_model(spec.model.model_copy(update={"device": "cpu"}))  # what the engine loaded
@@ -138,7 +138,7 @@ def test_stop_an_endless_run_closes_complete_files(client, ray_cluster, tmp_path
     run_id = client.submit(spec)["run_id"]
 
     def streaming():
-        run = client.status(run_id)["runs"][0]
+        run = client.run(run_id).to_dict()
         return run["state"] == "UP" and all(s["frames_emitted"] >= 10 for s in run["sources"])
 
     wait_for(streaming, 120, "both endless sources to emit 10 frames")
@@ -151,7 +151,7 @@ def test_stop_an_endless_run_closes_complete_files(client, ray_cluster, tmp_path
     with pytest.raises(VsaError, match=r"a run named 'endless' is already UP as endless-"):
         client.submit(spec)
 
-    run = client.stop(run_id)
+    run = client.stop(run_id).to_dict()
     assert run["state"] == "STOPPED"
     for source in run["sources"]:
         assert source["state"] == "STOPPED"
@@ -166,7 +166,7 @@ def test_stop_an_endless_run_closes_complete_files(client, ray_cluster, tmp_path
     wait_for(lambda: _actor_gone(f"source:{run_id}/a"), 60, "source actor to be removed")
     again = client.submit(spec, overwrite=True)["run_id"]  # its own files: replaced on request
     assert again != run_id
-    assert client.stop(again)["state"] == "STOPPED"
+    assert client.stop(again).to_dict()["state"] == "STOPPED"
 
 
 def _actor_gone(name: str) -> bool:

@@ -29,7 +29,7 @@ def spec(tmp_path, name, n=2, **extra):
 
 
 def run_of(client, run_id):
-    return client.status(run_id)["runs"][0]
+    return client.run(run_id).to_dict()
 
 
 def emitted(client, run_id):
@@ -76,7 +76,7 @@ def test_inference_actor_killed_is_restarted_and_sources_continue(client, tmp_pa
         print(f"inference actor killed: frames flow again after {recovery:.1f} s")
         assert recovery < 90
     finally:
-        final = client.stop(run_id)
+        final = client.stop(run_id).to_dict()
     assert set().union(*(s["drops"] for s in final["sources"])) <= {"inference_error", "shutdown"}
     check_files(tmp_path, final)
 
@@ -103,7 +103,7 @@ def test_blocked_pipeline_is_noticed_by_the_watchdog(client, tmp_path):
         assert "pipeline blocked" in reason["reason"]
         print(f"blocked model: restarted after {noticed:.1f} s (stall_timeout_s 3)")
     finally:
-        final = client.stop(run_id)
+        final = client.stop(run_id).to_dict()
     check_files(tmp_path, final)
 
 
@@ -111,7 +111,7 @@ def test_out_of_memory_for_one_frame_fails_the_run_with_its_reason(client, tmp_p
     run_id = client.submit(spec(tmp_path, "oom"))["run_id"]
     wait_for(lambda: min(emitted(client, run_id).values()) >= 5, 120, "frames")
     ray.get(inference().inject_fault.remote("oom"))
-    run = client.wait(run_id, timeout_s=120)
+    run = client.wait(run_id, timeout_s=120).to_dict()
     assert run["state"] == "FAILED"
     assert "out of memory for a single frame 3 times in a row" in run["error"]
     check_files(tmp_path, run)
@@ -138,7 +138,7 @@ def test_source_actor_killed_is_restarted_and_appends_to_its_files(client, tmp_p
         )
         wait_for(lambda: all_emitted_past(client, run_id, marks), 120, "frames after it")
     finally:
-        final = client.stop(run_id)
+        final = client.stop(run_id).to_dict()
     cam0 = next(s for s in final["sources"] if s["id"] == "cam0")
     assert cam0["restarts"] == 1
     assert (tmp_path / "out" / "cam0.part2.mp4").exists()  # the video continues in a segment
@@ -162,7 +162,7 @@ def test_a_restarted_finite_source_continues_after_its_last_written_frame(client
     for sid in ("syn", "file"):
         victim = ray.get_actor(f"source:{run_id}/{sid}", namespace="vsa")
         ray.kill(victim, no_restart=False)  # the process dies; Ray restarts the actor
-    final = client.wait(run_id, 240)
+    final = client.wait(run_id, 240).to_dict()
     assert final["state"] == "FINISHED", final
     out = tmp_path / "out"
     for s in final["sources"]:
@@ -207,7 +207,7 @@ def test_controller_process_killed_is_restarted_and_recovers_the_run(client, tmp
             f"controller killed: serving the run again after {time.monotonic() - killed_at:.1f} s"
         )
     finally:
-        final = client.stop(run_id)
+        final = client.stop(run_id).to_dict()
     assert final["state"] == "STOPPED"
     check_files(tmp_path, final)
     first = read_jsonl(tmp_path / "out" / "cam0.jsonl")[0]
@@ -231,7 +231,7 @@ def test_sustained_drops_mark_the_run_degraded_without_killing_it(client, tmp_pa
         marks = emitted(client, run_id)
         wait_for(lambda: all_emitted_past(client, run_id, marks, 3), 60, "it keeps running")
     finally:
-        final = client.stop(run_id)
+        final = client.stop(run_id).to_dict()
     check_files(tmp_path, final)
 
 
@@ -254,5 +254,5 @@ def test_object_store_spilling_is_reported_as_a_warning(client, tmp_path):
         assert any(e["event"] == "warning" for e in run["events"])
     finally:
         del held
-        final = client.stop(run_id)
+        final = client.stop(run_id).to_dict()
     check_files(tmp_path, final)

@@ -58,18 +58,29 @@ def test_stop_timeout_defaults_to_a_minute():
 
 
 class FakeRemote:
-    def __init__(self) -> None:
+    def __init__(self, method: str) -> None:
+        self.method = method
         self.calls: list[tuple[Any, ...]] = []
 
     def remote(self, *args: Any) -> tuple[Any, ...]:
         self.calls.append(args)
-        return ("ref", *args)
+        return (self.method, *args)
 
 
 class FakeController:
     def __init__(self) -> None:
-        self.stop = FakeRemote()
-        self.submit = FakeRemote()
+        self.stop = FakeRemote("stop")
+        self.submit = FakeRemote("submit")
+        self.status = FakeRemote("status")
+
+
+STOPPED_RUN = {
+    "id": "r1-1",
+    "name": "r1",
+    "state": "STOPPED",
+    "created_at": 1_700_000_000.0,
+    "sources": [{"id": "cam1", "state": "STOPPED"}],
+}
 
 
 def fake_client(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[Any, float]]]:
@@ -80,6 +91,10 @@ def fake_client(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[Any, f
 
     def fake_call(ref: Any, timeout: float = 120.0) -> dict[str, Any]:
         calls.append((ref, timeout))
+        if ref[0] == "stop":
+            return dict(STOPPED_RUN)
+        if ref[0] == "status":
+            return {"runs": [dict(STOPPED_RUN)]}
         return {"run_id": "r1-1", "model": {"model": "m", "device": "cpu"}}
 
     monkeypatch.setattr(client_mod, "_call", fake_call)
@@ -115,6 +130,141 @@ def test_client_stop_waits_for_the_engines_worst_case(monkeypatch):
     assert calls[0][1] == 65.0
     c.stop("r1")
     assert calls[1][1] == 120.0
+
+
+# --- typed status: Client.status/run/wait/stop ----------------------------------------------
+
+
+def test_client_status_run_wait_and_stop_are_typed(monkeypatch):
+    from vsa.schema import RunState, RunStatus, SourceState
+
+    c, _ = fake_client(monkeypatch)
+    (run,) = c.status()
+    assert isinstance(run, RunStatus) and run.state is RunState.STOPPED
+    assert run.source("cam1").state is SourceState.STOPPED
+    assert c.controller.status.calls == [(None,)]
+    assert c.run("r1") == run and c.controller.status.calls[-1] == ("r1",)
+    assert c.wait("r1", timeout_s=5) == run  # terminal at once: no polling
+    assert c.stop("r1") == run
+    assert c.status_dicts("r1") == {"runs": [STOPPED_RUN]}  # the raw answer, no "v"
+    assert run.to_dict() == {**STOPPED_RUN, "v": 1}
+
+
+def test_client_wait_times_out_on_a_run_that_does_not_end(monkeypatch):
+    from vsa import client as client_mod
+
+    c, _ = fake_client(monkeypatch)
+    live = {**STOPPED_RUN, "state": "UP"}
+    monkeypatch.setattr(client_mod, "_call", lambda ref, timeout=120.0: {"runs": [live]})
+    with pytest.raises(TimeoutError, match="run r1-1 still UP after"):
+        c.wait("r1-1", timeout_s=-1)
+
+
+def test_client_run_of_an_unknown_run_is_run_not_found(monkeypatch):
+    from vsa import client as client_mod
+    from vsa.errors import RunNotFound
+
+    c, _ = fake_client(monkeypatch)
+    monkeypatch.setattr(client_mod, "_call", lambda ref, timeout=120.0: {"runs": []})
+    with pytest.raises(RunNotFound):
+        c.run("nope")
+
+
+def test_a_status_this_client_cannot_read_is_a_vsa_error_naming_why(monkeypatch):
+    from vsa import client as client_mod
+    from vsa.client import StatusFormatError
+
+    c, _ = fake_client(monkeypatch)
+    newer = {**STOPPED_RUN, "v": 2}
+    monkeypatch.setattr(client_mod, "_call", lambda ref, timeout=120.0: {"runs": [newer]})
+    with pytest.raises(StatusFormatError) as exc:
+        c.status()
+    assert isinstance(exc.value, VsaError) and isinstance(exc.value, ValueError)
+    assert "run 'r1-1': status version 2 is newer" in str(exc.value)
+
+    monkeypatch.setattr(cli, "_client", lambda args, local=False: c)
+    assert main(["status"], out=io.StringIO()) == 1  # one line on stderr, no traceback
+
+
+def test_client_submit_takes_a_run_file_path(monkeypatch, run_file, tmp_path):
+    c, _ = fake_client(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert c.submit(str(run_file))["run_id"] == "r1-1"
+    c.submit(run_file, overwrite=True)  # a Path
+    (dump1, flag1), (dump2, flag2) = c.controller.submit.calls
+    assert dump1 == dump2 and (flag1, flag2) == (False, True)
+    assert dump1["output_dir"] == str(tmp_path / "out")  # relative: from the current directory
+    assert [s["id"] for s in dump1["sources"]] == ["cam1", "cam2"]
+
+
+def test_client_submit_refuses_what_is_neither_a_spec_nor_a_path(monkeypatch):
+    from vsa.client import InvalidArgument
+
+    c, _ = fake_client(monkeypatch)
+    with pytest.raises(InvalidArgument, match="RunSpec or the path of a run file, not dict"):
+        c.submit({"name": "r1"})  # type: ignore[arg-type]
+    assert not c.controller.submit.calls
+
+
+def test_client_submit_of_a_bad_run_file_is_a_config_error(monkeypatch, tmp_path):
+    from vsa.errors import ConfigError
+
+    c, _ = fake_client(monkeypatch)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\noutput_dir: o\nsources: []\nextra: 1\n")
+    with pytest.raises(ConfigError, match="extra: unknown key"):
+        c.submit(bad)
+    assert not c.controller.submit.calls
+
+
+# --- what the CLI prints from typed status ---------------------------------------------------
+
+
+@pytest.fixture
+def cli_with_fake_client(monkeypatch):
+    c, _ = fake_client(monkeypatch)
+    monkeypatch.setattr(cli, "_client", lambda args, local=False: c)
+    return c
+
+
+def test_status_json_is_the_versioned_wire_form(cli_with_fake_client):
+    import json
+
+    out = io.StringIO()
+    assert main(["status", "--json"], out=out) == 0
+    assert json.loads(out.getvalue()) == {"runs": [{**STOPPED_RUN, "v": 1}]}
+
+
+def test_stop_json_and_list_json(cli_with_fake_client):
+    import json
+
+    out = io.StringIO()
+    assert main(["stop", "r1", "--json"], out=out) == 0
+    assert json.loads(out.getvalue()) == {**STOPPED_RUN, "v": 1}
+    out = io.StringIO()
+    assert main(["list", "--json"], out=out) == 0
+    assert json.loads(out.getvalue()) == [
+        {
+            "id": "r1-1",
+            "name": "r1",
+            "state": "STOPPED",
+            "created_at": 1_700_000_000.0,
+            "finished_at": None,
+        }
+    ]
+
+
+def test_status_list_and_follow_print_tables(cli_with_fake_client):
+    out = io.StringIO()
+    assert main(["status"], out=out) == 0
+    assert out.getvalue().startswith("run r1-1  STOPPED  output ")
+    assert out.getvalue().splitlines()[2].split()[:2] == ["cam1", "STOPPED"]
+    out = io.StringIO()
+    assert main(["list"], out=out) == 0
+    assert out.getvalue().startswith("r1-1  STOPPED ") and "1 sources" in out.getvalue()
+    out = io.StringIO()
+    assert main(["status", "r1", "--follow"], out=out) == 0  # already ended: the final table
+    assert out.getvalue().startswith("run r1-1  STOPPED")
 
 
 # --- vsa submit --overwrite -----------------------------------------------------------------

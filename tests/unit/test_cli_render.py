@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vsa.cli import progress_line, render_run, source_state_text
+from vsa.schema import RunStatus, SourceStatus
 
 
 def src(sid: str, state: str, **extra) -> dict:
@@ -24,15 +25,19 @@ def src(sid: str, state: str, **extra) -> dict:
 
 
 def test_reconnecting_shows_attempt_and_time_to_the_next_try():
-    s = src("door", "RECONNECTING", attempt=3, next_retry_at=1000.0, code="UNREACHABLE")
+    s = SourceStatus.from_dict(
+        src("door", "RECONNECTING", attempt=3, next_retry_at=1000.0, code="UNREACHABLE")
+    )
     assert source_state_text(s, now=996.2) == "RECONNECTING #3 in 4s"
     assert source_state_text(s, now=1001.0) == "RECONNECTING #3 in 0s"
-    assert source_state_text(src("a", "STREAMING")) == "STREAMING"
+    assert source_state_text(SourceStatus.from_dict(src("a", "STREAMING"))) == "STREAMING"
 
 
 def test_status_table_names_why_the_run_is_degraded():
     run = {
         "id": "r-1",
+        "name": "r",
+        "created_at": 1_700_000_000.0,
         "state": "DEGRADED",
         "reason": "door RECONNECTING (AUTH_FAILED)",
         "error": None,
@@ -50,6 +55,7 @@ def test_status_table_names_why_the_run_is_degraded():
             ),
         ],
     }
+    run = RunStatus.from_dict(run)
     text = render_run(run)
     assert "why: door RECONNECTING (AUTH_FAILED)" in text
     rows = text.splitlines()
