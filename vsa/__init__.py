@@ -28,8 +28,6 @@ def _code_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-CODE_FINGERPRINT = _code_fingerprint()
-
 # The public Python API, imported on first use: ``import vsa`` stays light (no pydantic, no Ray)
 # for the actors and tools that only need the fingerprint.
 _LAZY = {
@@ -47,6 +45,9 @@ __all__ = ["CODE_FINGERPRINT", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> object:
+    if name == "CODE_FINGERPRINT":  # hashed on first use (the client and the controller), not
+        value = globals()[name] = _code_fingerprint()  # by every process that imports vsa
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'vsa' has no attribute {name!r}")
@@ -58,4 +59,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"CODE_FINGERPRINT"})

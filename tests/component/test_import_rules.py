@@ -117,3 +117,16 @@ def test_the_static_check_sees_an_import(tmp_path: Path) -> None:
     names = _imported_modules(src, "vsa.models")
     assert {"vsa.sources", "vsa.sources.synthetic", "vsa.sources.base"} <= names
     assert _package_imports("vsa.tools", "vsa.sources") != []  # evaluate, make_clip
+
+
+def test_importing_vsa_hashes_no_source_files():
+    """Every actor process imports vsa; only the client and the controller need the code
+    fingerprint, and it is computed the first time one of them asks."""
+    code = (
+        "import vsa, pathlib; hashed = 'CODE_FINGERPRINT' in vars(vsa); "
+        "from vsa import CODE_FINGERPRINT as f; print(hashed, len(f))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.split() == ["False", "12"], out.stderr
