@@ -39,21 +39,20 @@ def draw_detections(
 ) -> np.ndarray:
     """The image with masks blended in, then boxes and ``label score`` tags on top.
 
-    Returns a new array unless ``in_place`` (arrays from the object store are read-only).
+    ``in_place``: draw into ``image`` itself and return it, when it is writable; a
+    read-only image (an array from the object store) is copied and the copy drawn on.
+    Otherwise (the default) ``image`` is left as it was and a new array is returned.
+    Either way the pixels returned are the same. Masks are blended inside their box only.
     """
-    out = image if in_place else image.copy()
+    out = image if in_place and image.flags.writeable else image.copy()
     h, w = out.shape[:2]
     if draw_masks:
         for det in detections:
-            if det.mask is None:
+            placed = det.mask_in_frame(h, w)
+            if placed is None or placed[0].size == 0:
                 continue
-            x1, y1, x2, y2 = det.mask_box()
-            x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
-            if x2 <= x1 or y2 <= y1:
-                continue
-            ox, oy = x1 - det.mask_box()[0], y1 - det.mask_box()[1]
-            mask = det.mask[oy : oy + (y2 - y1), ox : ox + (x2 - x1)]
-            roi = out[y1:y2, x1:x2]
+            mask, x1, y1 = placed
+            roi = out[y1 : y1 + mask.shape[0], x1 : x1 + mask.shape[1]]
             colour = np.array(colour_for(det.class_id), np.float32)
             roi[mask] = (roi[mask] * (1 - mask_alpha) + colour * mask_alpha).astype(np.uint8)
     thickness = max(1, round(min(h, w) / 360))

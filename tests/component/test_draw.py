@@ -192,3 +192,74 @@ def test_several_detections_each_get_their_colour():
     out = draw_detections(frame(), dets)
     assert tuple(out[90, 70]) == tuple(blend(colour_for(0)))
     assert tuple(out[130, 240]) == tuple(blend(colour_for(2)))
+
+
+# --- in place: the video sink draws into the decoded frame itself -------------------------
+
+IN_PLACE_CASES = [
+    pytest.param([], id="nothing"),
+    pytest.param([(BOX, "circle", 1)], id="circle-mask"),
+    pytest.param([(BOX, None, 2)], id="box-only"),
+    pytest.param([((-30, -20, 60, 50), "full", 0)], id="clipped-top-left"),
+    pytest.param([((280, 200, 400, 300), "full", 4)], id="clipped-bottom-right"),
+    pytest.param([((0, 0, W, H), "full", 3)], id="whole-frame"),
+    pytest.param(
+        [((20, 40, 120, 140), "full", 0), ((80, 60, 300, 200), "circle", 2)], id="overlapping"
+    ),
+]
+
+
+def detections_for(spec) -> list[Detection]:
+    out = []
+    for box, kind, class_id in spec:
+        x1, y1, x2, y2 = box
+        mask = None
+        if kind == "circle":
+            mask = circle_mask(box)
+        elif kind == "full":
+            mask = np.ones((y2 - y1, x2 - x1), bool)
+        out.append(detection(mask, box=box, class_id=class_id))
+    return out
+
+
+def textured() -> np.ndarray:
+    return np.random.default_rng(7).integers(0, 256, (H, W, 3), np.uint8)
+
+
+@pytest.mark.parametrize("spec", IN_PLACE_CASES)
+@pytest.mark.parametrize("draw_masks", [True, False])
+def test_in_place_gives_the_same_pixels_as_a_copy(spec, draw_masks: bool):
+    dets = detections_for(spec)
+    original = textured()
+    on_copy = draw_detections(original, dets, draw_masks=draw_masks)
+    image = original.copy()
+    in_place = draw_detections(image, dets, draw_masks=draw_masks, in_place=True)
+    assert in_place is image
+    np.testing.assert_array_equal(in_place, on_copy)
+
+
+@pytest.mark.parametrize("spec", IN_PLACE_CASES)
+def test_in_place_on_a_read_only_image_falls_back_to_a_copy(spec):
+    dets = detections_for(spec)
+    image = textured()
+    before = image.copy()
+    image.setflags(write=False)
+    out = draw_detections(image, dets, in_place=True)
+    assert out is not image and out.flags.writeable
+    np.testing.assert_array_equal(image, before)  # untouched
+    np.testing.assert_array_equal(out, draw_detections(before, dets))
+
+
+def test_masks_are_blended_inside_their_box_only():
+    # a mask array larger than its box: only the box-sized part is blended
+    box = (40, 60, 100, 120)
+    mask = np.ones((90, 90), bool)
+    out = draw_detections(frame(), [detection(mask, box=box)], mask_alpha=1.0)
+    changed = (out != BG).any(-1)
+    x1, y1, x2, y2 = box
+    # below the label (above the box) everything changed is in the box or on its outline
+    rows, cols = np.nonzero(changed[y1:])
+    assert cols.min() >= x1 - 2 and cols.max() <= x2 + 2
+    assert rows.max() + y1 <= y2 + 2
+    assert changed[y1 + 5 : y2 - 5, x1 + 5 : x2 - 5].all()
+    assert not changed[y2 + 3 :, :].any()

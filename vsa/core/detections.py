@@ -29,12 +29,28 @@ class Detection:
         return int(math.floor(x1)), int(math.floor(y1)), int(math.ceil(x2)), int(math.ceil(y2))
 
     def full_mask(self, height: int, width: int) -> np.ndarray | None:
+        """The mask as a ``height`` x ``width`` array (for readers; the frame path never needs one)."""
         if self.mask is None:
             return None
         out = np.zeros((height, width), bool)
         x1, y1, x2, y2 = self.mask_box()
         out[y1:y2, x1:x2] = self.mask[: y2 - y1, : x2 - x1]
         return out
+
+    def mask_in_frame(self, height: int, width: int) -> tuple[np.ndarray, int, int] | None:
+        """The part of ``mask`` inside a ``height`` x ``width`` frame, and where it starts there.
+
+        ``(region, x, y)``: ``region`` is a view of ``mask`` (possibly empty) that covers
+        ``[y : y + region.shape[0], x : x + region.shape[1]]`` of the frame. None without a mask.
+        """
+        if self.mask is None:
+            return None
+        x1, y1, x2, y2 = self.mask_box()
+        mask = self.mask[: max(0, y2 - y1), : max(0, x2 - x1)]
+        cx1, cy1 = min(max(x1, 0), width), min(max(y1, 0), height)
+        cx2 = max(cx1, min(x1 + mask.shape[1], width))
+        cy2 = max(cy1, min(y1 + mask.shape[0], height))
+        return mask[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1], cx1, cy1
 
     def to_json(self, height: int, width: int) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -43,9 +59,9 @@ class Detection:
             "score": round(float(self.score), 4),
             "box": [round(float(v), 1) for v in self.box],
         }
-        full = self.full_mask(height, width)
-        if full is not None:
-            record["mask"] = rle_encode(full)
+        placed = self.mask_in_frame(height, width)
+        if placed is not None:  # the box-sized mask, never a frame-sized one
+            record["mask"] = rle_encode_region(*placed, height, width)
         return record
 
 
@@ -58,6 +74,42 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     if flat.size and flat[0] == 1:
         counts = [0, *counts]
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def rle_encode_region(mask: np.ndarray, x: int, y: int, height: int, width: int) -> dict[str, Any]:
+    """``rle_encode`` of a ``height`` x ``width`` frame that is ``mask`` at ``(x, y)``, zero elsewhere.
+
+    The same counts as placing ``mask`` into a full-frame array and encoding that, computed
+    from the region alone: no frame-sized array is made. Parts of ``mask`` outside the frame
+    are cut off.
+    """
+    total = height * width
+    mask = np.asarray(mask)
+    x1, y1 = max(x, 0), max(y, 0)
+    x2, y2 = min(x + mask.shape[1], width), min(y + mask.shape[0], height)
+    if x2 > x1 and y2 > y1:
+        sub = mask[y1 - y : y2 - y, x1 - x : x2 - x]
+        # Each column of the region between rows of zeros: +1 where a run of ones starts,
+        # -1 one past where it ends, so every column's runs are closed within the column.
+        padded = np.zeros((sub.shape[1], sub.shape[0] + 2), np.int8)  # columns as rows
+        padded[:, 1:-1] = sub.T != 0
+        col, row = np.nonzero(np.diff(padded, axis=1))  # in column-major order of the frame
+        # starts and ends alternate; position in the frame's column-major pixel order
+        edges = (col.astype(np.int64) + x1) * height + (row.astype(np.int64) + y1)
+        starts, ends = edges[0::2], edges[1::2]
+        # a run that ends at the bottom of a column and one that starts at the top of the
+        # next are one run in column-major order
+        joined = ends[:-1] == starts[1:]
+        if joined.any():
+            starts = starts[np.concatenate(([True], ~joined))]
+            ends = ends[np.concatenate((~joined, [True]))]
+        edges = np.stack((starts, ends), 1).ravel()
+    else:
+        edges = np.zeros(0, np.int64)
+    counts = np.diff(np.concatenate(([0], edges, [total]))).tolist()
+    if len(counts) > 1 and counts[-1] == 0:  # the last run of ones reached the last pixel
+        counts.pop()
+    return {"size": [int(height), int(width)], "counts": counts}
 
 
 def rle_decode(rle: dict[str, Any]) -> np.ndarray:
@@ -85,4 +137,4 @@ class Letterbox:
         return (x - self.pad_x) / self.scale, (y - self.pad_y) / self.scale
 
 
-__all__ = ["Detection", "Letterbox", "rle_decode", "rle_encode"]
+__all__ = ["Detection", "Letterbox", "rle_decode", "rle_encode", "rle_encode_region"]

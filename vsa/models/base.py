@@ -71,8 +71,12 @@ def letterbox_batch(
 ) -> Batch:
     """uint8 BGR frames of any sizes -> one normalised RGB batch on ``device``.
 
-    Frames cross to the device as uint8; conversion, resize and padding happen there.
+    Frames may be read-only (arrays from Ray's object store): each is read once, by the
+    BGR -> RGB conversion on the host, which makes the only copy of the frame. The RGB
+    frames cross to the device as uint8; scaling to [0, 1], resize and padding happen there.
     """
+    import cv2
+
     height, width = size
     out = torch.full((len(frames), 3, height, width), pad_value, dtype=dtype, device=device)
     boxes = []
@@ -81,9 +85,11 @@ def letterbox_batch(
         scale = min(height / src_h, width / src_w)
         new_h, new_w = max(1, round(src_h * scale)), max(1, round(src_w * scale))
         pad_y, pad_x = (height - new_h) // 2, (width - new_w) // 2
-        arr = frame if frame.flags.writeable else np.array(frame)  # torch needs writable memory
-        t = torch.from_numpy(arr).to(device, non_blocking=True)
-        t = t.permute(2, 0, 1).flip(0).unsqueeze(0).to(dtype) / 255.0  # BGR -> RGB
+        # BGR -> RGB is the first step and the frame's one copy: OpenCV reads the frame as it
+        # is (read-only arrays from the object store too) and torch gets the fresh array.
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        t = torch.from_numpy(rgb).to(device, non_blocking=True)
+        t = t.permute(2, 0, 1).unsqueeze(0).to(dtype) / 255.0
         if (new_h, new_w) != (src_h, src_w):
             t = F.interpolate(
                 t, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False

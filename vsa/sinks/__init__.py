@@ -181,14 +181,25 @@ def open_sinks(
     fps: float | None,
     resume: bool = False,
 ) -> list[Sink]:
-    """The stream's sinks; ``resume`` continues the files of an earlier incarnation."""
+    """The stream's sinks; ``resume`` continues the files of an earlier incarnation.
+
+    The caller writes each frame to the sinks in this order. The frame's pixels are theirs:
+    the last video sink draws its overlays into ``frame.image`` itself, not into a copy (the
+    JSONL sink reads only the image's size, and a video sink before it draws on a copy), so
+    after the sinks the image holds the overlays.
+    """
     out = Path(output_dir)
     sinks: list[Sink] = []
-    for spec in specs:
+    last_video = max((i for i, s in enumerate(specs) if isinstance(s, VideoSinkSpec)), default=-1)
+    for i, spec in enumerate(specs):
         if isinstance(spec, VideoSinkSpec):
             from vsa.sinks.video import VideoSink  # PyAV and OpenCV: only when a video is written
 
-            sinks.append(VideoSink(spec, out / f"{source_id}.mp4", fps, resume))
+            sinks.append(
+                VideoSink(
+                    spec, out / f"{source_id}.mp4", fps, resume, draw_in_place=i == last_video
+                )
+            )
         elif isinstance(spec, JsonlSinkSpec):
             sinks.append(JsonlSink(run_id, source_id, out / f"{source_id}.jsonl", resume))
     return sinks

@@ -159,7 +159,12 @@ class VideoWriter:
 
 
 class VideoSink(_WatchedSink):
-    """Annotated MP4. A resolution change starts a new segment: ``cam1.mp4``, ``cam1.part2.mp4``, ..."""
+    """Annotated MP4. A resolution change starts a new segment: ``cam1.mp4``, ``cam1.part2.mp4``, ...
+
+    ``draw_in_place``: draw the overlays into ``frame.image`` itself instead of a copy of it
+    (a read-only image is still copied). Only for the last sink that reads a frame's pixels:
+    after this sink wrote it, the frame shows the overlays. ``open_sinks`` decides.
+    """
 
     def __init__(
         self,
@@ -170,9 +175,11 @@ class VideoSink(_WatchedSink):
         *,
         clock: Callable[[], float] = time.monotonic,
         check_interval_s: float = CHECK_INTERVAL_S,
+        draw_in_place: bool = False,
     ) -> None:
         super().__init__(clock, check_interval_s)
         self.spec, self.path, self.fps = spec, path, fps
+        self.draw_in_place = draw_in_place
         self.segments: list[Path] = []  # earlier segments kept on resume, then this run's
         n = 1
         while resume and self._part(n).exists():  # a restarted source: go on in a new segment
@@ -210,6 +217,11 @@ class VideoSink(_WatchedSink):
             self.segments.append(path)
         self._size = size
         # drawn on the frame as decoded; the writer pads odd sizes afterwards
-        annotated = draw_detections(frame.image, result.detections, draw_masks=self.spec.draw_masks)
+        annotated = draw_detections(
+            frame.image,
+            result.detections,
+            draw_masks=self.spec.draw_masks,
+            in_place=self.draw_in_place,
+        )
         self.writer.write(annotated, frame.pts)
         self.frames_written += 1

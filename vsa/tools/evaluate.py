@@ -9,8 +9,9 @@ ground-truth object of the same label with the highest *box* IoU, if that IoU is
 ``min_area`` source pixels (default 300: slivers at a border or behind another object)
 are *ignored both ways*: missing them is no false negative, and a detection that
 matches one, or whose own mask is under ``min_area`` pixels and matches nothing, is
-no false positive. Mask IoU compares the ground-truth mask with
-``Detection.full_mask(h, w)``; box and mask IoU are averaged over the matches.
+no false positive. Mask IoU compares the ground-truth mask with the detection's box-sized
+mask placed at its box (as ``Detection.full_mask(h, w)`` would, without making that
+frame-sized array); box and mask IoU are averaged over the matches.
 
 PyAV is imported only when clips are made or decoded, so this module imports with
 torch, numpy and OpenCV alone.
@@ -98,12 +99,16 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def mask_iou(truth: np.ndarray, det: Detection) -> float:
+    """IoU of a frame-sized ground-truth mask with ``det``'s mask, counted in its box only."""
     h, w = truth.shape
-    full = det.full_mask(h, w)
-    if full is None:
+    placed = det.mask_in_frame(h, w)
+    if placed is None:
         return 0.0
-    union = int((truth | full).sum())
-    return int((truth & full).sum()) / union if union else 0.0
+    mask, x, y = placed
+    mask = mask.astype(bool, copy=False)
+    inter = int(np.count_nonzero(truth[y : y + mask.shape[0], x : x + mask.shape[1]] & mask))
+    union = int(np.count_nonzero(truth)) + int(np.count_nonzero(mask)) - inter
+    return inter / union if union else 0.0
 
 
 @dataclass
