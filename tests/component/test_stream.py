@@ -141,7 +141,7 @@ class Sinks:
 
     def all_closed(self) -> bool:
         video, jsonl, recorder = self.opened
-        return video.writer._container is None and jsonl.writer._file.closed and recorder.closed
+        return video.writer.closed and jsonl.writer.closed and recorder.closed
 
 
 def invariant(status: dict) -> None:

@@ -116,6 +116,10 @@ class JsonlWriter:
         """
         return missing_reason(self.path, self.identity)
 
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()

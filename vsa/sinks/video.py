@@ -141,6 +141,11 @@ class VideoWriter:
             return None
         return missing_reason(self.path, self.identity)
 
+    @property
+    def closed(self) -> bool:
+        """No segment is open (never opened, or closed)."""
+        return self._container is None
+
     def close(self) -> None:
         """Flush the encoder and write the trailer; the file is closed even if flushing fails."""
         if self._container is None:
