@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vsa.models.base import Detection, run_model  # noqa: E402
 from vsa.models.builtin import BuiltinModel  # noqa: E402
-from vsa.models.toy import export_toy  # noqa: E402
 from vsa.models.yolo import TorchScriptYolo  # noqa: E402
 from vsa.sources.synthetic import ShapesScene, SyntheticParams  # noqa: E402
+from vsa.testing.toy import export_toy  # noqa: E402
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 

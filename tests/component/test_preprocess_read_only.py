@@ -18,8 +18,8 @@ from vsa.config import ModelSpec
 from vsa.models import load_model, run_model
 from vsa.models.base import letterbox_batch
 from vsa.models.builtin import BuiltinModel
-from vsa.models.toy import export_toy
 from vsa.sources.synthetic import ShapesScene, SyntheticParams
+from vsa.testing.toy import export_toy
 
 CPU = torch.device("cpu")
 

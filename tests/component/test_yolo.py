@@ -15,7 +15,7 @@ from vsa.config import ModelSpec
 from vsa.errors import ModelError
 from vsa.models import load_model, run_model
 from vsa.models.nms import batched_nms, box_iou, nms
-from vsa.models.toy import export_toy
+from vsa.testing.toy import export_toy
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning"

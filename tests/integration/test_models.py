@@ -11,7 +11,7 @@ import pytest
 from tests.integration.conftest import read_jsonl, run_cli, write_run
 from vsa.config import ModelSpec, parse_run, resolve_paths
 from vsa.models import load_model, run_model
-from vsa.models.toy import export_toy
+from vsa.testing.toy import export_toy
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
