@@ -50,6 +50,11 @@ def pytest_configure(config: pytest.Config) -> None:
     needs them; a session over several tiers imports them for the others)."""
     if _only_unit_tests(list(config.args)) and not any(name in sys.modules for name in HEAVY):
         sys.meta_path.insert(0, _RefuseHeavyImports())
+    try:  # matplotlib (the report's chart) builds its font cache with a subprocess on first
+        import matplotlib.font_manager  # noqa: F401 - use on a fresh host: do it before any test
+
+    except ImportError:
+        pass
 
 
 def _no_sleep(seconds: float) -> None:
