@@ -26,6 +26,23 @@ if [ $# -gt 0 ]; then  # a selection: run just that
 fi
 # The unit tier on its own: there its conftest refuses torch, PyAV, Ray, subprocesses and sleeping.
 python -m pytest -q -p no:cacheprovider tests/unit
+# The same tier under Python 3.10 (Jetson's JetPack 6): it needs no torch, PyAV or Ray, so a
+# small venv of the pure-Python dependencies is enough.
+PY310=""
+for candidate in python3.10 "$HOME"/.pyenv/versions/3.10.*/bin/python /usr/bin/python3.10; do
+  if "$candidate" -c "import sys; assert sys.version_info[:2] == (3, 10)" >/dev/null 2>&1; then
+    PY310=$candidate; break
+  fi
+done
+if [ -n "$PY310" ]; then
+  [ -x .venv310/bin/python ] || "$PY310" -m venv .venv310
+  .venv310/bin/python -m pip install -q numpy opencv-python-headless pyyaml pydantic matplotlib \
+    cryptography pytest pytest-timeout hypothesis >.venv310/install.log 2>&1 \
+    || { tail -n 30 .venv310/install.log; exit 1; }
+  .venv310/bin/python -m pytest -q -p no:cacheprovider tests/unit
+else
+  echo "Python 3.10 not found: the unit tier ran under $(python --version) only" >&2
+fi
 # Then the component tier (real PyAV, models, x264; no Ray) and the integration tier (real Ray).
 VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 \
   python -m pytest -q -p no:cacheprovider tests/component tests/integration
