@@ -211,7 +211,8 @@ def test_synthetic_resume_renders_no_skipped_frame(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(ShapesScene, "render", render)
     source = SyntheticSource(SYN, SourceOptions(resume_after_pts=199 / 15))
     first = next(source.frames())
-    assert first.index == 200 and rendered == [200]
+    assert first.index == 200 and rendered == []  # rendered when its pixels are read
+    assert first.image.shape[2] == 3 and rendered == [200]
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import av
@@ -60,6 +60,13 @@ def upright(image: np.ndarray, rotation: float | None) -> np.ndarray:
         return image
     code = _TURNS.get(int(rotation) // 90 % 4)
     return image if code is None else np.ascontiguousarray(cv2.rotate(image, code))
+
+
+def _bgr(picture: av.VideoFrame) -> Callable[[Frame], np.ndarray]:
+    def convert(_: Frame) -> np.ndarray:
+        return np.ascontiguousarray(upright(picture.to_ndarray(format="bgr24"), picture.rotation))
+
+    return convert
 
 
 class AvSource:
@@ -228,10 +235,10 @@ class AvSource:
                     opts.on_skip("decimated", 1)
                     last_frame = time.monotonic()
                     continue
-                image = upright(frame.to_ndarray(format="bgr24"), frame.rotation)
-                image = np.ascontiguousarray(image)
                 took = time.perf_counter() - started
-                yield Frame(index=k, pts=frame.time, wall_time=wall, image=image, decode_s=took)
+                # converted to BGR when first read: a realtime stream never converts the
+                # frames a newer one replaced
+                yield Frame(k, frame.time, wall, decode_s=took, convert=_bgr(frame))
                 started = time.perf_counter()
                 k += 1
                 last_frame = time.monotonic()

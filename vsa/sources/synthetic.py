@@ -232,17 +232,17 @@ class SyntheticSource:
                 delay = start + (k - k0) / self.params.fps - self._clock()
                 if delay > 0:
                     self._sleep(delay)
-            started = time.perf_counter()
-            image, truth = self.scene.render(k)
-            yield Frame(
-                index=k,
-                pts=k / self.params.fps,
-                wall_time=time.time(),
-                image=image,
-                truth=truth,
-                decode_s=time.perf_counter() - started,
-            )
+            # rendered when first read: a realtime stream never renders the frames a newer
+            # one replaced (nor a lossless one any sooner)
+            yield Frame(k, k / self.params.fps, time.time(), convert=self._render(k))
             k += 1
+
+    def _render(self, k: int) -> Callable[[Frame], np.ndarray]:
+        def render(frame: Frame) -> np.ndarray:
+            image, frame.truth = self.scene.render(k)
+            return image
+
+        return render
 
     def close(self) -> None:
         self._closed = True
