@@ -200,11 +200,12 @@ def send_frames(
     deadlines: list[float] | None,
     priority: int,
     on_gone: Callable[[], None],
+    credit: int | None = None,
 ) -> FramesInFlight:
     """Put each frame in the object store (this actor owns it) and pass the references, inside
     a list so that Ray does not resolve them here, to the inference actor's ``infer``."""
     refs = [ray.put(frame.image) for frame in frames]
     ref = inference.infer.options(enable_task_events=False).remote(
-        engine_key, stream_key, [f.index for f in frames], refs, deadlines, priority
+        engine_key, stream_key, [f.index for f in frames], refs, deadlines, priority, credit
     )
     return FramesInFlight(ref, on_gone)

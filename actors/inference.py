@@ -95,9 +95,11 @@ class InferenceActor:
         refs: list[ray.ObjectRef],
         deadlines: list[float] | None = None,
         priority: int = 0,
+        credit: int | None = None,
     ) -> list[FrameResult | None]:
         """Results in order; ``None`` for a frame past its ``deadline`` when its batch formed
-        (dropped as stale instead of inferred late)."""
+        (dropped as stale instead of inferred late). ``credit``: the stream's frames in flight
+        at most, when it is bounded that way (realtime)."""
         engine = self._engines.get(key)
         if engine is None:
             raise ModelError("no model loaded for this run (the inference actor restarted?)")
@@ -106,7 +108,9 @@ class InferenceActor:
         frames = await asyncio.gather(*refs)
         run = stream.split("/", 1)[0]  # streams are "<run id>/<source id>"
         # priority orders streams within a run; runs share the engine in turn
-        return await engine.submit(stream, frames, indices, deadlines, priority, group=run)
+        return await engine.submit(
+            stream, frames, indices, deadlines, priority, group=run, credit=credit
+        )
 
     async def release_engine(self, key: str) -> bool:
         """Unload a model no run uses any more (frames still waiting fail with an error)."""

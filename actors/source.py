@@ -169,9 +169,10 @@ class SourceActor:
         while not self._inference_ok.wait(0.2):
             if self.worker.stopping.is_set() or time.monotonic() > deadline:
                 raise RuntimeError("the inference actor is gone and no new one was handed over")
-        deadlines = None
-        if self.worker.settings.realtime:
-            deadlines = [f.wall_time + self.worker.settings.max_age_s for f in frames]
+        deadlines, credit, settings = None, None, self.worker.settings
+        if settings.realtime:  # the engine closes a batch once every such frame is in
+            deadlines = [f.wall_time + settings.max_age_s for f in frames]
+            credit = settings.max_in_flight
         return send_frames(
             self._inference,
             self._key,
@@ -180,6 +181,7 @@ class SourceActor:
             deadlines,
             self._priority,
             self._inference_lost,
+            credit,
         )
 
     def status(self) -> dict[str, Any]:

@@ -21,9 +21,16 @@ never passes a group gets the single-level behaviour of priority and round-robin
 across all its streams. A stream is identified by ``(group, stream)``.
 
 A batch is ready when ``max_batch_size`` frames wait (the attribute may be changed
-between calls), or when the oldest waiting frame has waited ``max_wait_s``. Choosing
-one frame costs O(streams of its group + 1). The clock is injected; this module knows
-nothing of Ray or torch.
+between calls), when the oldest waiting frame has waited ``max_wait_s``, or when nothing
+more can come: every stream seen in the last ``horizon_s`` declared a ``credit`` (how many
+frames it may have in flight; a realtime stream sends its next frame only when a result
+came back) and has that many frames waiting or in the batch still running (``batch_done``
+ends it). Then waiting longer only delays the batch, and the model does not idle for
+``max_wait_s`` between the batches of realtime cameras; and cameras whose frames are in the
+running batch are waited for, so they stay in one batch instead of splitting into cohorts
+that take turns with half-full batches.
+Choosing one frame costs O(streams of its group + 1). The clock is injected; this module
+knows nothing of Ray or torch.
 """
 
 from __future__ import annotations
@@ -51,8 +58,9 @@ class _Group(Generic[T]):
     size: int = 0
     turns: int = 0  # turns taken in the current round (< the group's weight)
 
-    def pop(self) -> T:
-        """The next frame of this group: the highest priority level, round-robin within it."""
+    def pop(self) -> tuple[Hashable, T]:
+        """The next frame of this group and its stream: the highest priority level,
+        round-robin within it."""
         top = max(self.priority.values())
         stream = next(s for s in self.queues if self.priority[s] == top)
         queue = self.queues[stream]
@@ -63,12 +71,16 @@ class _Group(Generic[T]):
         else:
             del self.queues[stream]
             del self.priority[stream]
-        return waiting.item
+        return stream, waiting.item
 
 
 class BatchFormer(Generic[T]):
     def __init__(
-        self, max_batch_size: int, max_wait_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        max_batch_size: int,
+        max_wait_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        horizon_s: float = 2.0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -81,18 +93,29 @@ class BatchFormer(Generic[T]):
         self._groups: OrderedDict[Hashable, _Group[T]] = OrderedDict()
         self._weights: dict[Hashable, int] = {}
         self._size = 0
+        # (group, stream) -> (credit or None, when it last sent): who may still send frames
+        self._senders: dict[tuple[Hashable, Hashable], tuple[int | None, float]] = {}
+        self._running: dict[tuple[Hashable, Hashable], int] = {}  # the batch taken last
+        self.horizon_s = horizon_s
 
     def __len__(self) -> int:
         return self._size
 
     def add(
-        self, stream: Hashable, item: T, priority: int = 0, group: Hashable | None = None
+        self,
+        stream: Hashable,
+        item: T,
+        priority: int = 0,
+        group: Hashable | None = None,
+        credit: int | None = None,
     ) -> None:
         """Queue ``item`` of ``stream`` in ``group`` (the run; ``None``: the default group).
 
         ``priority`` orders the streams of one group (higher first; the latest value given
-        for a stream holds); it has no effect across groups.
+        for a stream holds); it has no effect across groups. ``credit``: the most frames this
+        stream has in flight at once (None: unknown, it may send more at any time).
         """
+        self._senders[(group, stream)] = (credit, self._clock())
         g = self._groups.get(group)
         if g is None:
             g = self._groups[group] = _Group()
@@ -120,12 +143,32 @@ class BatchFormer(Generic[T]):
         oldest = min(q[0].arrived for g in self._groups.values() for q in g.queues.values())
         return self._clock() - oldest
 
+    def all_in(self) -> bool:
+        """Whether every stream that may still send has sent all it can (see the module)."""
+        cutoff = self._clock() - self.horizon_s
+        for key, (credit, seen) in list(self._senders.items()):
+            if seen < cutoff:
+                del self._senders[key]  # gone quiet: stopped, or slower than the horizon
+                continue
+            if credit is None:
+                return False
+            group, stream = key
+            g = self._groups.get(group)
+            queue = None if g is None else g.queues.get(stream)
+            if (0 if queue is None else len(queue)) + self._running.get(key, 0) < credit:
+                return False
+        return True
+
+    def batch_done(self) -> None:
+        """The batch taken last has finished: its streams may send again."""
+        self._running.clear()
+
     def time_until_ready(self) -> float | None:
         """0 when a batch is ready now, the seconds until one will be, or None when empty."""
         waited = self.oldest_wait()
         if waited is None:
             return None
-        if self._size >= self.max_batch_size:
+        if self._size >= self.max_batch_size or self.all_in():
             return 0.0
         return max(0.0, self.max_wait_s - waited)
 
@@ -148,9 +191,10 @@ class BatchFormer(Generic[T]):
         Returns (batch, stale items)."""
         batch: list[T] = []
         stale: list[T] = []
+        self._running.clear()
         while len(batch) < self.max_batch_size and self._size:
             key, g = next(iter(self._groups.items()))  # the least recently served group
-            item = g.pop()
+            stream, item = g.pop()
             self._size -= 1
             if is_stale(item):
                 stale.append(item)
@@ -158,6 +202,7 @@ class BatchFormer(Generic[T]):
                     del self._groups[key]
                 continue
             batch.append(item)
+            self._running[(key, stream)] = self._running.get((key, stream), 0) + 1
             g.turns += 1
             if not g.size:
                 del self._groups[key]  # it starts a fresh round when it comes back

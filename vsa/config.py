@@ -188,11 +188,13 @@ class SourceSpec(_Strict):
             "`${ENV}` references are expanded, so credentials need not be written in the file."
         ),
     )
-    max_in_flight: int = Field(
-        8,
+    max_in_flight: int | None = Field(
+        None,
         ge=1,
         le=256,
-        description="Frames of this stream that may be in the object store at once.",
+        description="Frames of this stream that may be in the object store at once (default: 8 "
+        "lossless, 1 realtime: a camera sends its newest frame when the last result came back, "
+        "so a frame waits at most about one batch).",
     )
     reconnect: ReconnectSpec = Field(
         default_factory=ReconnectSpec,
@@ -280,6 +282,13 @@ class SourceSpec(_Strict):
         except ValueError as exc:  # they quote parts of the URI: keep the message one short line
             raise ValueError(_clip_quoted(str(exc))) from None
         return value
+
+    @property
+    def in_flight(self) -> int:
+        """``max_in_flight`` in effect (its default depends on the delivery mode)."""
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        return 1 if self.realtime else 8
 
     @property
     def realtime(self) -> bool:

@@ -441,3 +441,69 @@ def test_stale_items_do_not_use_a_place_or_their_group_turn():
     assert len(former) == 4
     assert former.take_fresh(lambda item: True) == ([], [("b", 2), ("b", 3), ("b", 4), ("b", 5)])
     assert len(former) == 0
+
+
+# --- closing early once every bounded stream's frames are in ---------------------------------
+def test_a_batch_closes_once_every_realtime_stream_sent_its_credit():
+    clock = FakeClock(0.0)
+    former = BatchFormer(8, 0.050, clock=clock)
+    former.add("a", 1, credit=1)
+    former.add("b", 2, credit=1)
+    assert former.take() == [1, 2]
+    former.batch_done()
+    clock.advance(0.2)  # the results went back; each camera sends its next frame
+    former.add("a", 3, credit=1)
+    assert former.time_until_ready() == pytest.approx(0.050)  # "b" may still send one
+    former.add("b", 4, credit=1)
+    assert former.time_until_ready() == 0.0  # nothing more can come: do not wait
+    assert former.take() == [3, 4]
+
+
+def test_a_stream_with_credit_two_is_in_with_two_frames():
+    clock = FakeClock(0.0)
+    former = BatchFormer(8, 0.050, clock=clock)
+    former.add("a", 1, credit=2)
+    assert former.time_until_ready() > 0
+    former.add("a", 2, credit=2)
+    assert former.time_until_ready() == 0.0
+
+
+def test_an_unbounded_stream_keeps_the_wait():
+    clock = FakeClock(0.0)
+    former = BatchFormer(8, 0.050, clock=clock)
+    former.add("lossless", 1)  # no credit: it may send more at any time
+    former.add("a", 2, credit=1)
+    assert former.time_until_ready() == pytest.approx(0.050)
+
+
+def test_a_stream_quiet_past_the_horizon_is_not_waited_for():
+    clock = FakeClock(0.0)
+    former = BatchFormer(8, 0.050, clock=clock, horizon_s=1.0)
+    former.add("gone", 1, credit=1)
+    assert former.take() == [1]
+    former.batch_done()
+    clock.advance(1.5)  # "gone" stopped sending
+    former.add("a", 2, credit=1)
+    assert former.time_until_ready() == 0.0
+    clock.advance(0.1)
+    former.add("gone", 3, group="other-run", credit=1)  # same name, another run: its own sender
+    assert former.all_in()
+
+
+def test_cameras_in_the_running_batch_are_waited_for_so_batches_stay_whole():
+    """Four cameras, one frame in flight each: while two of them are in the running batch,
+    the other two are not sent alone as soon as it ends; the batch waits (at most max_wait)
+    for the two to come back, so the four go on together instead of in alternating halves."""
+    clock = FakeClock(0.0)
+    former = BatchFormer(2, 0.050, clock=clock)
+    for k, cam in enumerate("abcd"):
+        former.add(cam, k, credit=1)
+    assert former.take() == [0, 1]  # a and b run; c and d wait
+    assert former.all_in()  # everyone's frame is waiting or running: nothing else can come
+    former.batch_done()
+    former.max_batch_size = 4
+    assert former.time_until_ready() == pytest.approx(0.050)  # a and b will send again
+    former.add("a", 4, credit=1)
+    former.add("b", 5, credit=1)
+    assert former.time_until_ready() == 0.0
+    assert sorted(former.take()) == [2, 3, 4, 5]

@@ -172,7 +172,7 @@ def test_defaults():
     assert spec.model.score_threshold == 0.5
     assert spec.batching.max_batch_size == 8
     assert spec.batching.max_wait_ms == 20.0
-    assert spec.sources[0].max_in_flight == 8
+    assert spec.sources[0].max_in_flight is None and spec.sources[0].in_flight == 8
     assert spec.sinks == [VideoSinkSpec(type="video"), JsonlSinkSpec(type="jsonl")]
     assert spec.sinks[0].draw_masks is True and spec.sinks[0].crf == 23
 
@@ -180,7 +180,7 @@ def test_defaults():
 def test_everything_set_keeps_values(tmp_path: Path):
     spec = load_run(write(tmp_path, GOOD[1].values[0]), env={})
     assert [s.id for s in spec.sources] == ["cam.1_a-b", "clip", "abs", "cam", "web"]
-    assert spec.sources[3].max_in_flight == 256
+    assert spec.sources[3].max_in_flight == spec.sources[3].in_flight == 256
     assert spec.model.device == "cpu" and spec.model.score_threshold == 0.25
     assert spec.batching.max_batch_size == 256 and spec.batching.max_wait_ms == 0
     assert spec.sinks == [
@@ -337,3 +337,18 @@ def test_config_error_without_source_has_no_prefix():
     assert str(err) == "a: b\nc: d"
     copy = pickle.loads(pickle.dumps(err))
     assert copy.problems == ["a: b", "c: d"] and copy.source is None
+
+
+@pytest.mark.parametrize(
+    "entry, in_flight",
+    [
+        ("{id: a, uri: 'synthetic://shapes'}", 8),  # lossless: back-pressure over 8 frames
+        ("{id: a, uri: 'rtsp://cam/x'}", 1),  # realtime: the newest frame, one at a time
+        ("{id: a, uri: 'synthetic://shapes', mode: realtime}", 1),
+        ("{id: a, uri: 'rtsp://cam/x', mode: lossless}", 8),
+        ("{id: a, uri: 'rtsp://cam/x', max_in_flight: 3}", 3),
+    ],
+)
+def test_frames_in_flight_default_by_delivery_mode(tmp_path: Path, entry: str, in_flight: int):
+    spec = load_run(write(tmp_path, HEADER + f"sources:\n  - {entry}\n"), env={})
+    assert spec.sources[0].in_flight == in_flight

@@ -121,11 +121,14 @@ class InferenceEngine:
         deadlines: Sequence[float] | None = None,
         priority: int = 0,
         group: str | None = None,
+        credit: int | None = None,
     ) -> list[FrameResult | None]:
         """Results in order; ``None`` for a frame past its deadline (wall time) when its batch
         formed (dropped as stale instead of inferred late).
 
         ``priority`` orders the streams of a ``group`` (a run); groups share the engine in turn.
+        ``credit``: the most frames the stream has in flight (a batch closes early once every
+        such stream's frames are all in, ``BatchFormer.all_in``).
         A failed model call raises ``RuntimeError``; a fatal runner error ``ModelError``.
         """
         if not len(self.former) and not self.running:
@@ -136,7 +139,7 @@ class InferenceEngine:
             for i, (frame, index) in enumerate(zip(frames, indices, strict=True))
         ]
         for item in items:
-            self.former.add(stream, item, priority, group=group)
+            self.former.add(stream, item, priority, group=group, credit=credit)
         self._wake.set()
         return list(await asyncio.gather(*(item.future for item in items)))
 
@@ -214,6 +217,7 @@ class InferenceEngine:
                 )
         except Exception as exc:  # noqa: BLE001 - fail these frames, keep serving
             self.running = 0
+            former.batch_done()
             self.last_progress = self._clock()
             log.error("batch of %d failed: %s", len(batch), exc)
             for item in batch:
@@ -226,6 +230,7 @@ class InferenceEngine:
                         item.future.set_exception(ModelError(self.runner.fatal))
             return
         self.running = 0
+        former.batch_done()
         self.last_progress = self._clock()
         elapsed = self._timer() - started
         if self.runner.max_batch_size < former.max_batch_size:

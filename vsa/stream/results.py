@@ -36,8 +36,13 @@ class ResultWriter:
         result_timeout_s: float,
         clock: Clock,
         on_emit: Callable[[Frame, float], None] | None = None,
+        release_early: bool = False,
     ) -> None:
+        """``release_early``: give a chunk's slots back as soon as its results came, before
+        writing it (realtime: the next frame goes to the engine meanwhile); otherwise once
+        each frame is written (lossless: frames in flight include those being written)."""
         self.books, self.outputs, self.slots, self.stopping = books, outputs, slots, stopping
+        self.release_early = release_early
         self.result_timeout_s, self._clock, self._on_emit = result_timeout_s, clock, on_emit
         self.pending: queue.Queue[Any] = queue.Queue()  # (chunk, Pending) in submit order, END
         self.stop_deadline: float | None = None  # set by a stop: results wait no longer
@@ -90,9 +95,12 @@ class ResultWriter:
             results = self._results(chunk, pending)
             if results is None:  # counted as dropped
                 continue
+            if self.release_early:  # a realtime camera sends its newest frame while these are
+                self.slots.release(len(chunk))  # written: the engine waits for it
             for done, (frame, result) in enumerate(zip(chunk, results, strict=True)):
                 if result is None:  # too old when its batch formed: dropped, not inferred
-                    self._release(DropCause.STALE, 1)
+                    self.books.drop(DropCause.STALE, 1)
+                    self._done(1)
                     continue
                 self.books.inferred()
                 try:
@@ -104,7 +112,8 @@ class ResultWriter:
                         self.output_lost(exc)
                     else:
                         self.books.fail(sink_error(exc))
-                    self._release(DropCause.SINK_ERROR, len(chunk) - done)
+                    self.books.drop(DropCause.SINK_ERROR, len(chunk) - done)
+                    self._done(len(chunk) - done)
                     break
                 self._emitted(frame)
         self._finish(decode, opening)
@@ -116,7 +125,13 @@ class ResultWriter:
                 self._on_emit(frame, latency)
             except Exception:  # noqa: BLE001 - metrics never break a stream
                 log.exception("on_emit failed")
-        self.slots.release()
+        self._done(1)
+
+    def _done(self, count: int) -> None:
+        """Frames written or dropped after their results came: their slots are free now
+        (unless they were given back when the results came)."""
+        if not self.release_early:
+            self.slots.release(count)
 
     def _finish(self, decode: threading.Thread, opening: Callable[[], bool]) -> None:
         if self.stop_deadline is None:

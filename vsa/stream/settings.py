@@ -38,7 +38,7 @@ class StreamSettings:
     def from_spec(cls, source: Any, window_s: float, **overrides: Any) -> StreamSettings:
         """From a ``vsa.config.SourceSpec`` and the run's degradation window."""
         values: dict[str, Any] = dict(
-            max_in_flight=source.max_in_flight,
+            max_in_flight=source.in_flight,
             realtime=source.realtime,
             max_fps=source.fps,
             max_age_s=source.max_age_ms / 1000,

@@ -63,7 +63,14 @@ class StreamWorker:
         self.outputs = Outputs(sinks_factory, self.name)
         slots = Slots(s.max_in_flight, self.stopping)
         self.writer = ResultWriter(
-            self.books, self.outputs, slots, self.stopping, s.result_timeout_s, clock, on_emit
+            self.books,
+            self.outputs,
+            slots,
+            self.stopping,
+            s.result_timeout_s,
+            clock,
+            on_emit,
+            release_early=s.realtime,
         )
         books, end = self.books, lambda: self.writer.pending.put(END)
         self.delivery: Lossless | Realtime
