@@ -3,7 +3,7 @@
 | variable | default | meaning |
 |---|---|---|
 | `VSA_INFERENCE_GPUS` | `auto` | GPUs the inference actor reserves: auto (1 when the cluster has one), 0, 1 |
-| `VSA_TORCH_THREADS` | `1` | torch intra-op threads for a model on the CPU |
+| `VSA_TORCH_THREADS` | `auto` | torch intra-op threads for a model on the CPU; `auto`: every CPU this process may use (the threads wait passively, `OMP_WAIT_POLICY=PASSIVE`, so they yield to the source actors instead of spinning) |
 | `VSA_MAX_SOURCES_PER_RUN` | `64` | sources one run may have (admission) |
 | `VSA_MAX_SOURCES` | `128` | sources of all active runs together (admission) |
 | `VSA_SOURCE_MEMORY_MB` | `250` | host memory one source actor is counted for at admission |
@@ -27,10 +27,20 @@ def inference_gpus(cluster_gpus: float, env: Mapping[str, str] | None = None) ->
     return int(value)
 
 
-def torch_threads(env: Mapping[str, str] | None = None) -> int:
-    value = (os.environ if env is None else env).get("VSA_TORCH_THREADS", "1").strip()
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity; the host's count where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def torch_threads(env: Mapping[str, str] | None = None, cpus: int | None = None) -> int:
+    value = (os.environ if env is None else env).get("VSA_TORCH_THREADS", "auto").strip()
+    if value == "auto":
+        return available_cpus() if cpus is None else max(1, cpus)
     if not value.isdigit() or int(value) < 1:
-        raise VsaError(f"VSA_TORCH_THREADS must be a positive integer, not {value!r}")
+        raise VsaError(f"VSA_TORCH_THREADS must be auto or a positive integer, not {value!r}")
     return int(value)
 
 

@@ -23,7 +23,9 @@ def test_inference_gpus_rejects_other_values():
 
 
 def test_torch_threads():
-    assert torch_threads({}) == 1
+    assert torch_threads({}, cpus=6) == 6  # auto: every CPU the process may use
+    assert torch_threads({"VSA_TORCH_THREADS": "auto"}, cpus=2) == 2
+    assert torch_threads({}) >= 1
     assert torch_threads({"VSA_TORCH_THREADS": "4"}) == 4
-    with pytest.raises(VsaError, match="VSA_TORCH_THREADS must be a positive integer, not '0'"):
+    with pytest.raises(VsaError, match="VSA_TORCH_THREADS must be auto or a positive integer, not '0'"):
         torch_threads({"VSA_TORCH_THREADS": "0"})
