@@ -27,5 +27,7 @@ def test_torch_threads():
     assert torch_threads({"VSA_TORCH_THREADS": "auto"}, cpus=2) == 2
     assert torch_threads({}) >= 1
     assert torch_threads({"VSA_TORCH_THREADS": "4"}) == 4
-    with pytest.raises(VsaError, match="VSA_TORCH_THREADS must be auto or a positive integer, not '0'"):
+    with pytest.raises(
+        VsaError, match="VSA_TORCH_THREADS must be auto or a positive integer, not '0'"
+    ):
         torch_threads({"VSA_TORCH_THREADS": "0"})
