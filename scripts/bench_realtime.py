@@ -71,6 +71,8 @@ def main() -> None:
     sizes: list[int] = []
     batches: set[int] = set()
     infer: list[float] = []
+    stages: dict[str, list[float]] = {"decode_ms": [], "to_engine_ms": [], "queue_ms": []}
+    rest: list[float] = []
     per: list[int] = []
     for i in range(args.cameras):
         n = 0
@@ -82,6 +84,11 @@ def main() -> None:
                 sizes.append(r["batch_size"])
                 batches.add(r["batch"])
                 infer.append(r["infer_ms"])
+                for key, values in stages.items():
+                    if r.get(key) is not None:
+                        values.append(r[key])
+                if r.get("to_engine_ms") is not None and r.get("queue_ms") is not None:
+                    rest.append(r["latency_ms"] - r["to_engine_ms"] - r["queue_ms"] - r["infer_ms"])
         per.append(n)
     latency.sort()
 
@@ -96,6 +103,13 @@ def main() -> None:
         f"{args.in_flight or 'default'}: total {sum(fps):.1f} fps, per camera "
         f"{min(fps):.1f}-{max(fps):.1f}, latency p50/p95/p99 {q(50):.0f}/{q(95):.0f}/{q(99):.0f} ms, "
         f"mean batch {statistics.mean(sizes):.2f}, model busy {busy:.0%}, drops {status.drops}"
+    )
+    median = {k: statistics.median(v) for k, v in stages.items() if v}
+    print(
+        "median ms per frame: "
+        + ", ".join(f"{k[:-3]} {v:.1f}" for k, v in median.items())
+        + f", batch (model) {statistics.median(infer):.1f}"
+        + (f", back + sinks {statistics.median(rest):.1f}" if rest else "")
     )
 
 

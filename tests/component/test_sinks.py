@@ -205,8 +205,15 @@ def test_frame_record_fields():
     mask = np.zeros((20, 30), bool)
     mask[5:15, 10:25] = True
     det = Detection("circle", 0, 0.876543, (10.26, 20.0, 39.96, 39.98), mask)
-    frame = Frame(index=7, pts=0.4666666667, wall_time=1700000000.1234567, image=img)
-    result = FrameResult(index=7, detections=[det], infer_ms=12.34567, batch_size=3)
+    frame = Frame(7, 0.4666666667, 1700000000.1234567, img, decode_s=0.0031234)
+    result = FrameResult(
+        index=7,
+        detections=[det],
+        infer_ms=12.34567,
+        batch_size=3,
+        arrived=1700000000.1434567,
+        queue_ms=5.4321,
+    )
     record = frame_record("run-1", "cam1", frame, result)
     assert set(record) == {
         "run",
@@ -216,6 +223,9 @@ def test_frame_record_fields():
         "capture_time",
         "latency_ms",
         "infer_ms",
+        "decode_ms",
+        "to_engine_ms",
+        "queue_ms",
         "batch",
         "batch_size",
         "width",
@@ -229,6 +239,10 @@ def test_frame_record_fields():
     assert record["latency_ms"] > 0  # capture (2023) to now
     assert record["capture_time"] == pytest.approx(1700000000.123457, abs=1e-6)
     assert record["infer_ms"] == 12.346
+    # where the latency went: decode, capture to the engine, waiting for the batch
+    assert record["decode_ms"] == 3.12
+    assert record["to_engine_ms"] == pytest.approx(20.0, abs=0.01)
+    assert record["queue_ms"] == 5.43
     assert record["batch_size"] == 3
     assert (record["width"], record["height"]) == (80, 60)
     [d] = record["detections"]

@@ -423,3 +423,20 @@ def test_health_waiting_running_and_seconds_since_progress(executor, clock):
         await engine.close()
 
     run(main())
+
+
+def test_results_say_when_frames_arrived_and_how_long_they_waited_for_their_batch(
+    executor, clock, wall
+):
+    async def main() -> None:
+        engine, runner = make(executor, clock, wall, max_batch_size=2)
+        engine.start()
+        first = submit(engine, "r/a", [0])
+        await settle()
+        wall.advance(0.25)  # the second frame comes 250 ms later and completes the batch
+        second = submit(engine, "r/b", [1])
+        (a,), (b,) = await results(first, second)
+        assert a.arrived == 1_700_000_000.0 and b.arrived == 1_700_000_000.25
+        assert a.queue_ms == pytest.approx(250.0) and b.queue_ms == pytest.approx(0.0)
+
+    run(main())

@@ -86,6 +86,8 @@ class FrameResult:
     infer_ms: float  # model time of the batch the frame was in
     batch_size: int
     batch: int = 0  # sequence number of that batch in the inference engine
+    arrived: float | None = None  # wall time the frame reached the inference engine
+    queue_ms: float | None = None  # from its arrival to the start of its batch
 
 
 __all__ = ["Frame", "FrameResult"]

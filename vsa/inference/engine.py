@@ -51,6 +51,7 @@ class _Item:
     index: int
     future: asyncio.Future
     deadline: float | None = None  # wall time after which the frame is stale (realtime)
+    arrived: float = 0.0  # wall time it reached this engine
 
 
 def engine_key(model: ModelSpec, batching: BatchingSpec) -> str:
@@ -134,8 +135,15 @@ class InferenceEngine:
         if not len(self.former) and not self.running:
             self.last_progress = self._clock()  # idle until now: the stall clock starts here
         loop = asyncio.get_running_loop()
+        arrived = self._wall_clock()
         items = [
-            _Item(frame, index, loop.create_future(), None if deadlines is None else deadlines[i])
+            _Item(
+                frame,
+                index,
+                loop.create_future(),
+                None if deadlines is None else deadlines[i],
+                arrived,
+            )
             for i, (frame, index) in enumerate(zip(frames, indices, strict=True))
         ]
         for item in items:
@@ -205,7 +213,7 @@ class InferenceEngine:
         self.stale += len(stale)
         if not batch:
             return
-        started = self._timer()
+        started, started_wall = self._timer(), self._wall_clock()
         self.running = len(batch)
         try:
             detections = await asyncio.get_running_loop().run_in_executor(
@@ -251,6 +259,15 @@ class InferenceEngine:
                 log.exception("metrics failed")
         for item, dets in zip(batch, detections, strict=True):
             if not item.future.done():
+                queue_ms = max(0.0, (started_wall - item.arrived) * 1000)
                 item.future.set_result(
-                    FrameResult(item.index, dets, elapsed * 1000, len(batch), self.batches)
+                    FrameResult(
+                        item.index,
+                        dets,
+                        elapsed * 1000,
+                        len(batch),
+                        self.batches,
+                        item.arrived,
+                        queue_ms,
+                    )
                 )

@@ -165,6 +165,15 @@ def frame_record(run_id: str, source_id: str, frame: Frame, result: FrameResult)
         "capture_time": round(frame.wall_time, 6),
         "latency_ms": round((time.time() - frame.wall_time) * 1000, 1),  # capture to result
         "infer_ms": round(result.infer_ms, 3),
+        # where the latency went (wall ms): decoding and converting the frame; from leaving the
+        # decoder to reaching the inference engine (waiting for a slot, the object store, the
+        # call); waiting there for its batch. The rest of latency_ms is infer_ms, the way back
+        # and the sinks written before this line.
+        "decode_ms": None if frame.decode_s is None else round(frame.decode_s * 1000, 2),
+        "to_engine_ms": (
+            None if result.arrived is None else round((result.arrived - frame.wall_time) * 1000, 2)
+        ),
+        "queue_ms": None if result.queue_ms is None else round(result.queue_ms, 2),
         "batch_size": result.batch_size,
         "batch": result.batch,
         "width": w,
