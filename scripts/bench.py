@@ -296,6 +296,32 @@ def read_results(folder: Path, ids: list[str]) -> dict[str, list[tuple[float, fl
     return out
 
 
+STAGES = ("decode_ms", "to_engine_ms", "queue_ms", "infer_ms")
+
+
+def read_stages(folder: Path, ids: list[str]) -> dict[str, float | None]:
+    """Medians over every frame of the engine's own per-frame stage times (JSONL): decode,
+    decoder to engine, waiting for the batch, the batch; and the rest of the latency (the way
+    back and the sinks written before the line)."""
+    values: dict[str, list[float]] = {k: [] for k in (*STAGES, "back_sinks_ms")}
+    for sid in ids:
+        path = folder / f"{sid}.jsonl"
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if any(r.get(k) is None for k in STAGES):
+                continue
+            for k in STAGES:
+                values[k].append(float(r[k]))
+            known = float(r["to_engine_ms"]) + float(r["queue_ms"]) + float(r["infer_ms"])
+            values["back_sinks_ms"].append(float(r["latency_ms"]) - known)
+    return {f"stage_{k}": _r(statistics.median(v)) if v else None for k, v in values.items()}
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -848,7 +874,30 @@ def run_engine(
     }
     info.update(args.sampler.account(t0, t1))
     info.update(summarize(read_results(out, [f"s{i}" for i in range(cfg.n)]), args.warmup_s))
+    info.update(read_stages(out, [f"s{i}" for i in range(cfg.n)]))
     return info
+
+
+def stage_table(rows: list[dict[str, Any]]) -> str:
+    """The engine's per-frame wall times, medians from its JSONL (where the latency goes)."""
+    keys = ("decode_ms", "to_engine_ms", "queue_ms", "infer_ms", "back_sinks_ms")
+    head = f"{'engine, median wall ms per frame':<44}" + "".join(f"{k[:-3]:>12}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        engine = row.get("engine") or {}
+        if engine.get("stage_infer_ms") is None:
+            continue
+        cells = "".join(
+            f"{'-' if engine.get('stage_' + k) is None else format(engine['stage_' + k], '.1f'):>12}"
+            for k in keys
+        )
+        lines.append(f"{row['label']:<44}{cells}")
+    lines.append(
+        "  decode: decode + BGR (or render); to_engine: decoder to the inference engine (a free\n"
+        "  slot, the object store, the call); queue: waiting for its batch; infer: the batch;\n"
+        "  back_sinks: the rest of latency_ms (result hop, drawing, x264, JSONL)"
+    )
+    return "\n".join(lines)
 
 
 def inference_stats() -> dict[str, Any]:
@@ -1332,6 +1381,8 @@ def main() -> int:
         "  model = model-thread wall time per frame; infcpu, ray = CPU of the inference actor, of\n"
         "  the controller + Ray's own processes; src* = source actors' CPU minus decode (derived)"
     )
+    print()
+    print(stage_table(rows))
     print()
     if capacity_n is not None:
         print(
