@@ -17,10 +17,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors import INFERENCE_NAME, NAMESPACE, source_actor_name
+from actors import NAMESPACE, source_actor_name
 from vsa.core.frames import Frame, FrameResult
-from vsa.supervision.handles import ActorGone
+from vsa.supervision.handles import DEFAULT_SLOT, ActorGone, Slot
+from vsa.supervision.pool import plan_slots
 
 
 def _gone(exc: ray.exceptions.RayActorError) -> ActorGone:
@@ -111,40 +113,60 @@ class RayHandles:
         engine_key: str | None,
         sealed_uri: str | None,
         resume: bool,
+        node: str | None = None,
     ) -> RaySource:
         from actors.source import SourceActor
 
         # detached: a source outlives a controller restart; max_restarts: Ray restarts a source
-        # actor whose process died (the memory monitor picks restartable actors first)
+        # actor whose process died (the memory monitor picks restartable actors first). On its
+        # inference actor's node when it can be (soft: a restart goes elsewhere if it left)
+        options: dict[str, Any] = {}
+        if node is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
         return RaySource(
             SourceActor.options(
                 name=source_actor_name(run_id, source_id),
                 namespace=self.namespace,
                 lifetime="detached",
                 max_restarts=-1,
+                **options,
             ).remote(run_id, spec, source_id, _actor(inference), engine_key, sealed_uri, resume)
         )
 
-    def get_inference(self) -> RayInference | None:
-        actor = self._get(INFERENCE_NAME)
+    def get_inference(self, name: str = DEFAULT_SLOT) -> RayInference | None:
+        actor = self._get(name)
         return None if actor is None else RayInference(actor)
 
-    def start_inference(self, num_gpus: int) -> RayInference:
+    def start_inference(self, slot: Slot) -> RayInference:
         from actors.inference import InferenceActor
 
-        # detached, not restarted by Ray: the controller restarts it and reloads the models
+        # detached, not restarted by Ray: the controller restarts it and reloads the models;
+        # pinned to its node (hard: an actor of a node that left is not recreated elsewhere,
+        # its streams move to the other actors instead)
+        options: dict[str, Any] = {}
+        if slot.node is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(slot.node, soft=False)
         return RayInference(
             InferenceActor.options(
-                name=INFERENCE_NAME,
+                name=slot.name,
                 namespace=self.namespace,
-                num_gpus=num_gpus,
+                num_gpus=slot.num_gpus,
                 max_concurrency=1000,
                 lifetime="detached",
+                **options,
             ).remote()
         )
 
-    def cluster_gpus(self) -> float:
-        return ray.cluster_resources().get("GPU", 0)
+    def inference_slots(self) -> list[Slot]:
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        nodes = [(n["NodeID"], float(n.get("Resources", {}).get("GPU", 0))) for n in alive]
+        # the head node (Ray gives it this resource) comes first: it lives as long as the
+        # cluster, so its first slot keeps the name `inference` wherever the controller runs
+        head = next(
+            (n["NodeID"] for n in alive if "node:__internal_head__" in n.get("Resources", {})),
+            ray.get_runtime_context().get_node_id(),
+        )
+        return plan_slots(nodes, head)
 
     def store_stats(self) -> tuple[int, int] | None:
         """(bytes in the object store, bytes spilled to disk so far) for the cluster, or None."""

@@ -46,3 +46,6 @@ fi
 # Then the component tier (real PyAV, models, x264; no Ray) and the integration tier (real Ray).
 VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 \
   python -m pytest -q -p no:cacheprovider tests/component tests/integration
+# Last, alone: a two-node Ray cluster simulated on this host (one cluster per driver, and a
+# second cluster on the host would be the one `address="auto"` finds).
+python -m pytest -q -p no:cacheprovider tests/cluster

@@ -392,6 +392,7 @@ class SourceStatus(_Wire):
     incarnation: str | None = None  # the source actor's process; changes when Ray restarts it
     resumed: dict[str, int] | None = _wire(parse=_mapping(optional=True), default=None)
     restarts: int = 0  # how often Ray restarted the source actor
+    inference: str | None = None  # the inference actor serving it (vsa.supervision.pool)
     extra: dict[str, Any] = _extra()
     omitted: frozenset[str] = _omitted()
 

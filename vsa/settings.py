@@ -2,7 +2,8 @@
 
 | variable | default | meaning |
 |---|---|---|
-| `VSA_INFERENCE_GPUS` | `auto` | GPUs the inference actor reserves: auto (1 when the cluster has one), 0, 1 |
+| `VSA_INFERENCE_GPUS` | `auto` | GPUs each inference actor reserves: auto (1 on a node that has one), 0, 1 |
+| `VSA_INFERENCE_ACTORS` | `1` | inference actors per node without GPUs (a node with GPUs gets one per GPU) |
 | `VSA_TORCH_THREADS` | `auto` | torch intra-op threads for a model on the CPU; `auto`: every CPU this process may use (the threads wait passively, `OMP_WAIT_POLICY=PASSIVE`, so they yield to the source actors instead of spinning) |
 | `VSA_MAX_SOURCES_PER_RUN` | `64` | sources one run may have (admission) |
 | `VSA_MAX_SOURCES` | `128` | sources of all active runs together (admission) |
@@ -25,6 +26,11 @@ def inference_gpus(cluster_gpus: float, env: Mapping[str, str] | None = None) ->
     if value not in ("0", "1"):
         raise VsaError(f"VSA_INFERENCE_GPUS must be auto, 0 or 1, not {value!r}")
     return int(value)
+
+
+def inference_actors(env: Mapping[str, str] | None = None) -> int:
+    """Inference actors on a node without GPUs (``VSA_INFERENCE_ACTORS``, default 1)."""
+    return _positive_int(os.environ if env is None else env, "VSA_INFERENCE_ACTORS", 1)
 
 
 def available_cpus() -> int:

@@ -181,7 +181,8 @@ def test_the_stream_workers_own_status_is_fully_known():
     worker = stream.StreamWorker("r", "cam1", "synthetic://x", lambda fps: [], lambda chunk: None)
     status = {**worker.status(), "incarnation": "1-1.0", "resumed": None}
     source = SourceStatus.from_dict(status)
-    assert source.extra == {} and source.omitted == frozenset({"restarts"})
+    # the controller adds `restarts` (its count) and `inference` (the actor serving it)
+    assert source.extra == {} and source.omitted == frozenset({"restarts", "inference"})
     assert source.to_dict() == status
     clock = FakeClock(T0)
     r = record(clock)

@@ -22,7 +22,8 @@ from vsa.constants import ENGINE_TIMEOUT_S, METRICS_FLUSH_S, STATUS_TIMEOUT_S
 from vsa.errors import VsaError
 from vsa.runstate import RunState
 from vsa.supervision.core import ControllerCore, check_stop_timeout, new_run_id
-from vsa.supervision.handles import ActorGone, error_name
+from vsa.supervision.handles import DEFAULT_SLOT, ActorGone, Slot, error_name
+from vsa.supervision.pool import plan_slots
 from vsa.supervision.runbook import RunRecord
 from vsa.supervision.store import MemoryRunStore
 
@@ -83,9 +84,9 @@ def status(
 class FakeInference:
     """The inference actor: loads engines, reports health as scripted, can die or hang."""
 
-    def __init__(self, cluster: FakeCluster, num_gpus: int) -> None:
-        self.cluster = cluster
-        self.num_gpus = num_gpus
+    def __init__(self, cluster: FakeCluster, slot: Slot) -> None:
+        self.cluster, self.slot = cluster, slot
+        self.num_gpus = slot.num_gpus
         self.alive = True
         self.hang = False  # health and ensure_engine get no answer in time
         self.engines: dict[str, dict[str, Any]] = {}
@@ -137,8 +138,10 @@ class FakeSource:
         engine_key: str | None,
         sealed_uri: str | None,
         resume: bool,
+        node: str | None = None,
     ) -> None:
         self.cluster, self.run_id, self.spec, self.id = cluster, run_id, spec, source_id
+        self.node = node
         self.inference, self.engine_key = inference, engine_key
         self.sealed_uri, self.resume = sealed_uri, resume
         self.answer: dict[str, Any] = status(source_id, "CONNECTING")
@@ -179,12 +182,13 @@ class FakeSource:
 class FakeCluster:
     """The engine's named actors (a :class:`vsa.supervision.handles.Handles`)."""
 
-    def __init__(self, gpus: float = 0) -> None:
-        self.gpus = gpus
+    def __init__(self, gpus: float = 0, nodes: int = 1) -> None:
+        # (node id, GPUs) of the live nodes; the first is the controller's
+        self.nodes = [(f"node{chr(ord('a') + i)}" * 3, gpus) for i in range(nodes)]
         self.sources: dict[tuple[str, str], FakeSource] = {}
         self.started: list[FakeSource] = []
         self.inferences: list[FakeInference] = []
-        self.inference: FakeInference | None = None
+        self.named: dict[str, FakeInference] = {}  # live names
         self.name_lingers = 0  # checks a killed inference actor's name still answers
         self.stats: tuple[int, int] | None = None
 
@@ -198,21 +202,27 @@ class FakeCluster:
         self.started.append(source)
         return source
 
-    def get_inference(self) -> FakeInference | None:
-        if self.inference is not None and not self.inference.alive:
+    @property
+    def inference(self) -> FakeInference | None:
+        """The first slot's actor (the only one on one node)."""
+        return self.named.get(DEFAULT_SLOT)
+
+    def get_inference(self, name: str = DEFAULT_SLOT) -> FakeInference | None:
+        actor = self.named.get(name)
+        if actor is not None and not actor.alive:
             if self.name_lingers <= 0:
-                self.inference = None
+                del self.named[name]
             self.name_lingers -= 1
-        return self.inference
+        return self.named.get(name)
 
-    def start_inference(self, num_gpus: int) -> FakeInference:
-        assert self.inference is None, "the name is taken"
-        self.inference = FakeInference(self, num_gpus)
-        self.inferences.append(self.inference)
-        return self.inference
+    def start_inference(self, slot: Slot) -> FakeInference:
+        assert slot.name not in self.named, "the name is taken"
+        actor = self.named[slot.name] = FakeInference(self, slot)
+        self.inferences.append(actor)
+        return actor
 
-    def cluster_gpus(self) -> float:
-        return self.gpus
+    def inference_slots(self) -> list[Slot]:
+        return plan_slots(self.nodes, self.nodes[0][0] if self.nodes else None, env={})
 
     def store_stats(self) -> tuple[int, int] | None:
         return self.stats
@@ -358,11 +368,16 @@ def test_submit_refuses_an_active_name_and_cuda_without_a_gpu(tmp_path: Path) ->
     play(test)
 
 
-def test_a_gpu_cluster_gives_the_inference_actor_one_gpu(tmp_path: Path) -> None:
+def test_each_gpu_gets_an_inference_actor_and_the_streams_are_spread(tmp_path: Path) -> None:
     async def test() -> None:
         w = World(tmp_path, gpus=2)
-        await w.core.submit(spec(tmp_path / "c", "c", model={"device": "cuda"}))
-        assert [i.num_gpus for i in w.cluster.inferences] == [1]
+        record, sources = await w.submit("c", model={"device": "cuda"})
+        assert [(i.slot.name, i.num_gpus) for i in w.cluster.inferences] == [
+            ("inference", 1),
+            ("inference-nodeanod-1", 1),
+        ]
+        assert record.placement == {"cam1": "inference", "cam2": "inference-nodeanod-1"}
+        assert [s.inference for s in sources] == w.cluster.inferences
         await w.core.close()
 
     play(test)
@@ -578,8 +593,8 @@ def test_a_run_whose_model_cannot_be_reloaded_after_a_restart_fails(tmp_path: Pa
         w.cluster.inference.kill()  # type: ignore[union-attr]
         real = FakeCluster.start_inference
 
-        def broken(cluster: FakeCluster, num_gpus: int) -> FakeInference:
-            inference = real(cluster, num_gpus)
+        def broken(cluster: FakeCluster, slot: Slot) -> FakeInference:
+            inference = real(cluster, slot)
             inference.hang = True
             return inference
 
@@ -617,7 +632,7 @@ def test_a_new_controller_kills_an_inference_actor_left_by_its_predecessor(
 ) -> None:
     async def test() -> None:
         cluster, t = FakeCluster(), FakeTime()
-        left = cluster.start_inference(0)
+        left = cluster.start_inference(Slot())
         cluster.name_lingers = 3
         fresh = core(cluster, MemoryRunStore(), t)
         assert await fresh.recover() == {"runs": 0}
@@ -709,3 +724,165 @@ def test_errors_read_as_the_ray_exception_did() -> None:
     assert error_name(asyncio.TimeoutError()) == "TimeoutError"
     gone = ActorGone("ActorUnavailableError", died=False, message="restarting")
     assert (str(gone), gone.died) == ("restarting", False)
+
+
+# --- several inference actors (one per node here) ----------------------------------------------
+class TwoNodes(World):
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.cluster = FakeCluster(nodes=2)
+        self.core = core(self.cluster, self.store, self.t)
+
+    def actor(self, name: str) -> FakeInference:
+        actor = self.cluster.named[name]
+        return actor
+
+
+B = "inference-nodebnod-0"
+
+
+def test_streams_are_spread_over_the_nodes_next_to_their_inference_actor(tmp_path: Path) -> None:
+    async def test() -> None:
+        w = TwoNodes(tmp_path)
+        record, sources = await w.submit(ids=("c1", "c2", "c3", "c4"))
+        a, b = w.actor("inference"), w.actor(B)
+        assert a.loaded == b.loaded == [record.engine_key]  # every actor can take any stream
+        assert record.placement == {"c1": "inference", "c2": B, "c3": "inference", "c4": B}
+        for s in sources:  # each source runs on the node of the actor that serves it
+            assert s.inference is w.cluster.named[record.placement[s.id]]
+            assert s.node == s.inference.slot.node
+        assert saved(w.store, record.id)["placement"] == record.placement
+        # a second run fills the less busy actor first
+        other, _ = await w.submit("o", ids=("d1",))
+        assert other.placement == {"d1": "inference"}
+        await w.core.close()
+
+    play(test)
+
+
+def test_one_nodes_inference_actor_dying_leaves_the_other_nodes_streams_alone(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        w = TwoNodes(tmp_path)
+        record, sources = await w.submit(ids=("c1", "c2"))
+        w.stream(sources)
+        on_a, on_b = sources
+        old_b = w.actor(B)
+        old_b.kill()
+        await until(lambda: record.events and len(w.cluster.inferences) == 3)
+        new_b = w.cluster.inferences[2]
+        assert new_b.slot.name == B and w.core.pool[B] is new_b
+        assert on_b.handed == [(new_b, record.engine_key)]
+        assert on_a.handed == []  # untouched: same actor, nothing handed over
+        assert w.actor("inference").alive and len(w.actor("inference").loaded) == 1
+        assert record.events[-1] == {
+            **record.events[-1],
+            "event": "inference_restarted",
+            "inference": B,
+            "reason": "inference actor died (ActorDiedError)",
+        }
+        assert record.state is RunState.UP
+        await w.core.close()
+
+    play(test)
+
+
+@pytest.mark.parametrize("seen_by", ["supervisor", "monitor"])
+def test_the_streams_of_a_node_that_left_move_to_the_others(tmp_path: Path, seen_by: str) -> None:
+    async def test() -> None:
+        w = TwoNodes(tmp_path)
+        record, sources = await w.submit(ids=("c1", "c2", "c3"))
+        w.stream(sources)
+        await until(lambda: record.state is RunState.UP)
+        w.cluster.nodes.pop()  # node b is gone, with its actors: c2's source and b's inference
+        w.actor(B).kill()
+        if seen_by == "monitor":  # the source's death is seen before the supervisor looks
+            sources[1].mode = "died"
+        await until(lambda: any(e["event"] == "source_recreated" for e in record.events))
+        a = w.actor("inference")
+        assert record.placement == {"c1": "inference", "c2": "inference", "c3": "inference"}
+        # c2's source actor is created again beside a, continuing its files
+        again = w.cluster.sources[(record.id, "c2")]
+        assert again is not sources[1] and sources[1].killed
+        assert again.resume and again.inference is a and again.node == a.slot.node
+        assert record.actors["c2"] is again
+        assert sources[0].handed == sources[2].handed == []  # the others: untouched
+        assert [e["event"] for e in record.events][-2:] == ["streams_moved", "source_recreated"]
+        assert record.events[-2]["sources"] == ["c2"]
+        assert saved(w.store, record.id)["placement"]["c2"] == "inference"
+        again.answer = status("c2", "STREAMING", inc="b", decoded=3, emitted=3)
+        await until(lambda: record.sources["c2"]["state"] == "STREAMING")
+        assert record.state is RunState.UP  # never failed
+        await w.core.close()
+
+    play(test)
+
+
+def test_streams_move_when_their_actor_cannot_be_restarted_and_a_run_fails_only_without_any(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        w = TwoNodes(tmp_path)
+        record, sources = await w.submit(ids=("c1", "c2"))
+        w.stream(sources)
+        real = FakeCluster.start_inference
+
+        def broken(cluster: FakeCluster, slot: Slot) -> FakeInference:
+            inference = real(cluster, slot)
+            inference.hang = slot.name == B  # node b cannot load the model any more
+            return inference
+
+        w.cluster.start_inference = broken.__get__(w.cluster)  # type: ignore[method-assign]
+        w.actor(B).kill()
+        await until(lambda: any(e["event"] == "streams_moved" for e in record.events))
+        assert record.placement == {"c1": "inference", "c2": "inference"}
+        assert sources[1].handed == [(w.actor("inference"), record.engine_key)]
+        assert record.state is RunState.UP and record.error is None
+        await w.core.close()
+
+    play(test)
+
+
+def test_a_recovered_controller_keeps_each_stream_on_its_actor(tmp_path: Path) -> None:
+    async def test() -> None:
+        w = TwoNodes(tmp_path)
+        record, sources = await w.submit(ids=("c1", "c2"))
+        await w.core.close()
+        again = core(w.cluster, w.store, w.t, restarted=True)
+        await again.recover()
+        run = again.book.runs[record.id]
+        assert run.placement == {"c1": "inference", "c2": B}
+        assert sources[0].handed == [(w.actor("inference"), record.engine_key)]
+        assert sources[1].handed == [(w.actor(B), record.engine_key)]
+        await again.close()
+
+    play(test)
+
+
+def test_a_controller_restarted_after_a_node_left_recreates_that_nodes_sources(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        w = TwoNodes(tmp_path)
+        record, sources = await w.submit(ids=("c1", "c2"))
+        await w.core.close()
+        w.cluster.nodes.pop()  # node b left while no controller watched (it ran there)
+        w.actor(B).kill()
+        again = core(w.cluster, w.store, w.t, restarted=True)
+        await again.recover()
+        run = again.book.runs[record.id]
+        a = w.actor("inference")
+        assert run.placement == {"c1": "inference", "c2": "inference"}
+        assert sources[0].handed == [(a, record.engine_key)]
+        recreated = w.cluster.sources[(record.id, "c2")]
+        assert sources[1].killed and recreated is not sources[1]
+        assert recreated.resume and recreated.inference is a and recreated.node == a.slot.node
+        assert [e["event"] for e in run.events] == [
+            "streams_moved",
+            "source_recreated",
+            "recovered",
+        ]
+        await again.close()
+
+    play(test)

@@ -328,6 +328,7 @@ def test_to_json_format():
         "error",
         "model",
         "engine_key",
+        "placement",  # added without a version change: older records read as unplaced
         "sources",
         "base",
         "stop_requested",

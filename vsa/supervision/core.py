@@ -8,15 +8,18 @@ and its ``to_thread`` injected, so the unit tests drive it with fakes.
 
 What it does (the failure policy in docs/failure-policy.md):
 
-- ``submit``: admission and output checks, the model loaded by the inference actor (created
-  when needed), one source actor per stream, a monitor task per run;
+- ``submit``: admission and output checks, the model loaded by every inference actor of the
+  pool (:mod:`vsa.supervision.pool`: one per slot, created when needed), one source actor per
+  stream placed with the slot serving the fewest streams, a monitor task per run;
 - the monitor polls the sources every ``POLL_S``, absorbs their statuses (a new incarnation
   carries the counters over and is saved at once; a source actor that died is FAILED),
   derives the run's state and finishes the run when it is terminal;
-- the supervisor asks the inference actor for its health every ``SUPERVISE_S`` and carries
-  out :func:`vsa.supervision.watchdog.check_inference`'s decision (restart it, kill and
-  restart it, fail the runs of a fatal engine); every ``STORE_CHECK_S`` it checks the object
-  store for spilling;
+- the supervisor asks each inference actor serving streams for its health every
+  ``SUPERVISE_S`` and carries out :func:`vsa.supervision.watchdog.check_inference`'s decision
+  for that actor alone (restart it, kill and restart it, fail the runs of a fatal engine):
+  the streams of the other actors are not touched. Streams of a slot that is gone (its node
+  left) or whose actor cannot be restarted move to the other slots; every ``STORE_CHECK_S`` it
+  checks the object store for spilling;
 - ``stop`` stops every source and finishes the run; finishing writes the report, releases the
   model when no other run uses it and removes the source actors ``METRICS_FLUSH_S`` later;
 - recovery (``ready``, once): saved runs are loaded, the active ones re-attached to their
@@ -52,15 +55,17 @@ from vsa.outputs import check_admission, check_output_dir, claim_outputs
 from vsa.report import build_report, write_report
 from vsa.runstate import ENDED, RunState
 from vsa.schema import SourceState
-from vsa.settings import inference_gpus
 from vsa.stream import stop_grace_s
 from vsa.supervision.handles import (
+    DEFAULT_SLOT,
     ActorGone,
     Handles,
     InferenceHandle,
+    Slot,
     SourceHandle,
     error_name,
 )
+from vsa.supervision.pool import place, rehome
 from vsa.supervision.runbook import RunBook, RunRecord, seal_sources
 from vsa.supervision.store import RunStore
 from vsa.supervision.watchdog import (
@@ -110,8 +115,8 @@ def new_run_id(name: str, now: float) -> str:
 class ControllerCore:
     """The controller's runs and decisions; every actor is reached through ``handles``.
 
-    ``restarted``: this controller replaces one that Ray restarted (the inference actor it
-    finds is kept); otherwise an inference actor left by a predecessor is killed first.
+    ``restarted``: this controller replaces one that Ray restarted (the inference actors it
+    finds are kept); otherwise inference actors left by a predecessor are killed first.
     """
 
     def __init__(
@@ -129,8 +134,8 @@ class ControllerCore:
         self.handles = handles
         self.book = RunBook(store, clock=clock, monotonic=monotonic)
         self.restarted = restarted
-        self.inference: InferenceHandle | None = None
-        self.inference_gpus = 0
+        self.pool: dict[str, InferenceHandle] = {}  # slot name -> its inference actor
+        self.slots: dict[str, Slot] = {}  # the cluster's slots, the controller's node first
         self._clock, self._monotonic = clock, monotonic
         self._sleep, self._to_thread, self._memory = sleep, to_thread, memory
         self._submit_lock: asyncio.Lock | None = None
@@ -138,6 +143,25 @@ class ControllerCore:
         self._supervisor: asyncio.Task | None = None
         self._spilled_seen: int | None = None
         self._tasks: set[asyncio.Task] = set()  # reaps, a stop resumed after a restart
+
+    @property
+    def inference(self) -> InferenceHandle | None:
+        """The first slot's inference actor (the only one on one host)."""
+        return self.pool.get(next(iter(self.slots), DEFAULT_SLOT))
+
+    async def _refresh_slots(self) -> dict[str, Slot]:
+        """The cluster's slots now (asks Ray for its live nodes: off the event loop)."""
+        slots = await self._to_thread(self.handles.inference_slots)
+        self.slots = {s.name: s for s in slots or [Slot()]}
+        return self.slots
+
+    def _load(self) -> dict[str, int]:
+        """Streams per slot over the active runs."""
+        load: dict[str, int] = {}
+        for record in self.book.active():
+            for slot in record.placement.values():
+                load[slot] = load.get(slot, 0) + 1
+        return load
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -161,9 +185,9 @@ class ControllerCore:
             self._recovered = asyncio.Event()
             self._submit_lock = asyncio.Lock()
             if not self.restarted:
-                # a new controller (first start, or replacing one that ran other code): an
-                # inference actor left by its predecessor may run old code; start afresh
-                await self._kill_named_inference()
+                # a new controller (first start, or replacing one that ran other code): the
+                # inference actors left by its predecessor may run old code; start afresh
+                await self._kill_named_inference(list(await self._refresh_slots()))
             await self._load_saved_runs()
             self._recovered.set()
         await self._recovered.wait()
@@ -189,25 +213,40 @@ class ControllerCore:
             log.info("loaded %d saved runs, %d active", len(self.book), len(active))
         if not active:
             return
-        self.inference = self.handles.get_inference()
-        if self.inference is not None:
-            self.inference_gpus = inference_gpus(self.handles.cluster_gpus())
+        for name in await self._refresh_slots():
+            actor = self.handles.get_inference(name)
+            if actor is not None:
+                self.pool[name] = actor
         for record in active:
             try:
-                record.model = {**(record.model or {}), **await self._ensure_engine(record.spec)}
+                model, ready = await self._ensure_engine(record.spec)
+                record.model = {**(record.model or {}), **model}
                 record.engine_key = record.model.pop("key")
             except Exception as exc:  # noqa: BLE001
                 record.error = f"could not reload the model after a controller restart: {exc}"
                 await self._finish(record, RunState.FAILED)
                 continue
+            # streams keep their slot; those of a slot that is gone (its node left the cluster,
+            # with their source actors) or saved before slots are placed again
+            gone = {sid for sid, slot in record.placement.items() if slot not in self.slots}
+            kept = {sid: slot for sid, slot in record.placement.items() if slot in ready}
+            record.placement = kept | place(
+                [s.id for s in record.spec.sources if s.id not in kept], self._load(), ready
+            )
+            if gone:
+                record.event("streams_moved", sources=sorted(gone), reason="its node left")
             for source in record.spec.sources:
                 actor = self.handles.get_source(record.id, source.id)
+                if actor is not None and source.id in gone:
+                    record.actors[source.id] = actor  # on a node that left: replaced below
+                    await self._recreate_source(record, source.id)
+                    continue
                 if actor is None:  # the actor is gone: start it again (files are appended)
                     record.actors[source.id] = self._start_source(record, source.id, resume=True)
                     record.event("source_recreated", source=source.id)
                     continue
                 record.actors[source.id] = actor
-                actor.set_inference(self.inference, record.engine_key)
+                actor.set_inference(self._inference_of(record, source.id), record.engine_key)
             record.event("recovered", after="controller restart")
             if record.stop_requested:  # the stop was cut short by the restart: finish it
                 record.stop_requested = False
@@ -272,8 +311,9 @@ class ControllerCore:
             record = RunRecord.submitted(
                 run_id, spec, sealed, clock=self._clock, monotonic=self._monotonic
             )
-            record.model = await self._ensure_engine(spec)
+            record.model, ready = await self._ensure_engine(spec)
             record.engine_key = record.model.pop("key")
+            record.placement = place([s.id for s in spec.sources], self._load(), ready)
             for source in spec.sources:
                 record.actors[source.id] = self._start_source(record, source.id)
             self.book.add(record)
@@ -308,61 +348,93 @@ class ControllerCore:
         return record.summary()
 
     # --- the engine's actors -------------------------------------------------------------
+    def _inference_of(self, record: RunRecord, source_id: str) -> InferenceHandle | None:
+        return self.pool.get(record.placement.get(source_id, DEFAULT_SLOT))
+
     def _start_source(self, record: RunRecord, source_id: str, resume: bool = False) -> Any:
+        slot = self.slots.get(record.placement.get(source_id, DEFAULT_SLOT))
         return self.handles.start_source(
             record.id,
             record.spec.model_dump(),
             source_id,
-            self.inference,
+            self._inference_of(record, source_id),
             record.engine_key,
             record.sealed.get(source_id),
             resume,
+            None if slot is None else slot.node,
         )
 
-    async def _kill_named_inference(self) -> None:
-        """Kill the inference actor if there is one, and wait until its name is free."""
-        for attempt in range(100):
-            actor = self.handles.get_inference()
-            if actor is None:
-                return
-            if attempt == 0:
-                log.info("stopping the inference actor left by an earlier controller")
-                actor.kill()
-            await self._sleep(0.1)
+    async def _kill_named_inference(self, names: list[str]) -> None:
+        """Kill the inference actors named ``names`` and wait until their names are free."""
+        for name in names:
+            for attempt in range(100):
+                actor = self.handles.get_inference(name)
+                if actor is None:
+                    break
+                if attempt == 0:
+                    log.info("stopping the inference actor %s left by an earlier controller", name)
+                    actor.kill()
+                await self._sleep(0.1)
 
-    def _new_inference(self) -> InferenceHandle:
-        self.inference_gpus = inference_gpus(self.handles.cluster_gpus())
-        # detached, not restarted by Ray: the controller restarts it and reloads the models;
-        # not restartable also makes it the last choice of Ray's memory monitor
-        return self.handles.start_inference(self.inference_gpus)
+    async def _ensure_engine(self, spec: RunSpec) -> tuple[dict[str, Any], list[str]]:
+        """Have every slot's inference actor load the run's model (creating actors when needed).
 
-    async def _ensure_engine(self, spec: RunSpec) -> dict[str, Any]:
-        """Have the inference actor load the run's model; (re)create the actor when needed."""
-        for attempt in range(2):
-            if self.inference is None:
-                await self._kill_named_inference()
-                self.inference = self._new_inference()
-            if spec.model.device == "cuda" and not self.inference_gpus:
-                raise VsaError(
-                    "model.device is 'cuda' but the Ray cluster has no GPU: use device: auto or cpu"
+        Returns the model as the first slot that loaded it says (with its ``key``) and the
+        slots that loaded it, in slot order. A slot that fails is left out (logged); when every
+        slot fails, the first slot's error is raised."""
+        slots = await self._refresh_slots()
+        if spec.model.device == "cuda" and not any(s.num_gpus for s in slots.values()):
+            raise VsaError(
+                "model.device is 'cuda' but the Ray cluster has no GPU: use device: auto or cpu"
+            )
+        results = await asyncio.gather(
+            *(self._ensure_on(slot, spec) for slot in slots.values()), return_exceptions=True
+        )
+        ready = [name for name, r in zip(slots, results, strict=True) if isinstance(r, dict)]
+        for name, result in zip(slots, results, strict=True):
+            if isinstance(result, BaseException) and ready:
+                log.warning(
+                    "inference actor %s cannot serve model %s: %s", name, spec.model.name, result
                 )
+        if not ready:
+            first = results[0]
+            assert isinstance(first, BaseException)
+            raise first
+        model = results[list(slots).index(ready[0])]
+        assert isinstance(model, dict)
+        return model, ready
+
+    def _who(self, slot: str) -> str:
+        return "the inference actor" + ("" if slot == DEFAULT_SLOT else f" {slot}")
+
+    async def _ensure_on(self, slot: Slot, spec: RunSpec) -> dict[str, Any]:
+        """Have ``slot``'s inference actor load the run's model; (re)create the actor when
+        needed."""
+        who = self._who(slot.name)
+        for attempt in range(2):
+            actor = self.pool.get(slot.name)
+            if actor is None:
+                await self._kill_named_inference([slot.name])
+                # detached, not restarted by Ray: the controller restarts it and reloads the
+                # models; not restartable also makes it the last choice of Ray's memory monitor
+                actor = self.pool[slot.name] = self.handles.start_inference(slot)
             try:
-                return await self.inference.ensure_engine(
-                    spec.model.model_dump(), spec.batching.model_dump(), ENGINE_TIMEOUT_S
+                return dict(
+                    await actor.ensure_engine(
+                        spec.model.model_dump(), spec.batching.model_dump(), ENGINE_TIMEOUT_S
+                    )
                 )
             except asyncio.TimeoutError:
                 raise VsaError(
-                    f"the inference actor did not load the model within {ENGINE_TIMEOUT_S:.0f} s "
-                    f"(it asks for {self.inference_gpus} GPU; see `ray status` for free resources)"
+                    f"{who} did not load the model within {ENGINE_TIMEOUT_S:.0f} s "
+                    f"(it asks for {slot.num_gpus} GPU; see `ray status` for free resources)"
                 ) from None
             except ActorGone:
-                log.warning("inference actor is gone; starting a new one (attempt %d)", attempt + 1)
-                self.inference = None
-        raise VsaError(
-            "the inference actor could not be started; see its log (`ray logs actor --id ...`)"
-        )
+                log.warning("%s is gone; starting a new one (attempt %d)", who, attempt + 1)
+                self.pool.pop(slot.name, None)
+        raise VsaError(f"{who} could not be started; see its log (`ray logs actor --id ...`)")
 
-    # --- supervision of the inference actor ----------------------------------------------
+    # --- supervision of the inference actors ---------------------------------------------
     def _ensure_supervisor(self) -> None:
         if self._supervisor is None or self._supervisor.done():
             self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
@@ -394,59 +466,132 @@ class ControllerCore:
                 record.warn("spilling", text, WARNING_HOLD_S)
         self._spilled_seen = spilled
 
-    async def _health(self) -> Health:
-        if self.inference is None:
+    async def _health(self, slot: str) -> Health:
+        actor = self.pool.get(slot)
+        if actor is None:
             return NoActor()
         try:
-            return await self.inference.health(STATUS_TIMEOUT_S)
+            return await actor.health(STATUS_TIMEOUT_S)
         except ActorGone as exc:
             return ActorDied(exc.error)
         except asyncio.TimeoutError:
             return NoAnswer(STATUS_TIMEOUT_S)
 
     async def check_inference(self, active: list[RunRecord]) -> None:
-        """Ask the inference actor for its health and carry out the watchdog's decision."""
-        health = await self._health()
-        watched = [WatchedRun(r.id, r.engine_key, r.spec.batching.stall_timeout_s) for r in active]
-        decision = check_inference(health, watched)
-        by_id = {r.id: r for r in active}
-        for failed in decision.fail:
-            for run_id in failed.run_ids:
-                record = by_id[run_id]
-                record.error = f"inference: {failed.reason}"
-                record.event("fatal", reason=failed.reason)
-                await self._stop_sources(record)
-                await self._finish(record, RunState.FAILED)
-        if decision.restart:
-            await self._restart_inference(
-                active, decision.restart.reason, kill=decision.restart.kill
-            )
+        """Ask each inference actor that serves streams for its health and carry out the
+        watchdog's decision for it; streams of a slot that is gone move to the others."""
+        slots = await self._refresh_slots()
+        gone = {s for r in active for s in r.placement.values()} - set(slots)
+        for slot in sorted(gone):
+            self.pool.pop(slot, None)
+            await self._move_streams(active, slot, "its node left the cluster", node_gone=True)
+        serving = [s for s in slots if any(s in r.placement.values() for r in active)]
+        healths = await asyncio.gather(*(self._health(s) for s in serving))
+        for slot, health in zip(serving, healths, strict=True):
+            runs = [r for r in active if slot in r.placement.values() and not r.state.terminal]
+            watched = [
+                WatchedRun(r.id, r.engine_key, r.spec.batching.stall_timeout_s) for r in runs
+            ]
+            decision = check_inference(health, watched)
+            by_id = {r.id: r for r in runs}
+            for failed in decision.fail:
+                for run_id in failed.run_ids:
+                    record = by_id[run_id]
+                    record.error = f"inference: {failed.reason}"
+                    record.event("fatal", reason=failed.reason)
+                    await self._stop_sources(record)
+                    await self._finish(record, RunState.FAILED)
+            if decision.restart:
+                runs = [r for r in runs if not r.state.terminal]
+                await self._restart_inference(
+                    slot, runs, decision.restart.reason, kill=decision.restart.kill
+                )
 
     async def _restart_inference(
-        self, active: list[RunRecord], reason: str, kill: bool = False
+        self, slot: str, active: list[RunRecord], reason: str, kill: bool = False
     ) -> None:
+        """Restart ``slot``'s inference actor for the runs with streams on it; when it cannot
+        be, its streams move to the other slots (a run fails only when none can take them)."""
         started = self._monotonic()
-        log.error("restarting the inference actor: %s", reason)
-        if kill and self.inference is not None:
-            self.inference.kill()
-        self.inference = None
-        await self._kill_named_inference()  # the name is free once the old actor is gone
+        who = self._who(slot)
+        log.error("restarting %s: %s", who, reason)
+        old = self.pool.pop(slot, None)
+        if kill and old is not None:
+            old.kill()
+        await self._kill_named_inference([slot])  # the name is free once the old actor is gone
         for record in active:
             try:
-                model = await self._ensure_engine(record.spec)
+                model = await self._ensure_on(self.slots[slot], record.spec)
             except Exception as exc:  # noqa: BLE001
-                record.error = f"the inference actor could not be restarted: {exc}"
+                self.pool.pop(slot, None)
+                if await self._move_streams([record], slot, f"{who} could not be restarted: {exc}"):
+                    continue
+                record.error = f"{who} could not be restarted: {exc}"
                 await self._stop_sources(record)
                 await self._finish(record, RunState.FAILED)
                 continue
             record.engine_key = model.pop("key")
-            for actor in record.actors.values():
-                actor.set_inference(self.inference, record.engine_key)
+            for sid, where in record.placement.items():
+                if where == slot and sid in record.actors:
+                    record.actors[sid].set_inference(self.pool[slot], record.engine_key)
         took = round(self._monotonic() - started, 2)
         for record in active:
-            if not record.state.terminal:
-                record.event("inference_restarted", reason=reason, took_s=took)
+            if not record.state.terminal and slot in record.placement.values():
+                extra = {} if slot == DEFAULT_SLOT else {"inference": slot}
+                record.event("inference_restarted", reason=reason, took_s=took, **extra)
                 self.book.save(record)
+
+    async def _move_streams(
+        self, runs: list[RunRecord], slot: str, reason: str, node_gone: bool = False
+    ) -> bool:
+        """Move the streams of ``runs`` on ``slot`` to the other slots that load their model;
+        False when there is none. ``node_gone``: the slot's node left the cluster, taking its
+        source actors with it: they are created again beside their new inference actor
+        (continuing their files), otherwise they are handed the new actor."""
+        moved_all = True
+        for record in runs:
+            targets = [s for s in self.slots if s != slot]
+            ready = []
+            for target in targets:
+                try:
+                    await self._ensure_on(self.slots[target], record.spec)
+                    ready.append(target)
+                except Exception as exc:  # noqa: BLE001 - that slot cannot take them either
+                    log.warning("%s cannot take streams: %s", self._who(target), exc)
+            if not ready:
+                moved_all = False
+                continue
+            moves = rehome(
+                {sid: s for sid, s in record.placement.items() if s == slot}, self._load(), ready
+            )
+            for sid, target in moves.items():
+                record.placement[sid] = target
+            if moves:
+                log.warning(
+                    "run=%s streams %s moved off %s: %s", record.id, sorted(moves), slot, reason
+                )
+                record.event("streams_moved", sources=sorted(moves), reason=reason)
+            for sid in moves:
+                if sid not in record.actors:
+                    continue
+                if node_gone:
+                    await self._recreate_source(record, sid)
+                else:
+                    record.actors[sid].set_inference(self.pool[moves[sid]], record.engine_key)
+            if moves:
+                self.book.save(record)
+        return moved_all
+
+    async def _recreate_source(self, record: RunRecord, sid: str) -> None:
+        """Replace a source actor (its node is gone) by a new one beside its inference actor;
+        it continues the stream's files like a restarted one."""
+        record.actors[sid].kill()
+        for _ in range(100):  # the name is free once Ray has the old actor dead
+            if self.handles.get_source(record.id, sid) is None:
+                break
+            await self._sleep(0.1)
+        record.actors[sid] = self._start_source(record, sid, resume=True)
+        record.event("source_recreated", source=sid)
 
     async def _stop_sources(self, record: RunRecord, timeout_s: float = 30.0) -> None:
         """Stop every source (all at once) and take their final statuses; files are closed."""
@@ -478,34 +623,55 @@ class ControllerCore:
             self.book.save(record)
 
     async def _monitor(self, record: RunRecord) -> None:
-        ended = ENDED  # a polled source's state is a string
         while not record.state.terminal and not record.stop_requested:
-            live = {
-                sid: a
-                for sid, a in record.actors.items()
-                if record.sources[sid]["state"] not in ended
-            }
-            results = await asyncio.gather(*(self._poll(a) for a in live.values()))
-            if record.stop_requested or record.state.terminal:
-                return  # stop() owns the final statuses
-            for sid, result in zip(live, results, strict=True):
-                if isinstance(result, dict):
-                    self._absorb(record, sid, result)
-                elif isinstance(result, ActorGone) and result.died:
-                    record.source_ended(
-                        sid, SourceState.FAILED.value, f"source actor died: {result.error}"
-                    )
-                # not died for good: Ray is restarting it; the next poll sees it again
-            state = record.assess()  # sampled, derived, degradation updated
-            if state.terminal:
-                await self._finish(record, state)
-                return
-            if state != record.state:
-                record.enter(state)
-                self.book.save(record)
-            elif self._monotonic() - record.saved_at > SAVE_EVERY_S:
-                self.book.save(record)
+            try:
+                if await self._monitor_once(record):
+                    return
+            except Exception:  # noqa: BLE001 - never let a run's monitor die
+                log.exception("run=%s monitor error (continuing)", record.id)
             await self._sleep(POLL_S)
+
+    async def _monitor_once(self, record: RunRecord) -> bool:
+        """Poll the run's sources once and take what they say; True when the monitor is done."""
+        ended = ENDED  # a polled source's state is a string
+        live = {
+            sid: a for sid, a in record.actors.items() if record.sources[sid]["state"] not in ended
+        }
+        results = await asyncio.gather(*(self._poll(a) for a in live.values()))
+        if record.stop_requested or record.state.terminal:
+            return True  # stop() owns the final statuses
+        for (sid, actor), result in zip(live.items(), results, strict=True):
+            if record.actors.get(sid) is not actor:
+                continue  # replaced meanwhile (its node left): the new one is polled next
+            if isinstance(result, dict):
+                self._absorb(record, sid, result)
+            elif isinstance(result, ActorGone) and result.died:
+                if await self._node_left(record, sid):
+                    continue  # created again on another node
+                record.source_ended(
+                    sid, SourceState.FAILED.value, f"source actor died: {result.error}"
+                )
+            # not died for good: Ray is restarting it; the next poll sees it again
+        state = record.assess()  # sampled, derived, degradation updated
+        if state.terminal:
+            await self._finish(record, state)
+            return True
+        if state != record.state:
+            record.enter(state)
+            self.book.save(record)
+        elif self._monotonic() - record.saved_at > SAVE_EVERY_S:
+            self.book.save(record)
+        return False
+
+    async def _node_left(self, record: RunRecord, sid: str) -> bool:
+        """A source actor died for good: when its slot's node left the cluster, its streams
+        move to another slot and it is created again there (True)."""
+        slot = record.placement.get(sid)
+        if slot is None or slot in await self._refresh_slots():
+            return False
+        self.pool.pop(slot, None)
+        await self._move_streams([record], slot, "its node left the cluster", node_gone=True)
+        return record.placement.get(sid) != slot
 
     async def _finish(self, record: RunRecord, state: RunState) -> None:
         if record.state.terminal:
@@ -535,11 +701,12 @@ class ControllerCore:
         assert self._submit_lock is not None
         async with self._submit_lock:  # a submit in progress may be about to use this model
             in_use = self.book.engine_in_use(record.engine_key)
-            if record.engine_key and not in_use and self.inference is not None:
-                try:
-                    await self.inference.release_engine(record.engine_key, 30)
-                except Exception as exc:  # noqa: BLE001 - a model left loaded is not worth failing a run
-                    log.warning("run=%s could not unload its model: %s", record.id, exc)
+            if record.engine_key and not in_use:
+                for actor in list(self.pool.values()):
+                    try:
+                        await actor.release_engine(record.engine_key, 30)
+                    except Exception as exc:  # noqa: BLE001 - a model left loaded is not worth failing a run
+                        log.warning("run=%s could not unload its model: %s", record.id, exc)
 
     async def _reap(self, actors: list[SourceHandle]) -> None:
         await self._sleep(METRICS_FLUSH_S)

@@ -14,7 +14,21 @@ them with in-memory fakes. Ray's errors arrive translated:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+DEFAULT_SLOT = "inference"  # the first inference actor's name (the only one on one host)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A place for one inference actor: its actor ``name``, the ``node`` it is pinned to (None:
+    anywhere) and the GPUs it asks for. On one host there is one slot, ``inference``; a
+    cluster has one per GPU of each node (or ``VSA_INFERENCE_ACTORS`` per CPU node)."""
+
+    name: str = DEFAULT_SLOT
+    node: str | None = None
+    num_gpus: int = 0
 
 
 class ActorGone(Exception):
@@ -35,7 +49,7 @@ def error_name(exc: BaseException) -> str:
 
 
 class InferenceHandle(Protocol):
-    """The shared inference actor."""
+    """An inference actor (one per slot), shared by the streams placed on it."""
 
     async def ensure_engine(
         self, model: dict[str, Any], batching: dict[str, Any], timeout_s: float
@@ -93,21 +107,24 @@ class Handles(Protocol):
         engine_key: str | None,
         sealed_uri: str | None,
         resume: bool,
+        node: str | None = None,
     ) -> SourceHandle:
-        """Create the (detached, restartable) source actor of ``run_id``/``source_id``;
-        ``resume``: continue the run's files."""
+        """Create the (detached, restartable) source actor of ``run_id``/``source_id``, on
+        ``node`` when it can (its inference actor's: frames stay on their node); ``resume``:
+        continue the run's files."""
         ...
 
-    def get_inference(self) -> InferenceHandle | None:
-        """The live inference actor; None when there is none."""
+    def get_inference(self, name: str = DEFAULT_SLOT) -> InferenceHandle | None:
+        """The live inference actor named ``name``; None when there is none."""
         ...
 
-    def start_inference(self, num_gpus: int) -> InferenceHandle:
-        """Create the (detached, not restartable) inference actor with ``num_gpus``."""
+    def start_inference(self, slot: Slot) -> InferenceHandle:
+        """Create the (detached, not restartable) inference actor of ``slot``."""
         ...
 
-    def cluster_gpus(self) -> float:
-        """The GPUs of the cluster."""
+    def inference_slots(self) -> list[Slot]:
+        """The slots of the cluster's live nodes, the head node first; blocking (run it in a
+        thread)."""
         ...
 
     def store_stats(self) -> tuple[int, int] | None:

@@ -103,6 +103,8 @@ class RunRecord:
     engine_key: str | None = None
     # source id -> its actor handle: owned by the controller, opaque here, never serialized
     actors: dict[str, Any] = field(default_factory=dict)
+    # source id -> the slot (inference actor) serving it (vsa.supervision.pool)
+    placement: dict[str, str] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     # counters of earlier incarnations of each source actor (a restarted actor counts from 0)
     base: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -254,12 +256,16 @@ class RunRecord:
             "finished_at": self.finished_at,
             "output_dir": self.spec.output_dir,
             "model": self.model,
-            "sources": [self.sources[s.id] for s in self.spec.sources],
+            "sources": [self._source(s.id) for s in self.spec.sources],
             "transitions": list(self.transitions),
             "events": list(self.events),
             "warnings": [text for until, text in self.warnings.values() if until > self.clock()],
             "report": list(self.report),
         }
+
+    def _source(self, sid: str) -> dict[str, Any]:
+        slot = self.placement.get(sid)
+        return self.sources[sid] if slot is None else {**self.sources[sid], "inference": slot}
 
     def final_summary(self, state: RunState, finished_at: float) -> dict[str, Any]:
         """The summary as it will read once the run is in ``state`` (for the report, which is
@@ -281,6 +287,7 @@ class RunRecord:
                 "error": self.error,
                 "model": self.model,
                 "engine_key": self.engine_key,
+                "placement": self.placement,
                 "sources": self.sources,
                 "base": self.base,
                 "stop_requested": self.stop_requested,
@@ -312,6 +319,7 @@ class RunRecord:
         record.finished_at, record.error = d["finished_at"], d["error"]
         record.model, record.engine_key = d["model"], d["engine_key"]
         record.sources, record.base = d["sources"], d.get("base", {})
+        record.placement = d.get("placement", {})  # saved before slots: placed again
         record.stop_requested = d.get("stop_requested", False)
         record.sealed = d.get("sealed", {})
         if "sealed" not in d:  # saved before credentials were sealed: seal them now
