@@ -248,7 +248,7 @@ def lossless_frames(total: int, n: int, floor: int) -> int:
 def plan(args: argparse.Namespace) -> list[Config]:
     """The configurations of this mode, in the order they run."""
     q = args.quick
-    ns = args.n or ([1, 2, 4] if q else [1, 2, 4, 8, 16])
+    ns = args.n or ([1, 2, 4, 8] if q else [1, 2, 4, 8, 16])
     sizes = ["640x360"] if q else ["640x360", "1280x720"]
     total, floor = (120, 30) if q else (600, 60)
     dur = 8.0 if q else 20.0
@@ -257,11 +257,11 @@ def plan(args: argparse.Namespace) -> list[Config]:
         for size in sizes:
             f = lossless_frames(total, n, floor)
             # the no-op model runs ~4x faster: 3x the frames for a comparable duration
-            out.append(Config("synthetic", n, size, "lossless", "passthrough", 3 * f, naive=False))
+            out.append(Config("synthetic", n, size, "lossless", "passthrough", 3 * f))
             out.append(Config("synthetic", n, size, "lossless", "builtin", f))
-            if not q or n == max(ns):
+            if not q or n == 4:
                 out.append(Config("file", n, size, "lossless", "builtin", f))
-        if not q or n > 1:  # quick: N = 1 realtime is the capacity search's first probe
+        if not q or 1 < n < 8:  # quick: N = 1 realtime is the capacity search's first probe
             out.append(Config("synthetic", n, "640x360", "realtime", "builtin", duration_s=dur))
         if args.rtsp or not q:
             out.append(Config("rtsp", n, "640x360", "realtime", "builtin", duration_s=dur))
@@ -372,6 +372,9 @@ def summarize(results: dict[str, list[tuple[float, float, int]]], warmup_s: floa
         "frames": frames,
         "fps": round(total_fps, 2),
         "fps_window_s": None if window is None else round(window, 2),
+        # the steady window (wall times) and its frames: CPU per frame is measured over it
+        "window": None if window is None else [start, end],
+        "window_frames": None if window is None else n,
         "fps_stream_min": round(min(per_stream), 2) if per_stream else 0.0,
         "fps_stream_mean": round(statistics.fmean(per_stream), 2) if per_stream else 0.0,
         "fps_stream_max": round(max(per_stream), 2) if per_stream else 0.0,
@@ -414,6 +417,7 @@ def naive_child(cfg: dict[str, Any]) -> dict[str, Any]:
     sinks = [open_sinks(specs, out, cfg["run"], f"s{i}", r.fps) for i, r in enumerate(readers)]
     stage = {"decode": 0.0, "model": 0.0, "sinks": 0.0}
     cpu0, started = time.process_time(), time.perf_counter()
+    steady: tuple[float, int] | None = None  # (process CPU, frames) once warmed up
     deadline = time.monotonic() + cfg["duration_s"] if cfg["duration_s"] else None
     batches = frames = 0
     active = list(range(len(readers)))
@@ -445,8 +449,13 @@ def naive_child(cfg: dict[str, Any]) -> dict[str, Any]:
         stage["sinks"] += time.perf_counter() - t
         batches += 1
         frames += len(batch)
+        if steady is None and time.perf_counter() - started >= cfg["warmup_s"]:
+            steady = (time.process_time(), frames)
     loop_s = time.perf_counter() - started
     loop_cpu = time.process_time() - cpu0
+    if steady is None or frames - steady[1] < MIN_KEPT:
+        steady = (cpu0, 0)  # too short a loop: all of it
+    steady_cpu = (time.process_time() - steady[0]) * 1000 / max(frames - steady[1], 1)
     for group in sinks:
         for sink in group:
             sink.close()
@@ -459,6 +468,8 @@ def naive_child(cfg: dict[str, Any]) -> dict[str, Any]:
         "mean_batch": round(frames / batches, 2) if batches else 0.0,
         "loop_s": round(loop_s, 3),
         "loop_cpu_s": round(loop_cpu, 2),
+        # CPU per frame past the warm-up: decode + model + sinks, nothing else
+        "steady_cpu_ms_per_frame": round(steady_cpu, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),  # the whole process, imports too
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "stage_ms": {k: round(v * 1000 / max(frames, 1), 2) for k, v in stage.items()},
@@ -563,6 +574,7 @@ def run_naive(cfg: Config, uris: list[str], out: Path, args: argparse.Namespace)
         "model": args.model_specs[cfg.model],
         "threads": args.naive_threads,
         "duration_s": cfg.duration_s if cfg.kind == "rtsp" else 0.0,
+        "warmup_s": args.warmup_s,
     }
     proc = subprocess.run(
         [sys.executable, __file__, "--child", "naive", json.dumps(child)],
@@ -874,6 +886,14 @@ def run_engine(
     }
     info.update(args.sampler.account(t0, t1))
     info.update(summarize(read_results(out, [f"s{i}" for i in range(cfg.n)]), args.warmup_s))
+    if info["window"] and info["window_frames"]:  # steady state: no start-up, no imports
+        steady = args.sampler.account(*info["window"])
+        info["steady_cpu_ms_per_frame"] = round(
+            steady["cpu_s_total"] * 1000 / info["window_frames"], 2
+        )
+        info["steady_cpu_ms_per_frame_kind"] = {
+            k: round(v * 1000 / info["window_frames"], 2) for k, v in steady["cpu_s"].items()
+        }
     info.update(read_stages(out, [f"s{i}" for i in range(cfg.n)]))
     return info
 
@@ -968,6 +988,14 @@ def derive(row: dict[str, Any], tb: dict[str, Any], passthrough: dict[tuple, flo
         "ray_controller_cpu": round(
             (cpu.get("ray", 0.0) + cpu.get("controller", 0.0)) * 1000 / frames, 2
         ),
+        # steady state, every process of the engine, CPU per frame
+        "cpu_steady": e.get("steady_cpu_ms_per_frame"),
+        # the engine's overhead: its steady CPU per frame minus the naive loop's, which does
+        # the same decode, model and sinks in one process with no transport, batching,
+        # bookkeeping nor Ray (same frames, same model, same outputs)
+        "overhead": round(e["steady_cpu_ms_per_frame"] - n["steady_cpu_ms_per_frame"], 2)
+        if n and n.get("steady_cpu_ms_per_frame") and e.get("steady_cpu_ms_per_frame")
+        else None,
     }
 
 
@@ -1001,7 +1029,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def cost_table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'configuration':38} {'ms/frame: wall':>14} {'cpu':>6} {'model':>6} {'infcpu':>6} "
+        f"{'configuration':38} {'ms/frame: wall':>14} {'cpu':>6} {'steady':>6} {'naive':>5} "
+        f"{'ovh':>5} {'model':>6} {'infcpu':>6} "
         f"{'decode':>6} {'src*':>6} {'ray':>5} | {'CPU s: src':>10} {'inf':>5} {'ctl+ray':>7} | "
         f"{'RSS MiB: src':>12} {'inf':>5} | {'naive ms/f: dec':>15} {'model':>6} {'sinks':>6} "
         f"{'CPU s':>6} {'RSS':>5}"
@@ -1013,6 +1042,8 @@ def cost_table(rows: list[dict[str, Any]]) -> str:
         ns = n.get("stage_ms") or {}
         lines.append(
             f"{row['label']:38} {_f(s['wall_per_frame']):>14} {_f(s['cpu_per_frame']):>6} "
+            f"{_f(s.get('cpu_steady')):>6} {_f(n.get('steady_cpu_ms_per_frame')):>5} "
+            f"{_f(s.get('overhead')):>5} "
             f"{_f(s['model_wall']):>6} {_f(s['inference_cpu']):>6} {_f(s['decode']):>6} "
             f"{_f(s['source_rest_derived']):>6} {_f(s['ray_controller_cpu']):>5} | "
             f"{_f(c.get('source')):>10} {_f(c.get('inference')):>5} "
@@ -1379,7 +1410,10 @@ def main() -> int:
     print(cost_table(rows))
     print(
         "  model = model-thread wall time per frame; infcpu, ray = CPU of the inference actor, of\n"
-        "  the controller + Ray's own processes; src* = source actors' CPU minus decode (derived)"
+        "  the controller + Ray's own processes; src* = source actors' CPU minus decode (derived)\n"
+        "  cpu = every engine process's CPU over the whole run (start-up and imports included);\n"
+        "  steady = the same past the warm-up, in the window every stream produces; naive = the\n"
+        "  loop's CPU per frame past its warm-up; ovh = steady - naive: the engine's overhead"
     )
     print()
     print(stage_table(rows))
