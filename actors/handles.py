@@ -119,7 +119,9 @@ class RayHandles:
 
         # detached: a source outlives a controller restart; max_restarts: Ray restarts a source
         # actor whose process died (the memory monitor picks restartable actors first). On its
-        # inference actor's node when it can be (soft: a restart goes elsewhere if it left)
+        # inference actor's node, hard (soft affinity placed sources on the other node when
+        # several started at once); when that node leaves, the controller recreates the source
+        # beside another inference actor
         options: dict[str, Any] = {}
         if node is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
@@ -224,9 +226,11 @@ def send_frames(
     on_gone: Callable[[], None],
     credit: int | None = None,
 ) -> FramesInFlight:
-    """Put each frame in the object store (this actor owns it) and pass the references, inside
-    a list so that Ray does not resolve them here, to the inference actor's ``infer``."""
-    refs = [ray.put(frame.image) for frame in frames]
+    """Put the frames in the object store as one object (this actor owns it: one store
+    round trip per chunk, each image still a zero-copy view for the reader) and pass its
+    reference, inside a list so that Ray does not resolve it here, to the inference actor's
+    ``infer``."""
+    refs = [ray.put([frame.image for frame in frames])]
     ref = inference.infer.options(enable_task_events=False).remote(
         engine_key, stream_key, [f.index for f in frames], refs, deadlines, priority, credit
     )

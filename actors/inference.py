@@ -111,7 +111,12 @@ class InferenceActor:
             raise ModelError("no model loaded for this run (the inference actor restarted?)")
         if engine.fatal:
             raise ModelError(engine.fatal)
-        frames = await asyncio.gather(*refs)
+        # each reference holds one frame or a chunk's list of frames (zero-copy views)
+        frames = [
+            image
+            for got in await asyncio.gather(*refs)
+            for image in (got if isinstance(got, list) else [got])
+        ]
         run = stream.split("/", 1)[0]  # streams are "<run id>/<source id>"
         # priority orders streams within a run; runs share the engine in turn
         return await engine.submit(
