@@ -582,6 +582,9 @@ def run_naive(cfg: Config, uris: list[str], out: Path, args: argparse.Namespace)
         text=True,
         timeout=1800,
         cwd=REPO,
+        # the engine's model settings: threads that wait passively (spinning ones would add
+        # CPU the loop does not use for work, and hide the engine's overhead in the difference)
+        env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
     )
     if proc.returncode != 0:
         raise RuntimeError(f"naive loop failed: {proc.stderr.strip()[-2000:]}")
