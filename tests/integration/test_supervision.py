@@ -250,8 +250,12 @@ def test_object_store_spilling_is_reported_as_a_warning(client, tmp_path):
             "a spilling warning in the status",
         )
         run = run_of(client, run_id)
-        assert run["state"] == "UP"  # a warning, not a failure
+        # a warning, not a failure: nothing is stopped and frames keep coming (the run may read
+        # DEGRADED meanwhile: on a busy 2-core host, writing 1.2 GB to disk slows its frames)
+        assert run["state"] in ("UP", "DEGRADED"), run
         assert any(e["event"] == "warning" for e in run["events"])
+        marks = emitted(client, run_id)
+        wait_for(lambda: all_emitted_past(client, run_id, marks, more=5), 120, "frames go on")
     finally:
         del held
         final = client.stop(run_id).to_dict()
