@@ -564,6 +564,24 @@ def _naive_reader(cfg: dict[str, Any], i: int) -> _NaiveReader:
     return _SyntheticReader(uri) if uri.startswith("synthetic://") else _AvReader(uri)
 
 
+def run_child(kind: str, payload: dict[str, Any], what: str) -> dict[str, Any]:
+    """Run ``--child kind`` in a fresh process and return the JSON it prints last. Its torch
+    threads wait passively, as the inference actor's do (spinning ones would add CPU that does
+    no work: the T(B) conditions would differ from the engine's, and the naive loop's CPU would
+    hide the engine's overhead in the difference)."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", kind, json.dumps(payload)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=REPO,
+        env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_naive(cfg: Config, uris: list[str], out: Path, args: argparse.Namespace) -> dict:
     """The naive loop in a child process; its JSONL read like the engine's."""
     child = {
@@ -576,19 +594,7 @@ def run_naive(cfg: Config, uris: list[str], out: Path, args: argparse.Namespace)
         "duration_s": cfg.duration_s if cfg.kind == "rtsp" else 0.0,
         "warmup_s": args.warmup_s,
     }
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", "naive", json.dumps(child)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        cwd=REPO,
-        # the engine's model settings: threads that wait passively (spinning ones would add
-        # CPU the loop does not use for work, and hide the engine's overhead in the difference)
-        env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"naive loop failed: {proc.stderr.strip()[-2000:]}")
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    info = run_child("naive", child, "naive loop")
     info.update(summarize(read_results(out, [f"s{i}" for i in range(cfg.n)]), args.warmup_s))
     return info
 
@@ -650,18 +656,7 @@ def measure_tb(args: argparse.Namespace) -> dict[str, Any]:
         "min_s": 0.6 if args.quick else 2.0,
         "models": {m: args.model_specs[m] for m in ("builtin", "yolo", "passthrough")},
     }
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", "tb", json.dumps(child)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        cwd=REPO,
-        # the inference actor's conditions: its model threads wait passively
-        env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"T(B) failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child("tb", child, "T(B)")
 
 
 def t_of(tb: dict[str, Any], model: str, b: float) -> float | None:

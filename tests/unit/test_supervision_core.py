@@ -190,6 +190,7 @@ class FakeCluster:
         self.inferences: list[FakeInference] = []
         self.named: dict[str, FakeInference] = {}  # live names
         self.name_lingers = 0  # checks a killed inference actor's name still answers
+        self.hangs: set[str] = set()  # slots whose new actors never answer (cannot load)
         self.stats: tuple[int, int] | None = None
 
     def get_source(self, run_id: str, source_id: str) -> FakeSource | None:
@@ -218,6 +219,7 @@ class FakeCluster:
     def start_inference(self, slot: Slot) -> FakeInference:
         assert slot.name not in self.named, "the name is taken"
         actor = self.named[slot.name] = FakeInference(self, slot)
+        actor.hang = slot.name in self.hangs
         self.inferences.append(actor)
         return actor
 
@@ -591,14 +593,7 @@ def test_a_run_whose_model_cannot_be_reloaded_after_a_restart_fails(tmp_path: Pa
         w = World(tmp_path)
         record, sources = await w.submit()
         w.cluster.inference.kill()  # type: ignore[union-attr]
-        real = FakeCluster.start_inference
-
-        def broken(cluster: FakeCluster, slot: Slot) -> FakeInference:
-            inference = real(cluster, slot)
-            inference.hang = True
-            return inference
-
-        w.cluster.start_inference = broken.__get__(w.cluster)  # type: ignore[method-assign]
+        w.cluster.hangs.add("inference")  # its replacement cannot load the model
         await until(lambda: record.state is RunState.FAILED)
         assert record.error and record.error.startswith(
             "the inference actor could not be restarted: the inference actor did not load"
@@ -734,8 +729,7 @@ class TwoNodes(World):
         self.core = core(self.cluster, self.store, self.t)
 
     def actor(self, name: str) -> FakeInference:
-        actor = self.cluster.named[name]
-        return actor
+        return self.cluster.named[name]
 
 
 B = "inference-nodebnod-0"
@@ -826,14 +820,7 @@ def test_streams_move_when_their_actor_cannot_be_restarted_and_a_run_fails_only_
         w = TwoNodes(tmp_path)
         record, sources = await w.submit(ids=("c1", "c2"))
         w.stream(sources)
-        real = FakeCluster.start_inference
-
-        def broken(cluster: FakeCluster, slot: Slot) -> FakeInference:
-            inference = real(cluster, slot)
-            inference.hang = slot.name == B  # node b cannot load the model any more
-            return inference
-
-        w.cluster.start_inference = broken.__get__(w.cluster)  # type: ignore[method-assign]
+        w.cluster.hangs.add(B)  # node b cannot load the model any more
         w.actor(B).kill()
         await until(lambda: any(e["event"] == "streams_moved" for e in record.events))
         assert record.placement == {"c1": "inference", "c2": "inference"}

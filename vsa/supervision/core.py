@@ -367,14 +367,19 @@ class ControllerCore:
     async def _kill_named_inference(self, names: list[str]) -> None:
         """Kill the inference actors named ``names`` and wait until their names are free."""
         for name in names:
-            for attempt in range(100):
-                actor = self.handles.get_inference(name)
-                if actor is None:
-                    break
-                if attempt == 0:
-                    log.info("stopping the inference actor %s left by an earlier controller", name)
-                    actor.kill()
-                await self._sleep(0.1)
+            actor = self.handles.get_inference(name)
+            if actor is not None:
+                log.info("stopping the inference actor %s left by an earlier controller", name)
+                actor.kill()
+                await self._until_gone(lambda name=name: self.handles.get_inference(name))
+
+    async def _until_gone(self, lookup: Callable[[], Any]) -> None:
+        """Wait (10 s at most) until ``lookup`` finds no actor: a killed actor's name is free
+        once Ray has it dead."""
+        for _ in range(100):
+            await self._sleep(0.1)
+            if lookup() is None:
+                return
 
     async def _ensure_engine(self, spec: RunSpec) -> tuple[dict[str, Any], list[str]]:
         """Have every slot's inference actor load the run's model (creating actors when needed).
@@ -586,10 +591,7 @@ class ControllerCore:
         """Replace a source actor (its node is gone) by a new one beside its inference actor;
         it continues the stream's files like a restarted one."""
         record.actors[sid].kill()
-        for _ in range(100):  # the name is free once Ray has the old actor dead
-            if self.handles.get_source(record.id, sid) is None:
-                break
-            await self._sleep(0.1)
+        await self._until_gone(lambda: self.handles.get_source(record.id, sid))
         record.actors[sid] = self._start_source(record, sid, resume=True)
         record.event("source_recreated", source=sid)
 
