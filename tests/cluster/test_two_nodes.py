@@ -60,14 +60,6 @@ def test_each_nodes_frames_stay_on_its_node_and_survive_the_other_nodes_failure(
         # node of the actor that infers its frames
         assert sorted(serving.values()).count("inference") == 2, serving
         for sid, actor in serving.items():
-            print(
-                "DBG",
-                sid,
-                actor,
-                {k[-8:]: v[:6] for k, v in nodes.items()},
-                [e["event"] for e in run["events"]],
-                [s["restarts"] for s in run["sources"]],
-            )
             assert nodes[f"source:{run_id}/{sid}"] == infer[actor], (sid, actor)
         other = next(name for name in infer if name != "inference")
         on_other = [sid for sid, actor in serving.items() if actor == other]
