@@ -3,7 +3,8 @@
 Sources call ``infer`` with references to frames in the object store. The actor holds one
 :class:`~vsa.inference.InferenceEngine` per model+batching config: each call's frames join
 that engine's batch former, and its loop forms batches across all streams, runs the model in
-the actor's single model thread (the event loop never blocks) and resolves every call.
+the actor's model threads (the event loop never blocks; on a CPU, several batches may run at
+once, ``vsa.inference.threads``) and resolves every call.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,11 +24,18 @@ from vsa.config import BatchingSpec, ModelSpec
 from vsa.core.frames import FrameResult
 from vsa.errors import ModelError
 from vsa.inference import InferenceEngine, engine_key
-from vsa.settings import torch_threads
+from vsa.inference.threads import ThreadTuner
+from vsa.settings import model_splits
 
 log = logging.getLogger("vsa.inference")
 
 __all__ = ["InferenceActor", "engine_key"]
+
+
+def _set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
 
 
 @ray.remote(num_cpus=0)
@@ -40,14 +49,13 @@ class InferenceActor:
         # (measured: 2 threads beside 4 sources on 2 cores ran at 8 frames/s against 20).
         # Set before torch loads OpenMP; a value from the host's environment wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        try:
-            import torch
-
-            torch.set_num_threads(torch_threads())
-        except Exception:  # noqa: BLE001
-            pass
+        # batches at once x threads each: measured on the real work, each thread count applied
+        # by the model thread that uses it (vsa.inference.threads); the settings may pin them
+        self._threads = ThreadTuner(model_splits(), time.monotonic, _set_torch_threads)
         self._engines: dict[str, InferenceEngine] = {}
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._model_thread = ThreadPoolExecutor(
+            self._threads.max_workers, thread_name_prefix="model"
+        )
         self._load_lock = asyncio.Lock()
         self._released: dict[str, dict[str, Any]] = {}  # totals of unloaded engines, by model name
         self._metrics = InferenceMetrics()
@@ -81,6 +89,8 @@ class InferenceActor:
                     BatchRunner(loaded, batching_spec.max_batch_size),
                     self._model_thread,
                     on_batch=self._on_batch,
+                    # on a GPU: one batch at a time, and the CPU threads only letterbox
+                    threads=self._threads if str(loaded.device) == "cpu" else None,
                 )
                 engine.start()
                 self._engines[key] = engine
@@ -161,7 +171,8 @@ class InferenceActor:
             engine.runner.model = faulty
 
     async def stats(self) -> dict[str, Any]:
-        """Batches, frames and model seconds per model name, since this actor started."""
+        """Batches, frames and model seconds per model name, since this actor started; the
+        models loaded (``loaded``) and the model thread's CPU threads (``torch_threads``)."""
         totals = {name: dict(t) for name, t in self._released.items()}
         for e in self._engines.values():
             t = totals.setdefault(e.model.name, {"batches": 0, "frames": 0, "model_s": 0.0})
@@ -175,6 +186,7 @@ class InferenceActor:
             t["mean_batch"] = round(t["frames"] / t["batches"], 2) if t["batches"] else 0.0
             t["model_s"] = round(t["model_s"], 3)
         totals["loaded"] = len(self._engines)
+        totals["torch_threads"] = self._threads.snapshot()
         return totals
 
     def _on_batch(self, model: str, seconds: float, size: int, stale: int) -> None:

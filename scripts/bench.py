@@ -269,6 +269,10 @@ def plan(args: argparse.Namespace) -> list[Config]:
     for n in yolo_ns:  # the YOLO-size network: ~150-200 ms/frame on one core
         f = lossless_frames(24 if q else 96, n, 12)
         out.append(Config("synthetic", n, "640x360", "lossless", "yolo", f))
+    if args.rtsp or not q:  # the model-bound live case: 4 cameras, the YOLO-size model
+        out.append(Config("rtsp", 4, "640x360", "realtime", "yolo", duration_s=3 * dur))
+    if args.only:
+        out = [c for c in out if any(o in c.label for o in args.only)]
     for c in out:
         if c.mode == "realtime":
             c.frames = int(c.fps * c.duration_s)
@@ -863,7 +867,9 @@ def run_engine(
     after = inference_stats()
     b_stats = {"batches": 0, "frames": 0, "model_s": 0.0}
     for model, totals in after.items():  # the model whose counters moved (one run at a time)
-        if isinstance(totals, dict) and totals["frames"] > before.get(model, {}).get("frames", 0):
+        if isinstance(totals, dict) and totals.get("frames", 0) > before.get(model, {}).get(
+            "frames", 0
+        ):
             b_stats = {key: totals[key] - before.get(model, {}).get(key, 0) for key in b_stats}
     info: dict[str, Any] = {
         "run_id": run_id,
@@ -880,6 +886,11 @@ def run_engine(
         "model_ms_per_frame": round(b_stats["model_s"] * 1000 / b_stats["frames"], 2)
         if b_stats["frames"]
         else None,
+        # batches at once x threads each at the end (and what it measured, if auto)
+        "model_split": "{workers}x{threads}".format(**after["torch_threads"])
+        if "torch_threads" in after
+        else None,
+        "thread_rates": (after.get("torch_threads") or {}).get("rates"),
         "source_pids": [int(s.incarnation.split("-", 1)[0]) for s in run.sources if s.incarnation],
     }
     info.update(args.sampler.account(t0, t1))
@@ -1241,6 +1252,12 @@ def main() -> int:
     )
     p.add_argument("--no-capacity", action="store_true", help="skip the capacity search")
     p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TEXT",
+        help="keep the configurations whose label contains one of these (e.g. yolo/rtsp)",
+    )
+    p.add_argument(
         "--keep-outputs",
         action="store_true",
         help="keep the MP4/JSONL of every run next to the JSON",
@@ -1255,11 +1272,16 @@ def main() -> int:
         return 0
 
     started = time.monotonic()
-    if args.torch_threads is None:  # the engine's own choice (VSA_TORCH_THREADS, default auto)
+    if args.torch_threads is None:
+        # the engine's own choice (VSA_TORCH_THREADS, default auto: measured while it runs);
+        # T(B) and the naive loop get every CPU (auto's most)
         from vsa.settings import torch_threads
 
+        args.engine_threads = os.environ.get("VSA_TORCH_THREADS", "auto")
         args.torch_threads = torch_threads()
-    os.environ["VSA_TORCH_THREADS"] = str(args.torch_threads)  # the workers inherit it
+    else:
+        args.engine_threads = str(args.torch_threads)
+        os.environ["VSA_TORCH_THREADS"] = str(args.torch_threads)  # the workers inherit it
     if args.naive_threads is None:
         args.naive_threads = args.torch_threads
     args.sampler_period = 0.25
@@ -1269,7 +1291,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=out_json.parent))
     print(
         f"vsa benchmark ({'quick' if args.quick else 'full'}): {len(configs)} configurations, "
-        f"VSA_TORCH_THREADS={args.torch_threads}, outputs under {work}",
+        f"VSA_TORCH_THREADS={args.engine_threads}, outputs under {work}",
         flush=True,
     )
 
@@ -1350,14 +1372,15 @@ def main() -> int:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = {
         "title": f"vsa bench ({'quick' if args.quick else 'full'}) {when}, {os.cpu_count()} CPUs, "
-        f"VSA_TORCH_THREADS={args.torch_threads}, naive torch threads "
-        f"{args.naive_threads}",
+        f"VSA_TORCH_THREADS={args.engine_threads}, T(B) and naive torch threads "
+        f"{args.torch_threads}/{args.naive_threads}",
         "date": when,
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "mode": "quick" if args.quick else "full",
         "elapsed_s": round(elapsed, 1),
         "host": {"cpus": os.cpu_count(), "gpu": _gpu_name()},
-        "torch_threads_engine": args.torch_threads,
+        "torch_threads_engine": args.engine_threads,
+        "torch_threads_tb": args.torch_threads,
         "batching": {"max_batch_size": args.max_batch, "max_wait_ms": args.max_wait_ms},
         "warmup_s": args.warmup_s,
         "models": {
@@ -1415,6 +1438,15 @@ def main() -> int:
     )
     print()
     print(stage_table(rows))
+    print(
+        "\nengine model split at the end of each run, batches at once x torch threads each "
+        "(frames per busy second measured):\n"
+        + "\n".join(
+            f"  {r['label']}: {r['engine'].get('model_split')} {r['engine'].get('thread_rates') or ''}"
+            for r in rows
+            if r.get("engine")
+        )
+    )
     print()
     if capacity_n is not None:
         print(

@@ -24,8 +24,8 @@ A batch is ready when ``max_batch_size`` frames wait (the attribute may be chang
 between calls), when the oldest waiting frame has waited ``max_wait_s``, or when nothing
 more can come: every stream seen in the last ``horizon_s`` declared a ``credit`` (how many
 frames it may have in flight; a realtime stream sends its next frame only when a result
-came back) and has that many frames waiting or in the batch still running (``batch_done``
-ends it). Then waiting longer only delays the batch, and the model does not idle for
+came back) and has that many frames waiting or in a batch still running (``batch_done``
+ends it; several batches may run at once). Then waiting longer only delays the batch, and the model does not idle for
 ``max_wait_s`` between the batches of realtime cameras; and cameras whose frames are in the
 running batch are waited for, so they stay in one batch instead of splitting into cohorts
 that take turns with half-full batches.
@@ -95,7 +95,9 @@ class BatchFormer(Generic[T]):
         self._size = 0
         # (group, stream) -> (credit or None, when it last sent): who may still send frames
         self._senders: dict[tuple[Hashable, Hashable], tuple[int | None, float]] = {}
-        self._running: dict[tuple[Hashable, Hashable], int] = {}  # the batch taken last
+        # frames of the batches taken and not done yet, and of the batch taken last
+        self._running: dict[tuple[Hashable, Hashable], int] = {}
+        self.last_taken: dict[tuple[Hashable, Hashable], int] = {}
         self.horizon_s = horizon_s
 
     def __len__(self) -> int:
@@ -159,9 +161,32 @@ class BatchFormer(Generic[T]):
                 return False
         return True
 
-    def batch_done(self) -> None:
-        """The batch taken last has finished: its streams may send again."""
-        self._running.clear()
+    def fair_share(self, batches: int) -> int | None:
+        """With ``batches`` batches running at once: frames per batch that split the realtime
+        streams' frames evenly (ceil(credits / batches)), so that every camera waits for a
+        batch of the same size; None when a stream has no credit (lossless: fill batches)."""
+        cutoff = self._clock() - self.horizon_s
+        credits = 0
+        for credit, seen in self._senders.values():
+            if seen < cutoff:
+                continue
+            if credit is None:
+                return None
+            credits += credit
+        return max(1, -(-credits // max(1, batches))) if credits else None
+
+    def batch_done(self, taken: dict[tuple[Hashable, Hashable], int] | None = None) -> None:
+        """A batch has finished: its streams may send again. ``taken``: that batch's
+        ``last_taken`` where several run at once; None: every batch taken so far."""
+        if taken is None:
+            self._running.clear()
+            return
+        for key, n in taken.items():
+            left = self._running.get(key, 0) - n
+            if left > 0:
+                self._running[key] = left
+            else:
+                self._running.pop(key, None)
 
     def time_until_ready(self) -> float | None:
         """0 when a batch is ready now, the seconds until one will be, or None when empty."""
@@ -184,15 +209,19 @@ class BatchFormer(Generic[T]):
         """
         return self.take_fresh(lambda item: False)[0]
 
-    def take_fresh(self, is_stale: Callable[[T], bool]) -> tuple[list[T], list[T]]:
+    def take_fresh(
+        self, is_stale: Callable[[T], bool], limit: int | None = None
+    ) -> tuple[list[T], list[T]]:
         """``take()``, except that items ``is_stale`` says are too old (or no longer wanted)
         are removed without using a place in the batch or their group's turn: a group whose
         frames went stale while waiting still gets its share of the frames that did not.
+        ``limit`` caps the batch below ``max_batch_size`` (``fair_share``).
         Returns (batch, stale items)."""
         batch: list[T] = []
         stale: list[T] = []
-        self._running.clear()
-        while len(batch) < self.max_batch_size and self._size:
+        size = self.max_batch_size if limit is None else min(limit, self.max_batch_size)
+        self.last_taken = taken = {}  # (group, stream) -> frames, for batch_done
+        while len(batch) < size and self._size:
             key, g = next(iter(self._groups.items()))  # the least recently served group
             stream, item = g.pop()
             self._size -= 1
@@ -203,6 +232,7 @@ class BatchFormer(Generic[T]):
                 continue
             batch.append(item)
             self._running[(key, stream)] = self._running.get((key, stream), 0) + 1
+            taken[(key, stream)] = taken.get((key, stream), 0) + 1
             g.turns += 1
             if not g.size:
                 del self._groups[key]  # it starts a fresh round when it comes back

@@ -4,7 +4,8 @@
 |---|---|---|
 | `VSA_INFERENCE_GPUS` | `auto` | GPUs each inference actor reserves: auto (1 on a node that has one), 0, 1 |
 | `VSA_INFERENCE_ACTORS` | `1` | inference actors per node without GPUs (a node with GPUs gets one per GPU) |
-| `VSA_TORCH_THREADS` | `auto` | torch intra-op threads for a model on the CPU; `auto`: every CPU this process may use (the threads wait passively, `OMP_WAIT_POLICY=PASSIVE`, so they yield to the source actors instead of spinning) |
+| `VSA_TORCH_THREADS` | `auto` | torch intra-op threads per batch for a model on the CPU; `auto`: chosen with `VSA_MODEL_WORKERS` by measuring (below); a number pins it (with one worker unless `VSA_MODEL_WORKERS` is set). The threads wait passively (`OMP_WAIT_POLICY=PASSIVE`) so they yield to the source actors instead of spinning |
+| `VSA_MODEL_WORKERS` | `auto` | batches a model on the CPU runs at once, each in its own thread; `auto`: the inference actor measures 2 x half the CPUs, 1 x all of them and 4 x a quarter (as many as fit) on the real work and keeps the split that gives the most frames per second, measuring again every minute (`vsa.inference.threads`); on a GPU: 1 |
 | `VSA_MAX_SOURCES_PER_RUN` | `64` | sources one run may have (admission) |
 | `VSA_MAX_SOURCES` | `128` | sources of all active runs together (admission) |
 | `VSA_SOURCE_MEMORY_MB` | `250` | host memory one source actor is counted for at admission |
@@ -15,8 +16,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from vsa.errors import VsaError
+
+if TYPE_CHECKING:
+    from vsa.inference.threads import Split
 
 
 def inference_gpus(cluster_gpus: float, env: Mapping[str, str] | None = None) -> int:
@@ -50,10 +55,26 @@ def torch_threads(env: Mapping[str, str] | None = None, cpus: int | None = None)
     return int(value)
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def model_splits(env: Mapping[str, str] | None = None, cpus: int | None = None) -> list[Split]:
+    """The splits (concurrent batches x torch threads) the inference actor measures on a CPU;
+    one when ``VSA_TORCH_THREADS`` / ``VSA_MODEL_WORKERS`` pin them."""
+    from vsa.inference.threads import splits
+
+    env = os.environ if env is None else env
+    workers = env.get("VSA_MODEL_WORKERS", "auto").strip()
+    threads = env.get("VSA_TORCH_THREADS", "auto").strip()
+    return splits(
+        available_cpus() if cpus is None else cpus,
+        None if workers == "auto" else _positive_int(env, "VSA_MODEL_WORKERS", 1, auto=True),
+        None if threads == "auto" else torch_threads(env, cpus),
+    )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, auto: bool = False) -> int:
     value = env.get(name, str(default)).strip()
     if not value.isdigit() or int(value) < 1:
-        raise VsaError(f"{name} must be a positive integer, not {value!r}")
+        what = "auto or a positive integer" if auto else "a positive integer"
+        raise VsaError(f"{name} must be {what}, not {value!r}")
     return int(value)
 
 

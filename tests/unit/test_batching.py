@@ -507,3 +507,16 @@ def test_cameras_in_the_running_batch_are_waited_for_so_batches_stay_whole():
     former.add("b", 5, credit=1)
     assert former.time_until_ready() == 0.0
     assert sorted(former.take()) == [2, 3, 4, 5]
+
+
+def test_a_fair_share_splits_realtime_cameras_evenly_across_concurrent_batches():
+    clock = FakeClock(0.0)
+    former = BatchFormer(8, 0.050, clock=clock)
+    for cam in "abcd":
+        former.add(cam, cam, credit=1)
+    assert former.fair_share(2) == 2 and former.fair_share(3) == 2 and former.fair_share(1) == 4
+    first, _ = former.take_fresh(lambda item: False, former.fair_share(2))
+    second, _ = former.take_fresh(lambda item: False, former.fair_share(2))
+    assert (first, second) == (["a", "b"], ["c", "d"])
+    former.add("lossless", "x")  # a stream without credit: batches fill up as before
+    assert former.fair_share(2) is None

@@ -28,6 +28,7 @@ from vsa.errors import ModelError
 if TYPE_CHECKING:
     from vsa.config import BatchingSpec, ModelSpec
     from vsa.core.detections import Detection
+    from vsa.inference.threads import ThreadTuner
     from vsa.models.base import Model
 
 log = logging.getLogger("vsa.inference")
@@ -84,6 +85,7 @@ class InferenceEngine:
         wall_clock: Callable[[], float] = time.time,
         on_batch: OnBatch | None = None,
         timer: Callable[[], float] = time.perf_counter,
+        threads: ThreadTuner | None = None,
     ) -> None:
         self.key = key
         self.model = model
@@ -94,6 +96,7 @@ class InferenceEngine:
         self._wall_clock = wall_clock
         self._timer = timer
         self._on_batch = on_batch
+        self.threads = threads  # the model thread's CPU thread count, tuned per batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closed = False
@@ -101,7 +104,10 @@ class InferenceEngine:
         self.frames = 0
         self.model_s = 0.0
         self.stale = 0
-        self.running = 0  # frames in the batch the model is working on
+        self.running = 0  # frames in the batches the model is working on
+        self._inflight = 0  # batches running
+        self._batches: set[asyncio.Task] = set()
+        self._busy_mark = 0.0  # timer: last batch end, or the start of a busy period
         self.last_progress = clock()  # batch done, or work arrived
 
     @property
@@ -178,6 +184,8 @@ class InferenceEngine:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
+        for task in list(self._batches):
+            task.cancel()
         for item in self.former.drain():
             if not item.future.done():
                 item.future.set_exception(RuntimeError("model unloaded"))
@@ -191,11 +199,17 @@ class InferenceEngine:
             except Exception:  # noqa: BLE001 - never let one bad batch end the loop
                 log.exception("batch loop error (continuing)")
 
+    @property
+    def workers(self) -> int:
+        """Batches the model may run at once (``ThreadTuner``'s split; 1 without one)."""
+        return 1 if self.threads is None else self.threads.split.workers
+
     async def _next_batch(self) -> None:
         former = self.former
-        delay = former.time_until_ready()
-        if delay is None or delay > 0:
-            self._wake.clear()
+        full = self._inflight >= self.workers
+        delay = None if full else former.time_until_ready()
+        if full or delay is None or delay > 0:
+            self._wake.clear()  # set by a new frame or a finished batch
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             except asyncio.TimeoutError:
@@ -205,7 +219,9 @@ class InferenceEngine:
         # taking a place in the batch (nor their run's turn), not computed
         now = self._wall_clock()
         batch, skipped = former.take_fresh(
-            lambda i: i.future.done() or (i.deadline is not None and i.deadline < now)
+            lambda i: i.future.done() or (i.deadline is not None and i.deadline < now),
+            # batches at once: cameras split evenly, or those in small batches get more fps
+            None if self.workers == 1 else former.fair_share(self.workers),
         )
         stale = [i for i in skipped if not i.future.done()]
         for item in stale:
@@ -213,20 +229,41 @@ class InferenceEngine:
         self.stale += len(stale)
         if not batch:
             return
+        idle = not self._inflight  # the time until this batch starts is not busy time
+        self._inflight += 1
+        self.running += len(batch)
+        task = asyncio.get_running_loop().create_task(
+            self._run_batch(batch, len(stale), former.last_taken, idle)
+        )
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _run_batch(
+        self, batch: list[_Item], stale: int, taken: dict[Any, int], idle: bool
+    ) -> None:
+        """One batch in a model thread; the loop may start others meanwhile (``workers``)."""
+        former = self.former
         started, started_wall = self._timer(), self._wall_clock()
-        self.running = len(batch)
+        if idle:
+            self._busy_mark = started
         try:
+            frames = [item.frame for item in batch]
+            run = self.runner.run
             detections = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.runner.run, [item.frame for item in batch]
+                self._executor,
+                *((run, frames) if self.threads is None else (self.threads.run, run, frames)),
             )
             if len(detections) != len(batch):
                 raise RuntimeError(
                     f"model returned {len(detections)} results for {len(batch)} frames"
                 )
+        except asyncio.CancelledError:  # closed while running
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(RuntimeError("model unloaded"))
+            raise
         except Exception as exc:  # noqa: BLE001 - fail these frames, keep serving
-            self.running = 0
-            former.batch_done()
-            self.last_progress = self._clock()
+            self._batch_ended(batch, taken, self._timer())
             log.error("batch of %d failed: %s", len(batch), exc)
             for item in batch:
                 if not item.future.done():
@@ -237,10 +274,8 @@ class InferenceEngine:
                     if not item.future.done():
                         item.future.set_exception(ModelError(self.runner.fatal))
             return
-        self.running = 0
-        former.batch_done()
-        self.last_progress = self._clock()
-        elapsed = self._timer() - started
+        ended = self._timer()
+        busy_s, elapsed = self._batch_ended(batch, taken, ended), ended - started
         if self.runner.max_batch_size < former.max_batch_size:
             log.warning(
                 "%s: device out of memory, max batch size lowered %d -> %d",
@@ -250,11 +285,14 @@ class InferenceEngine:
             )
             former.max_batch_size = self.runner.max_batch_size
         self.batches += 1
+        batch_no = self.batches
         self.frames += len(batch)
         self.model_s += elapsed
+        if self.threads is not None:
+            self.threads.record(len(batch), busy_s)
         if self._on_batch is not None:
             try:
-                self._on_batch(self.model.name, elapsed, len(batch), len(stale))
+                self._on_batch(self.model.name, elapsed, len(batch), stale)
             except Exception:  # noqa: BLE001 - metrics never break inference
                 log.exception("metrics failed")
         for item, dets in zip(batch, detections, strict=True):
@@ -266,8 +304,19 @@ class InferenceEngine:
                         dets,
                         elapsed * 1000,
                         len(batch),
-                        self.batches,
+                        batch_no,
                         item.arrived,
                         queue_ms,
                     )
                 )
+
+    def _batch_ended(self, batch: list[_Item], taken: dict[Any, int], now: float) -> float:
+        """Book a batch's end (``now``: the timer); returns the busy time (any batch running)
+        since the last batch ended."""
+        self._inflight -= 1
+        self.running -= len(batch)
+        self.former.batch_done(taken)
+        self.last_progress = self._clock()
+        busy_s, self._busy_mark = now - self._busy_mark, now
+        self._wake.set()  # a worker is free
+        return busy_s
