@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.unit.fakes import FakeClock
-from tests.unit.test_inference_engine import FakeRunner, frames, make, until
+from tests.unit.test_inference_engine import WAIT_S, FakeRunner, frames, make, until
 from vsa.errors import VsaError
 from vsa.inference.threads import Split, ThreadTuner, splits
 from vsa.settings import model_splits
@@ -196,4 +196,36 @@ def test_with_one_worker_the_second_batch_waits_for_the_first():
         asyncio.run(main())
     finally:
         runner.gate.set()
+        pool.shutdown(wait=True)
+
+
+def test_a_hung_batch_is_seen_while_the_other_worker_keeps_serving():
+    """The watchdog reads ``since_progress_s``: batches finishing beside a hung one must not
+    hide it, or its cameras would wait for ever."""
+    clock = FakeClock(1000.0)
+    pool = ThreadPoolExecutor(2, thread_name_prefix="model")
+    runner = FakeRunner(1)
+    hold = threading.Event()
+    runner.on_call = lambda _: hold.wait(WAIT_S)  # the first call hangs until released
+
+    async def main() -> None:
+        engine, _ = make(pool, clock, runner=runner, max_batch_size=1)
+        engine.threads = ThreadTuner([TWO], FakeClock(0.0))
+        engine.start()
+        hung = asyncio.get_running_loop().create_task(engine.submit("r/a", frames(0), [0]))
+        await until(lambda: len(runner.calls) == 1)
+        for v in (1, 2, 3):
+            clock.advance(5)
+            await asyncio.wait_for(engine.submit("r/b", frames(v), [v]), WAIT_S)
+        health = engine.health()
+        assert health["running"] == 1 and health["since_progress_s"] == 15.0
+        hold.set()
+        await asyncio.wait_for(hung, WAIT_S)
+        assert engine.health()["since_progress_s"] == 0.0
+        await engine.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        hold.set()
         pool.shutdown(wait=True)

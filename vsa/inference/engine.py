@@ -108,6 +108,7 @@ class InferenceEngine:
         self._inflight = 0  # batches running
         self._batches: set[asyncio.Task] = set()
         self._busy_mark = 0.0  # timer: last batch end, or the start of a busy period
+        self._running_since: dict[int, float] = {}  # id(batch) -> clock at its start
         self.last_progress = clock()  # batch done, or work arrived
 
     @property
@@ -158,12 +159,17 @@ class InferenceEngine:
         return list(await asyncio.gather(*(item.future for item in items)))
 
     def health(self) -> dict[str, Any]:
-        """Frames waiting and running, seconds since progress, a fatal reason, max batch size."""
+        """Frames waiting and running, seconds since progress, a fatal reason, max batch size.
+
+        Progress is a batch finishing or work arriving at an idle engine; a batch still
+        running counts from its start, so one hung batch is seen while others finish beside it.
+        """
+        since = min(self._running_since.values(), default=self.last_progress)
         return {
             "model": self.model.name,
             "waiting": len(self.former),
             "running": self.running,
-            "since_progress_s": round(self._clock() - self.last_progress, 3),
+            "since_progress_s": round(self._clock() - min(since, self.last_progress), 3),
             "fatal": self.runner.fatal,
             "max_batch_size": self.runner.max_batch_size,
         }
@@ -244,6 +250,7 @@ class InferenceEngine:
         """One batch in a model thread; the loop may start others meanwhile (``workers``)."""
         former = self.former
         started, started_wall = self._timer(), self._wall_clock()
+        self._running_since[id(batch)] = self._clock()
         if idle:
             self._busy_mark = started
         try:
@@ -258,6 +265,7 @@ class InferenceEngine:
                     f"model returned {len(detections)} results for {len(batch)} frames"
                 )
         except asyncio.CancelledError:  # closed while running
+            self._running_since.pop(id(batch), None)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(RuntimeError("model unloaded"))
@@ -313,6 +321,7 @@ class InferenceEngine:
     def _batch_ended(self, batch: list[_Item], taken: dict[Any, int], now: float) -> float:
         """Book a batch's end (``now``: the timer); returns the busy time (any batch running)
         since the last batch ended."""
+        self._running_since.pop(id(batch), None)
         self._inflight -= 1
         self.running -= len(batch)
         self.former.batch_done(taken)
