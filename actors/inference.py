@@ -49,12 +49,13 @@ class InferenceActor:
         # (measured: 2 threads beside 4 sources on 2 cores ran at 8 frames/s against 20).
         # Set before torch loads OpenMP; a value from the host's environment wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        # batches at once x threads each: measured on the real work, each thread count applied
-        # by the model thread that uses it (vsa.inference.threads); the settings may pin them
-        self._threads = ThreadTuner(model_splits(), time.monotonic, _set_torch_threads)
+        # batches at once x threads each, measured per model on the real work, each thread
+        # count applied by the model thread that uses it (vsa.inference.threads); the settings
+        # may pin them
+        self._splits = model_splits()
         self._engines: dict[str, InferenceEngine] = {}
         self._model_thread = ThreadPoolExecutor(
-            self._threads.max_workers, thread_name_prefix="model"
+            max(s.workers for s in self._splits), thread_name_prefix="model"
         )
         self._load_lock = asyncio.Lock()
         self._released: dict[str, dict[str, Any]] = {}  # totals of unloaded engines, by model name
@@ -90,7 +91,9 @@ class InferenceActor:
                     self._model_thread,
                     on_batch=self._on_batch,
                     # on a GPU: one batch at a time, and the CPU threads only letterbox
-                    threads=self._threads if str(loaded.device) == "cpu" else None,
+                    threads=ThreadTuner(self._splits, time.monotonic, _set_torch_threads)
+                    if str(loaded.device) == "cpu"
+                    else None,
                 )
                 engine.start()
                 self._engines[key] = engine
@@ -144,6 +147,8 @@ class InferenceActor:
         engine_totals = engine.totals()
         for field in ("batches", "frames", "model_s"):
             totals[field] += engine_totals[field]
+        if engine.threads is not None:  # what it measured, for the benchmark
+            totals["split"] = engine.threads.snapshot()
         del engine
         try:
             import torch
@@ -172,13 +177,16 @@ class InferenceActor:
 
     async def stats(self) -> dict[str, Any]:
         """Batches, frames and model seconds per model name, since this actor started; the
-        models loaded (``loaded``) and the model thread's CPU threads (``torch_threads``)."""
+        models loaded (``loaded``); per model on a CPU its ``split`` (batches at once x torch
+        threads, what was measured); the splits tried (``torch_threads``)."""
         totals = {name: dict(t) for name, t in self._released.items()}
         for e in self._engines.values():
             t = totals.setdefault(e.model.name, {"batches": 0, "frames": 0, "model_s": 0.0})
             et = e.totals()
             t["max_batch_size"] = et["max_batch_size"]
             t["oom_events"] = t.get("oom_events", 0) + et["oom_events"]
+            if e.threads is not None:
+                t["split"] = e.threads.snapshot()
             t["batches"] += et["batches"]
             t["frames"] += et["frames"]
             t["model_s"] += et["model_s"]
@@ -186,7 +194,7 @@ class InferenceActor:
             t["mean_batch"] = round(t["frames"] / t["batches"], 2) if t["batches"] else 0.0
             t["model_s"] = round(t["model_s"], 3)
         totals["loaded"] = len(self._engines)
-        totals["torch_threads"] = self._threads.snapshot()
+        totals["torch_threads"] = {"candidates": [str(s) for s in self._splits]}
         return totals
 
     def _on_batch(self, model: str, seconds: float, size: int, stale: int) -> None:

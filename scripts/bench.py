@@ -866,11 +866,13 @@ def run_engine(
     time.sleep(args.sampler_period * 1.5)
     after = inference_stats()
     b_stats = {"batches": 0, "frames": 0, "model_s": 0.0}
+    split: dict[str, Any] = {}
     for model, totals in after.items():  # the model whose counters moved (one run at a time)
         if isinstance(totals, dict) and totals.get("frames", 0) > before.get(model, {}).get(
             "frames", 0
         ):
             b_stats = {key: totals[key] - before.get(model, {}).get(key, 0) for key in b_stats}
+            split = totals.get("split") or {}
     info: dict[str, Any] = {
         "run_id": run_id,
         "state": str(getattr(run.state, "value", run.state)),
@@ -887,10 +889,8 @@ def run_engine(
         if b_stats["frames"]
         else None,
         # batches at once x threads each at the end (and what it measured, if auto)
-        "model_split": "{workers}x{threads}".format(**after["torch_threads"])
-        if "torch_threads" in after
-        else None,
-        "thread_rates": (after.get("torch_threads") or {}).get("rates"),
+        "model_split": "{workers}x{threads}".format(**split) if split else None,
+        "thread_rates": split.get("rates"),
         "source_pids": [int(s.incarnation.split("-", 1)[0]) for s in run.sources if s.incarnation],
     }
     info.update(args.sampler.account(t0, t1))

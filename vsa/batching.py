@@ -161,6 +161,11 @@ class BatchFormer(Generic[T]):
                 return False
         return True
 
+    def senders(self) -> int:
+        """Streams that sent in the last ``horizon_s`` (the load the model serves)."""
+        cutoff = self._clock() - self.horizon_s
+        return sum(1 for _, seen in self._senders.values() if seen >= cutoff)
+
     def fair_share(self, batches: int) -> int | None:
         """With ``batches`` batches running at once: frames per batch that split the realtime
         streams' frames evenly (ceil(credits / batches)), so that every camera waits for a

@@ -229,3 +229,21 @@ def test_a_hung_batch_is_seen_while_the_other_worker_keeps_serving():
     finally:
         hold.set()
         pool.shutdown(wait=True)
+
+
+def test_a_change_in_the_number_of_streams_measures_again_once_the_choice_settled():
+    clock = FakeClock(0.0)
+    tuner = ThreadTuner([ONE, TWO], clock, block_s=1.0, block_batches=3, hold_s=600, min_hold_s=10)
+    tuner.load(4)
+    while tuner.exploring:  # four cameras: two batches at once win
+        drive(tuner, clock, {ONE: 300.0, TWO: 100.0}, 1)
+    assert tuner.split == TWO
+    tuner.load(1)  # one camera left, right after the choice: not yet
+    assert not tuner.exploring
+    clock.advance(10)
+    tuner.load(4)  # back to the load it was chosen for: nothing to do
+    assert not tuner.exploring
+    tuner.load(1)
+    assert tuner.exploring
+    drive(tuner, clock, {ONE: 100.0, TWO: 200.0}, 40)  # one camera: one batch on 2 threads
+    assert tuner.split == ONE and tuner.choices == 2

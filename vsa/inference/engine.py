@@ -212,6 +212,8 @@ class InferenceEngine:
 
     async def _next_batch(self) -> None:
         former = self.former
+        if self.threads is not None:
+            self.threads.load(former.senders())
         full = self._inflight >= self.workers
         delay = None if full else former.time_until_ready()
         if full or delay is None or delay > 0:

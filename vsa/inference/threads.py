@@ -10,7 +10,7 @@ Two batches at a time, one thread each, do not wait on each other: the model alo
 ``docs/performance.md``), the way OpenVINO's throughput mode runs several inference
 "streams". No fixed split is right for every host, model and load, so :class:`ThreadTuner`
 tries a few in turn on the real work, keeps the one that gives the most frames per second of
-busy model time, and tries again now and then, as the load changes. Plain Python, no torch:
+busy model time, and tries again every minute and when the number of streams changes. Plain Python, no torch:
 the caller applies the thread count in each model thread.
 """
 
@@ -29,6 +29,7 @@ BLOCK_S = 1.5  # busy seconds measured per candidate and round
 BLOCK_BATCHES = 3  # and at least this many batches (after one discarded warm-up batch)
 ROUNDS = 2  # passes over the candidates, alternating, before one is chosen
 HOLD_S = 60.0  # how long a choice holds before the candidates are measured again
+MIN_HOLD_S = 10.0  # a change of load measures again, but not sooner than this after a choice
 WORKER_COUNTS = (2, 1, 4)  # concurrent batches tried (the first is tried first)
 
 
@@ -86,6 +87,7 @@ class ThreadTuner:
         block_batches: int = BLOCK_BATCHES,
         rounds: int = ROUNDS,
         hold_s: float = HOLD_S,
+        min_hold_s: float = MIN_HOLD_S,
     ) -> None:
         if not candidates:
             raise ValueError("no split to choose from")
@@ -97,6 +99,10 @@ class ThreadTuner:
         self._block_batches = block_batches
         self._rounds = rounds
         self._hold_s = hold_s
+        self._min_hold_s = min_hold_s
+        self._load: object = None  # what the engine last said its load was (streams)
+        self._load_at_choice: object = None
+        self._chosen_at = 0.0
         self.split = self.candidates[0]
         self.rates: dict[Split, float] = {}  # frames per busy second, last exploration
         self.choices = 0  # explorations finished
@@ -128,6 +134,18 @@ class ThreadTuner:
             self._apply(threads)
             self._applied.n = threads
         return fn(*args)
+
+    def load(self, key: object) -> None:
+        """The engine's load (e.g. how many streams send): a choice made under another load
+        is measured again (not sooner than ``min_hold_s`` after it was made)."""
+        self._load = key
+        if (
+            self.tuning
+            and self._hold_until is not None
+            and key != self._load_at_choice
+            and self._clock() - self._chosen_at >= self._min_hold_s
+        ):
+            self._explore(first=self.split)
 
     def record(self, frames: int, busy_s: float) -> None:
         """A batch of ``frames`` finished; ``busy_s`` of busy wall time since the last call."""
@@ -175,7 +193,9 @@ class ThreadTuner:
         changed = best != self.split or self.choices == 0
         self._switch(best)
         self._warmup = False
-        self._hold_until = self._clock() + self._hold_s
+        self._chosen_at = self._clock()
+        self._hold_until = self._chosen_at + self._hold_s
+        self._load_at_choice = self._load
         self.choices += 1
         if changed:
             log.info(
