@@ -247,3 +247,22 @@ def test_a_change_in_the_number_of_streams_measures_again_once_the_choice_settle
     assert tuner.exploring
     drive(tuner, clock, {ONE: 100.0, TWO: 200.0}, 40)  # one camera: one batch on 2 threads
     assert tuner.split == ONE and tuner.choices == 2
+
+
+def test_one_realtime_camera_gets_one_batch_on_every_thread_without_measuring():
+    """One frame in flight never fills two batches at once: 1 x 2 at once, no exploration;
+    a second camera brings the two-batch split back into the measurement."""
+    clock = FakeClock(0.0)
+    tuner = ThreadTuner([TWO, ONE], clock, block_s=0.1, block_batches=1, rounds=1)
+    assert tuner.split == TWO and tuner.exploring
+    tuner.load(1, max_workers=1)
+    assert tuner.split == ONE and not tuner.exploring and not tuner.tuning
+    drive(tuner, clock, {ONE: 50.0}, 5)
+    assert tuner.split == ONE
+    tuner.load(2, max_workers=2)
+    assert tuner.exploring
+    used = drive(tuner, clock, {ONE: 100.0, TWO: 50.0}, 10)
+    assert TWO in used and tuner.split == TWO and not tuner.exploring
+    clock.advance(10)
+    tuner.load(3, max_workers=None)  # a lossless stream joins: a new load, measured again
+    assert tuner.exploring

@@ -213,7 +213,8 @@ class InferenceEngine:
     async def _next_batch(self) -> None:
         former = self.former
         if self.threads is not None:
-            self.threads.load(former.senders())
+            # realtime cameras (one frame in flight each) fill at most that many batches
+            self.threads.load(former.senders(), former.fair_share(1))
         full = self._inflight >= self.workers
         delay = None if full else former.time_until_ready()
         if full or delay is None or delay > 0:

@@ -103,6 +103,7 @@ class ThreadTuner:
         self._load: object = None  # what the engine last said its load was (streams)
         self._load_at_choice: object = None
         self._chosen_at = 0.0
+        self._allowed = list(self.candidates)  # those the load can use (``load``)
         self.split = self.candidates[0]
         self.rates: dict[Split, float] = {}  # frames per busy second, last exploration
         self.choices = 0  # explorations finished
@@ -121,7 +122,7 @@ class ThreadTuner:
 
     @property
     def tuning(self) -> bool:
-        return len(self.candidates) > 1
+        return len(self._allowed) > 1
 
     @property
     def exploring(self) -> bool:
@@ -135,9 +136,25 @@ class ThreadTuner:
             self._applied.n = threads
         return fn(*args)
 
-    def load(self, key: object) -> None:
+    def load(self, key: object, max_workers: int | None = None) -> None:
         """The engine's load (e.g. how many streams send): a choice made under another load
-        is measured again (not sooner than ``min_hold_s`` after it was made)."""
+        is measured again (not sooner than ``min_hold_s`` after it was made). ``max_workers``:
+        the most batches the load can fill at once (realtime cameras have one frame in flight
+        each: one camera never fills two batches); splits with more are not tried."""
+        allowed = [c for c in self.candidates if max_workers is None or c.workers <= max_workers]
+        allowed = allowed or [min(self.candidates, key=lambda c: c.workers)]
+        if allowed != self._allowed:
+            self._allowed = allowed
+            self._load = key
+            if len(allowed) > 1:
+                self._explore(first=self.split if self.split in allowed else allowed[0])
+            else:  # nothing to measure: the one split that fits
+                self._switch(allowed[0])
+                self._warmup = False
+                self._chosen_at = self._clock()
+                self._hold_until = self._chosen_at + self._hold_s
+                self._load_at_choice = key
+            return
         self._load = key
         if (
             self.tuning
@@ -174,7 +191,7 @@ class ThreadTuner:
         self._choose()
 
     def _explore(self, first: Split) -> None:
-        rest = [c for c in self.candidates if c != first]
+        rest = [c for c in self._allowed if c != first]
         # alternate (a b c a b c ...) so that a change of load hits every candidate alike
         self._order = ([first, *rest] * self._rounds)[1:]
         self._tallies = {}
