@@ -96,7 +96,7 @@ class InferenceEngine:
         self._wall_clock = wall_clock
         self._timer = timer
         self._on_batch = on_batch
-        self.threads = threads  # the model thread's CPU thread count, tuned per batch
+        self.threads = threads  # batches at once x torch threads each, measured (CPU only)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closed = False
