@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from tests.unit.fakes import FakeClock
 from tests.unit.test_inference_engine import WAIT_S, FakeRunner, frames, make, until
 from vsa.errors import VsaError
+from vsa.inference import InferenceEngine
 from vsa.inference.threads import Split, ThreadTuner, splits
 from vsa.settings import model_splits
 
@@ -135,18 +137,40 @@ def test_each_model_thread_applies_the_count_itself_and_every_batch_is_recorded(
     assert tuner.rates == {ONE: 2.0, S(1, 1): 2.0} and tuner.split == S(1, 1)
 
 
+def serve(
+    split: Split,
+    runner: FakeRunner,
+    release: threading.Event,
+    body: Callable[[InferenceEngine], Awaitable[None]],
+    clock: FakeClock | None = None,
+) -> None:
+    """Run ``body`` against an engine with a fixed ``split`` and two model threads; ``release``
+    is set at the end, whatever happened, so that no held model call outlives the test."""
+    pool = ThreadPoolExecutor(2, thread_name_prefix="model")
+
+    async def main() -> None:
+        engine, _ = make(
+            pool, clock or FakeClock(1000.0), runner=runner, max_batch_size=runner.max_batch_size
+        )
+        engine.threads = ThreadTuner([split], FakeClock(0.0))
+        engine.start()
+        await body(engine)
+        await engine.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+
+
 def test_with_two_workers_a_second_batch_runs_while_the_first_one_does():
     """Four realtime cameras, one frame in flight each, batches of 2: the second pair does
     not wait for the first pair's batch; it runs beside it in the second model thread."""
-    tuner = ThreadTuner([TWO], FakeClock(0.0))
-    pool = ThreadPoolExecutor(2, thread_name_prefix="model")
     runner = FakeRunner(2)
     runner.gate = threading.Event()  # every call waits until the test opens it
 
-    async def main() -> None:
-        engine, _ = make(pool, FakeClock(1000.0), runner=runner, max_batch_size=2)
-        engine.threads = tuner
-        engine.start()
+    async def body(engine: InferenceEngine) -> None:
         tasks = [
             asyncio.get_running_loop().create_task(
                 engine.submit(f"r/{cam}", frames(v), [v], credit=1)
@@ -160,25 +184,15 @@ def test_with_two_workers_a_second_batch_runs_while_the_first_one_does():
         done = await asyncio.wait_for(asyncio.gather(*tasks), 2.0)
         assert [r[0].index for r in done] == [0, 1, 2, 3]
         assert engine.running == 0 and engine.batches == 2
-        await engine.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        runner.gate.set()
-        pool.shutdown(wait=True)
+    serve(TWO, runner, runner.gate, body)
 
 
 def test_with_one_worker_the_second_batch_waits_for_the_first():
-    tuner = ThreadTuner([ONE], FakeClock(0.0))
-    pool = ThreadPoolExecutor(2, thread_name_prefix="model")
     runner = FakeRunner(2)
     runner.gate = threading.Event()
 
-    async def main() -> None:
-        engine, _ = make(pool, FakeClock(1000.0), runner=runner, max_batch_size=2)
-        engine.threads = tuner
-        engine.start()
+    async def body(engine: InferenceEngine) -> None:
         tasks = [
             asyncio.get_running_loop().create_task(engine.submit("r/a", frames(v), [v]))
             for v in range(4)
@@ -190,28 +204,19 @@ def test_with_one_worker_the_second_batch_waits_for_the_first():
         runner.gate.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 2.0)
         assert runner.calls == [[0, 1], [2, 3]]
-        await engine.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        runner.gate.set()
-        pool.shutdown(wait=True)
+    serve(ONE, runner, runner.gate, body)
 
 
 def test_a_hung_batch_is_seen_while_the_other_worker_keeps_serving():
     """The watchdog reads ``since_progress_s``: batches finishing beside a hung one must not
     hide it, or its cameras would wait for ever."""
     clock = FakeClock(1000.0)
-    pool = ThreadPoolExecutor(2, thread_name_prefix="model")
     runner = FakeRunner(1)
     hold = threading.Event()
     runner.on_call = lambda _: hold.wait(WAIT_S)  # the first call hangs until released
 
-    async def main() -> None:
-        engine, _ = make(pool, clock, runner=runner, max_batch_size=1)
-        engine.threads = ThreadTuner([TWO], FakeClock(0.0))
-        engine.start()
+    async def body(engine: InferenceEngine) -> None:
         hung = asyncio.get_running_loop().create_task(engine.submit("r/a", frames(0), [0]))
         await until(lambda: len(runner.calls) == 1)
         for v in (1, 2, 3):
@@ -222,13 +227,8 @@ def test_a_hung_batch_is_seen_while_the_other_worker_keeps_serving():
         hold.set()
         await asyncio.wait_for(hung, WAIT_S)
         assert engine.health()["since_progress_s"] == 0.0
-        await engine.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        hold.set()
-        pool.shutdown(wait=True)
+    serve(TWO, runner, hold, body, clock)
 
 
 def test_a_change_in_the_number_of_streams_measures_again_once_the_choice_settled():
