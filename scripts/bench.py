@@ -695,7 +695,7 @@ class ProcSampler:
     (the driver's descendants), classified by the actor class its title names."""
 
     def __init__(self, period: float = 0.25) -> None:
-        import psutil  # Ray's own dependency
+        import psutil
 
         self.psutil = psutil
         self.period = period

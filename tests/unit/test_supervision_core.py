@@ -21,7 +21,12 @@ from vsa.config import parse_run
 from vsa.constants import ENGINE_TIMEOUT_S, METRICS_FLUSH_S, STATUS_TIMEOUT_S
 from vsa.errors import VsaError
 from vsa.runstate import RunState
-from vsa.supervision.core import ControllerCore, check_stop_timeout, new_run_id
+from vsa.supervision.core import (
+    ControllerCore,
+    available_memory,
+    check_stop_timeout,
+    new_run_id,
+)
 from vsa.supervision.handles import DEFAULT_SLOT, ActorGone, Slot, error_name
 from vsa.supervision.pool import plan_slots
 from vsa.supervision.runbook import RunRecord
@@ -873,3 +878,10 @@ def test_a_controller_restarted_after_a_node_left_recreates_that_nodes_sources(
         await again.close()
 
     play(test)
+
+
+def test_the_host_memory_admission_reads_is_known_on_this_host() -> None:
+    # admission refuses a run that would not fit in memory only when it can read the host's
+    # available memory: a missing dependency silently turned that check off once
+    free = available_memory()
+    assert isinstance(free, int) and free > 0

@@ -89,7 +89,7 @@ Poll = dict[str, Any] | ActorGone | None
 def available_memory() -> int | None:
     """The host's available memory in bytes, or None."""
     try:
-        import psutil  # a dependency of ray[default]
+        import psutil
 
         return int(psutil.virtual_memory().available)
     except Exception:  # noqa: BLE001
