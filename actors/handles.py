@@ -13,6 +13,7 @@ controller never runs.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,9 @@ from actors import NAMESPACE, source_actor_name
 from vsa.core.frames import Frame, FrameResult
 from vsa.supervision.handles import DEFAULT_SLOT, ActorGone, Slot
 from vsa.supervision.pool import plan_slots
+from vsa.transport import ChannelClosed, ChannelSender
+
+log = logging.getLogger("vsa.source")
 
 
 def _gone(exc: ray.exceptions.RayActorError) -> ActorGone:
@@ -235,3 +239,90 @@ def send_frames(
         engine_key, stream_key, [f.index for f in frames], refs, deadlines, priority, credit
     )
     return FramesInFlight(ref, on_gone)
+
+
+class FrameSender:
+    """A source actor's path to its inference actor: the same-host channel (``vsa.transport``:
+    frames in a shared-memory ring, calls on a Unix socket) when the actor says it runs on this
+    node, Ray's object store and ``infer`` calls otherwise (``transport="ray"``, another node,
+    ``/dev/shm`` full: said once in the log)."""
+
+    def __init__(self, stream_key: str, max_in_flight: int, transport: str = "auto") -> None:
+        self.stream_key, self.max_in_flight = stream_key, max_in_flight
+        self._channel: ChannelSender | None = None
+        self._channel_of: Any = None  # the inference actor handle the channel belongs to
+        self._off: str | None = None if transport == "auto" else f"VSA_TRANSPORT={transport}"
+
+    @property
+    def transport(self) -> str:
+        return "channel" if self._channel is not None and not self._channel.closed else "ray"
+
+    def _open(self, inference: Any) -> ChannelSender | None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel, self._channel_of = None, inference
+        where = ray.get(inference.channel.remote(), timeout=30)
+        if where["node"] != ray.get_runtime_context().get_node_id():
+            return None  # on another node: through Ray
+        self._channel = ChannelSender(where["path"], self.max_in_flight)
+        log.info("%s: frames go through the same-host channel %s", self.stream_key, where["path"])
+        return self._channel
+
+    def _sender(self, inference: Any, on_gone: Callable[[], None]) -> ChannelSender | None:
+        if self._off is not None:
+            return None
+        if self._channel_of is inference and self._channel is not None:
+            if not self._channel.closed:
+                return self._channel
+        elif self._channel_of is inference:
+            return None  # this actor is on another node
+        try:
+            return self._open(inference)
+        except ray.exceptions.RayActorError:
+            on_gone()
+            raise
+        except Exception as exc:  # noqa: BLE001 - the channel cannot be used: Ray's path
+            self._off = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: frames go through Ray's object store (%s)", self.stream_key, self._off)
+            return None
+
+    def send(
+        self,
+        inference: Any,
+        engine_key: str,
+        frames: list[Frame],
+        deadlines: list[float] | None,
+        priority: int,
+        on_gone: Callable[[], None],
+        credit: int | None = None,
+    ) -> Any:
+        """Send ``frames`` to ``inference``; the answer is a ``vsa.stream.Pending``."""
+        sender = self._sender(inference, on_gone)
+        if sender is not None:
+            request = {
+                "key": engine_key,
+                "stream": self.stream_key,
+                "indices": [f.index for f in frames],
+                "deadlines": deadlines,
+                "priority": priority,
+                "credit": credit,
+            }
+            try:
+                return sender.send([f.image for f in frames], request, on_gone)
+            except ChannelClosed:
+                raise  # the next send asks the actor again (a dead one: on_gone)
+            except OSError as exc:  # /dev/shm full: this stream goes through Ray from now on
+                self._off = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "%s: frames go through Ray's object store (%s)", self.stream_key, self._off
+                )
+                sender.close()
+                self._channel = None
+        return send_frames(
+            inference, engine_key, self.stream_key, frames, deadlines, priority, on_gone, credit
+        )
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None

@@ -1,6 +1,8 @@
 """The inference actor: one per host (``num_gpus=1`` when the cluster has a GPU).
 
-Sources call ``infer`` with references to frames in the object store. The actor holds one
+Sources on this host send frames through its channel (``channel``: frames in shared-memory
+rings, calls on a Unix socket, ``vsa.transport``); elsewhere, or when the channel cannot be
+used, they call ``infer`` with references to frames in the object store. The actor holds one
 :class:`~vsa.inference.InferenceEngine` per model+batching config: each call's frames join
 that engine's batch former, and its loop forms batches across all streams, runs the model in
 the actor's model threads (the event loop never blocks; on a CPU, several batches may run at
@@ -26,6 +28,8 @@ from vsa.errors import ModelError
 from vsa.inference import InferenceEngine, engine_key
 from vsa.inference.threads import ThreadTuner
 from vsa.settings import model_splits
+from vsa.transport import ChannelServer, RingReader
+from vsa.transport.ring import sweep
 
 log = logging.getLogger("vsa.inference")
 
@@ -60,6 +64,35 @@ class InferenceActor:
         self._load_lock = asyncio.Lock()
         self._released: dict[str, dict[str, Any]] = {}  # totals of unloaded engines, by model name
         self._metrics = InferenceMetrics()
+        self._rings = RingReader()
+        self._channel: ChannelServer | None = None
+
+    async def channel(self) -> dict[str, Any]:
+        """This actor's same-host frame channel: its socket path and node (started once)."""
+        if self._channel is None:
+            removed = sweep()  # rings of source actors that died with the last engine
+            if removed:
+                log.info("removed %d frame rings of source actors that are gone", removed)
+            self._channel = ChannelServer(self._channel_infer, self._channel_closed)
+        path = await self._channel.start()
+        return {"path": path, "node": ray.get_runtime_context().get_node_id()}
+
+    async def _channel_infer(self, request: dict[str, Any]) -> list[FrameResult | None]:
+        stream = request["stream"]
+        owner = request["connection"]
+        frames = [self._rings.view(owner, slot) for slot in request["slots"]]
+        return await self._infer_frames(
+            request["key"],
+            stream,
+            frames,
+            request["indices"],
+            request.get("deadlines"),
+            request.get("priority", 0),
+            request.get("credit"),
+        )
+
+    def _channel_closed(self, connection: int) -> None:
+        self._rings.forget(connection)
 
     async def ensure_engine(
         self, model: dict[str, Any], batching: dict[str, Any]
@@ -119,17 +152,34 @@ class InferenceActor:
         """Results in order; ``None`` for a frame past its ``deadline`` when its batch formed
         (dropped as stale instead of inferred late). ``credit``: the stream's frames in flight
         at most, when it is bounded that way (realtime)."""
-        engine = self._engines.get(key)
-        if engine is None:
-            raise ModelError("no model loaded for this run (the inference actor restarted?)")
-        if engine.fatal:
-            raise ModelError(engine.fatal)
+        self._engine(key)  # fail before reading the frames
         # each reference holds one frame or a chunk's list of frames (zero-copy views)
         frames = [
             image
             for got in await asyncio.gather(*refs)
             for image in (got if isinstance(got, list) else [got])
         ]
+        return await self._infer_frames(key, stream, frames, indices, deadlines, priority, credit)
+
+    def _engine(self, key: str) -> InferenceEngine:
+        engine = self._engines.get(key)
+        if engine is None:
+            raise ModelError("no model loaded for this run (the inference actor restarted?)")
+        if engine.fatal:
+            raise ModelError(engine.fatal)
+        return engine
+
+    async def _infer_frames(
+        self,
+        key: str,
+        stream: str,
+        frames: list[Any],
+        indices: list[int],
+        deadlines: list[float] | None,
+        priority: int,
+        credit: int | None,
+    ) -> list[FrameResult | None]:
+        engine = self._engine(key)
         run = stream.split("/", 1)[0]  # streams are "<run id>/<source id>"
         # priority orders streams within a run; runs share the engine in turn
         return await engine.submit(

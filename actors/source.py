@@ -22,8 +22,9 @@ from typing import Any
 
 import ray
 
-from actors.handles import FramesInFlight, send_frames, this_actor_restarted
+from actors.handles import FrameSender, this_actor_restarted
 from actors.metrics import StreamMetrics
+from vsa import settings
 from vsa.config import RunSpec
 from vsa.constants import DROPS_SUMMARY_S, INFERENCE_WAIT_S
 from vsa.core.frames import Frame
@@ -119,6 +120,9 @@ class SourceActor:
             on_emit=self._emitted,
         )
         self._priority = source.priority
+        self._sender = FrameSender(
+            self._stream_key, self.worker.settings.max_in_flight, settings.transport()
+        )
         self._frame_bytes = 0
         self.metrics = StreamMetrics(run_id, source_id)
         self.worker.start()
@@ -164,7 +168,7 @@ class SourceActor:
         self._inference, self._key = inference, engine_key
         self._inference_ok.set()
 
-    def _submit(self, frames: list[Frame]) -> FramesInFlight:
+    def _submit(self, frames: list[Frame]) -> Any:
         deadline = time.monotonic() + INFERENCE_WAIT_S
         while not self._inference_ok.wait(0.2):
             if self.worker.stopping.is_set() or time.monotonic() > deadline:
@@ -173,10 +177,9 @@ class SourceActor:
         if settings.realtime:  # the engine closes a batch once every such frame is in
             deadlines = [f.wall_time + settings.max_age_s for f in frames]
             credit = settings.max_in_flight
-        return send_frames(
+        return self._sender.send(
             self._inference,
             self._key,
-            self._stream_key,
             frames,
             deadlines,
             self._priority,
@@ -191,4 +194,5 @@ class SourceActor:
         """Stop and return the final status (terminal, exact counts) within ``timeout_s`` plus
         the worker's grace for a read in progress."""
         self.worker.stop(timeout_s)
+        self._sender.close()  # its ring's file goes with it
         return self.status()

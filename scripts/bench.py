@@ -1202,6 +1202,13 @@ def capacity(
     return best, probes
 
 
+def _transport() -> str:
+    """How the engine's frames travel (``VSA_TRANSPORT``, inherited by the cluster's workers)."""
+    from vsa.settings import transport
+
+    return transport()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -1291,7 +1298,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=out_json.parent))
     print(
         f"vsa benchmark ({'quick' if args.quick else 'full'}): {len(configs)} configurations, "
-        f"VSA_TORCH_THREADS={args.engine_threads}, outputs under {work}",
+        f"VSA_TORCH_THREADS={args.engine_threads}, VSA_TRANSPORT={_transport()}, "
+        f"outputs under {work}",
         flush=True,
     )
 
@@ -1372,7 +1380,8 @@ def main() -> int:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = {
         "title": f"vsa bench ({'quick' if args.quick else 'full'}) {when}, {os.cpu_count()} CPUs, "
-        f"VSA_TORCH_THREADS={args.engine_threads}, T(B) and naive torch threads "
+        f"VSA_TORCH_THREADS={args.engine_threads}, VSA_TRANSPORT={_transport()}, "
+        "T(B) and naive torch threads "
         f"{args.torch_threads}/{args.naive_threads}",
         "date": when,
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
@@ -1380,6 +1389,7 @@ def main() -> int:
         "elapsed_s": round(elapsed, 1),
         "host": {"cpus": os.cpu_count(), "gpu": _gpu_name()},
         "torch_threads_engine": args.engine_threads,
+        "transport": _transport(),
         "torch_threads_tb": args.torch_threads,
         "batching": {"max_batch_size": args.max_batch, "max_wait_ms": args.max_wait_ms},
         "warmup_s": args.warmup_s,

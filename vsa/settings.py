@@ -6,6 +6,7 @@
 | `VSA_INFERENCE_ACTORS` | `1` | inference actors per node without GPUs (a node with GPUs gets one per GPU) |
 | `VSA_TORCH_THREADS` | `auto` | torch intra-op threads per batch for a model on the CPU; `auto`: chosen with `VSA_MODEL_WORKERS` by measuring (below); a number pins it (with one worker unless `VSA_MODEL_WORKERS` is set). The threads wait passively (`OMP_WAIT_POLICY=PASSIVE`) so they yield to the source actors instead of spinning |
 | `VSA_MODEL_WORKERS` | `auto` | batches a model on the CPU runs at once, each in its own thread; `auto`: the inference actor measures 2 x half the CPUs, 1 x all of them and 4 x a quarter (as many as fit) on the real work and keeps the split that gives the most frames per second, measuring again every minute and when the number of streams changes; never more batches at once than the realtime cameras have frames in flight (`vsa.inference.threads`); on a GPU: 1 |
+| `VSA_TRANSPORT` | `auto` | how frames reach the inference actor: `auto`: shared-memory rings in `/dev/shm` and calls on a Unix socket when the source runs on the inference actor's host (always, as placed), Ray's object store and actor calls otherwise or when `/dev/shm` is full; `ray`: always Ray's (`vsa.transport`) |
 | `VSA_MAX_SOURCES_PER_RUN` | `64` | sources one run may have (admission) |
 | `VSA_MAX_SOURCES` | `128` | sources of all active runs together (admission) |
 | `VSA_SOURCE_MEMORY_MB` | `250` | host memory one source actor is counted for at admission |
@@ -53,6 +54,14 @@ def torch_threads(env: Mapping[str, str] | None = None, cpus: int | None = None)
     if not value.isdigit() or int(value) < 1:
         raise VsaError(f"VSA_TORCH_THREADS must be auto or a positive integer, not {value!r}")
     return int(value)
+
+
+def transport(env: Mapping[str, str] | None = None) -> str:
+    """``auto`` (the same-host channel where it can be used) or ``ray``."""
+    value = (os.environ if env is None else env).get("VSA_TRANSPORT", "auto").strip().lower()
+    if value not in ("auto", "ray"):
+        raise VsaError(f"VSA_TRANSPORT must be auto or ray, not {value!r}")
+    return value
 
 
 def model_splits(env: Mapping[str, str] | None = None, cpus: int | None = None) -> list[Split]:
