@@ -46,7 +46,7 @@ class StreamMetrics:
         )
         self.store_bytes = Gauge(
             "vsa_object_store_bytes",
-            "Bytes of frames this stream holds in the object store.",
+            "Bytes of this stream's frames in flight to inference (ring or object store).",
             STREAM,
         )
         self.state = Gauge(

@@ -192,7 +192,7 @@ class SourceSpec(_Strict):
         None,
         ge=1,
         le=256,
-        description="Frames of this stream that may be in the object store at once (default: 8 "
+        description="Frames of this stream in flight to inference at once (in its shared-memory ring or the object store) (default: 8 "
         "lossless, 1 realtime: a camera sends its newest frame when the last result came back, "
         "so a frame waits at most about one batch).",
     )
