@@ -241,6 +241,13 @@ def send_frames(
     return FramesInFlight(ref, on_gone)
 
 
+def _same_actor(a: Any, b: Any) -> bool:
+    try:
+        return a is not None and b is not None and a._actor_id == b._actor_id
+    except AttributeError:
+        return False
+
+
 class FrameSender:
     """A source actor's path to its inference actor: the same-host channel (``vsa.transport``:
     frames in a shared-memory ring, calls on a Unix socket) when the actor says it runs on this
@@ -271,6 +278,8 @@ class FrameSender:
     def _sender(self, inference: Any, on_gone: Callable[[], None]) -> ChannelSender | None:
         if self._off is not None:
             return None
+        if self._channel_of is not inference and _same_actor(self._channel_of, inference):
+            self._channel_of = inference  # a new handle of the same actor (a controller restart)
         if self._channel_of is inference and self._channel is not None:
             if not self._channel.closed:
                 return self._channel

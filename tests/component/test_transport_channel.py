@@ -205,3 +205,23 @@ def test_the_server_cancels_the_calls_of_a_client_that_went_away(loop: Loop) -> 
     finally:
         ring.retire(force=True)
         loop.run(server.close())
+
+
+def test_calls_open_when_the_source_closes_its_channel_do_not_say_the_engine_died(
+    loop: Loop,
+) -> None:
+    # a source that reconnects closes its old channel: its open calls fail, but the inference
+    # actor is fine, so the source must not wait for a replacement that never comes
+    engine = Engine()
+    engine.delay_s = 60.0
+    server = serve(loop, engine)
+    sender = ChannelSender(server.path, max_in_flight=2)
+    gone: list[int] = []
+    call = sender.send([image(1)], {"stream": "s"}, lambda: gone.append(1))
+    wait_for(lambda: server.connections == 1)
+    sender.close()
+    with pytest.raises(ChannelClosed) as caught:
+        call.result(30)
+    assert caught.value.local and gone == []
+    wait_for(lambda: engine.cancelled == 1)  # the engine withdrew its frames
+    loop.run(server.close())

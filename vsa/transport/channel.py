@@ -41,7 +41,12 @@ MAX_MESSAGE = 64 << 20  # a reply holds a chunk's detections (masks included), n
 
 
 class ChannelClosed(ConnectionError):
-    """The other end went away; the calls still open on this connection will not be answered."""
+    """The connection ended; the calls still open on it will not be answered. ``local``: this
+    side closed it (the other end may be fine)."""
+
+    def __init__(self, message: str, local: bool = False) -> None:
+        super().__init__(message)
+        self.local = local
 
 
 class RemoteError(RuntimeError):
@@ -155,6 +160,7 @@ class ChannelClient:
         self._calls: dict[int, concurrent.futures.Future] = {}
         self._lock = threading.Lock()  # the map of open calls, and whole messages on the socket
         self.closed: BaseException | None = None
+        self._closing = False
         self._reader = threading.Thread(target=self._read, name="channel-reader", daemon=True)
         self._reader.start()
 
@@ -180,6 +186,8 @@ class ChannelClient:
                 self._sock.sendall(_pack(("cancel", call)))
 
     def close(self) -> None:
+        """Close the connection; calls still open fail with a ``local`` ``ChannelClosed``."""
+        self._closing = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._reader.join(5.0)
@@ -216,9 +224,11 @@ class ChannelClient:
         except Exception as exc:  # noqa: BLE001 - a reply we cannot read: the channel is unusable
             log.exception("channel: unreadable reply")
             reason = ChannelClosed(f"the inference channel sent an unreadable reply: {exc}")
+        if self._closing:
+            reason = ChannelClosed("this source closed the channel", local=True)
         with self._lock:
             self.closed = reason
             open_calls, self._calls = list(self._calls.values()), {}
         for future in open_calls:
             if not future.done():
-                future.set_exception(ChannelClosed(str(reason)))
+                future.set_exception(ChannelClosed(str(reason), local=self._closing))

@@ -45,9 +45,10 @@ class ChannelCall:
             value = self._future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"no result within {timeout:.1f} s") from None
-        except ChannelClosed:
+        except ChannelClosed as exc:
             self._settle(False)
-            self._on_gone()  # the inference actor died: wait for the controller's new one
+            if not exc.local:  # the inference actor died: wait for the controller's new one
+                self._on_gone()
             raise
         except BaseException:
             self._settle(False)
