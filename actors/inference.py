@@ -193,10 +193,12 @@ class InferenceActor:
             return False
         await engine.close()
         name = engine.model.name
-        totals = self._released.setdefault(name, {"batches": 0, "frames": 0, "model_s": 0.0})
+        totals = self._released.setdefault(
+            name, {"batches": 0, "frames": 0, "model_s": 0.0, "model_cpu_s": 0.0}
+        )
         engine_totals = engine.totals()
-        for field in ("batches", "frames", "model_s"):
-            totals[field] += engine_totals[field]
+        for field in ("batches", "frames", "model_s", "model_cpu_s"):
+            totals[field] = totals.get(field, 0.0) + engine_totals[field]
         if engine.threads is not None:  # what it measured, for the benchmark
             totals["split"] = engine.threads.snapshot()
         del engine
@@ -226,12 +228,15 @@ class InferenceActor:
             engine.runner.model = faulty
 
     async def stats(self) -> dict[str, Any]:
-        """Batches, frames and model seconds per model name, since this actor started; the
+        """Batches, frames, model seconds and the model threads' CPU seconds (``model_cpu_s``)
+        per model name, since this actor started; the
         models loaded (``loaded``); per model on a CPU its ``split`` (batches at once x torch
         threads, what was measured); the splits tried (``torch_threads``)."""
         totals = {name: dict(t) for name, t in self._released.items()}
         for e in self._engines.values():
-            t = totals.setdefault(e.model.name, {"batches": 0, "frames": 0, "model_s": 0.0})
+            t = totals.setdefault(
+                e.model.name, {"batches": 0, "frames": 0, "model_s": 0.0, "model_cpu_s": 0.0}
+            )
             et = e.totals()
             t["max_batch_size"] = et["max_batch_size"]
             t["oom_events"] = t.get("oom_events", 0) + et["oom_events"]
@@ -240,9 +245,11 @@ class InferenceActor:
             t["batches"] += et["batches"]
             t["frames"] += et["frames"]
             t["model_s"] += et["model_s"]
+            t["model_cpu_s"] = t.get("model_cpu_s", 0.0) + et["model_cpu_s"]
         for t in totals.values():
             t["mean_batch"] = round(t["frames"] / t["batches"], 2) if t["batches"] else 0.0
             t["model_s"] = round(t["model_s"], 3)
+            t["model_cpu_s"] = round(t.get("model_cpu_s", 0.0), 3)
         totals["loaded"] = len(self._engines)
         totals["torch_threads"] = {"candidates": [str(s) for s in self._splits]}
         return totals

@@ -58,6 +58,12 @@ class StreamMetrics:
         self.decode = Histogram(
             "vsa_decode_seconds", "Decoding (and BGR conversion) per frame.", DECODE_BOUNDS, STREAM
         )
+        self.cpu = Counter(
+            "vsa_stream_cpu_seconds",
+            "CPU seconds of the emitted frames by stage: decode (and BGR conversion), sinks "
+            "(drawing, encoding, writing).",
+            (*STREAM, "stage"),
+        )
         for metric in (
             self.decoded,
             self.inferred,
@@ -70,19 +76,28 @@ class StreamMetrics:
             self.state,
             self.latency,
             self.decode,
+            self.cpu,
         ):
             metric.set_default_tags(tags)
-        self._seen: dict[str, Any] = {"drops": {}}
+        self._seen: dict[str, Any] = {"drops": {}, "cpu": {}}
 
     def frame_emitted(self, latency_s: float, decode_s: float | None) -> None:
         self.latency.observe(max(0.0, latency_s))
         if decode_s is not None:
             self.decode.observe(decode_s)
 
-    def update(self, status: dict[str, Any], frame_bytes: int) -> None:
-        """Counters advance by what changed since the last call; gauges take the values."""
+    def update(
+        self, status: dict[str, Any], frame_bytes: int, cpu: dict[str, float] | None = None
+    ) -> None:
+        """Counters advance by what changed since the last call; gauges take the values.
+        ``cpu``: CPU seconds so far by stage."""
         with self._lock:
             seen = self._seen
+            for stage, total in (cpu or {}).items():
+                delta = total - seen["cpu"].get(stage, 0.0)
+                if delta > 0:
+                    self.cpu.inc(delta, tags={"stage": stage})
+                seen["cpu"][stage] = total
             for key, counter in (
                 ("frames_decoded", self.decoded),
                 ("frames_inferred", self.inferred),

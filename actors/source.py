@@ -139,7 +139,9 @@ class SourceActor:
             done = self.worker.done
             status = self.worker.status()
             try:
-                self.metrics.update(status, self._frame_bytes)
+                writer = self.worker.writer
+                cpu = {"decode": writer.decode_cpu_s, "sinks": writer.sinks_cpu_s}
+                self.metrics.update(status, self._frame_bytes, cpu)
             except Exception:  # noqa: BLE001 - metrics never break a stream
                 log.exception("metrics update failed")
             if time.monotonic() - last_summary >= DROPS_SUMMARY_S:

@@ -865,13 +865,15 @@ def run_engine(
     t1 = time.time() + args.sampler_period  # the sampler's last look at the dying sources
     time.sleep(args.sampler_period * 1.5)
     after = inference_stats()
-    b_stats = {"batches": 0, "frames": 0, "model_s": 0.0}
+    b_stats = {"batches": 0, "frames": 0, "model_s": 0.0, "model_cpu_s": 0.0}
     split: dict[str, Any] = {}
     for model, totals in after.items():  # the model whose counters moved (one run at a time)
         if isinstance(totals, dict) and totals.get("frames", 0) > before.get(model, {}).get(
             "frames", 0
         ):
-            b_stats = {key: totals[key] - before.get(model, {}).get(key, 0) for key in b_stats}
+            b_stats = {
+                key: totals.get(key, 0) - before.get(model, {}).get(key, 0) for key in b_stats
+            }
             split = totals.get("split") or {}
     info: dict[str, Any] = {
         "run_id": run_id,
@@ -886,6 +888,10 @@ def run_engine(
         if b_stats["batches"]
         else 0.0,
         "model_ms_per_frame": round(b_stats["model_s"] * 1000 / b_stats["frames"], 2)
+        if b_stats["frames"]
+        else None,
+        # the model threads' own CPU in their batches (letterbox, forward, decode)
+        "model_cpu_ms_per_frame": round(b_stats["model_cpu_s"] * 1000 / b_stats["frames"], 2)
         if b_stats["frames"]
         else None,
         # batches at once x threads each at the end (and what it measured, if auto)
@@ -967,6 +973,38 @@ def scrape_decode(port: int | None, run_ids: list[str], timeout_s: float) -> dic
         time.sleep(2.0)
 
 
+def scrape_stream_cpu(
+    port: int | None, run_ids: list[str], timeout_s: float
+) -> dict[str, dict[str, float]]:
+    """CPU seconds per run and stage (decode, sinks) of the emitted frames, from the
+    ``vsa_stream_cpu_seconds`` counter of the source actors (through Ray's metrics agent)."""
+    import re
+    import urllib.request
+
+    if not port or not run_ids:
+        return {}
+    line_re = re.compile(r"^ray_vsa_stream_cpu_seconds_total\{(.*)\}\s+(\S+)$")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out: dict[str, dict[str, float]] = {}
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        except OSError:
+            text = b""
+        for line in text.decode(errors="replace").splitlines():
+            m = line_re.match(line)
+            if not m:
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            run, stage = labels.get("run"), labels.get("stage")
+            if run and stage:
+                per_run = out.setdefault(run, {})
+                per_run[stage] = per_run.get(stage, 0.0) + float(m.group(2))
+        if all(r in out for r in run_ids) or time.monotonic() > deadline:
+            return out
+        time.sleep(2.0)
+
+
 # --- derived numbers, table, chart ---------------------------------------------------------------
 
 
@@ -1004,6 +1042,27 @@ def derive(row: dict[str, Any], tb: dict[str, Any], passthrough: dict[tuple, flo
         # bookkeeping nor Ray (same frames, same model, same outputs)
         "overhead": round(e["steady_cpu_ms_per_frame"] - n["steady_cpu_ms_per_frame"], 2)
         if n and n.get("steady_cpu_ms_per_frame") and e.get("steady_cpu_ms_per_frame")
+        else None,
+    }
+    # the engine's CPU per frame by stage, each measured where it happens (thread CPU time):
+    # decode (+ BGR), the model threads' batches, the sinks; what remains of the steady CPU is
+    # the engine's own: frames to and from inference, batching, bookkeeping, Ray, controller
+    stream_cpu = e.get("stream_cpu_s") or {}
+    emitted = max(e.get("frames_emitted") or 0, 1)
+    stages = {
+        "decode": stream_cpu.get("decode", 0.0) * 1000 / emitted if stream_cpu else None,
+        "model": e.get("model_cpu_ms_per_frame"),
+        "sinks": stream_cpu.get("sinks", 0.0) * 1000 / emitted if stream_cpu else None,
+    }
+    steady = e.get("steady_cpu_ms_per_frame")
+    known = None if None in stages.values() or steady is None else sum(stages.values())
+    kinds = e.get("steady_cpu_ms_per_frame_kind") or {}
+    e["cpu_stages_ms"] = {
+        **{k: None if v is None else round(v, 2) for k, v in stages.items()},
+        "steady": steady,
+        "own": None if known is None else round(steady - known, 2),
+        "ray_controller": round(kinds.get("ray", 0.0) + kinds.get("controller", 0.0), 2)
+        if kinds
         else None,
     }
 
@@ -1061,6 +1120,26 @@ def cost_table(rows: list[dict[str, Any]]) -> str:
             f"{_f(ns.get('decode')):>15} {_f(ns.get('model')):>6} {_f(ns.get('sinks')):>6} "
             f"{_f(n.get('cpu_s')):>6} {_f(n.get('peak_rss_mib'), '{:.0f}'):>5}"
         )
+    return "\n".join(lines)
+
+
+def cpu_stage_table(rows: list[dict[str, Any]]) -> str:
+    """The engine's steady CPU per frame by stage, and what is left: its own overhead."""
+    keys = ("steady", "decode", "model", "sinks", "own", "ray_controller")
+    head = f"{'engine, CPU ms per frame by stage':<44}" + "".join(f"{k:>15}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        stages = (row.get("engine") or {}).get("cpu_stages_ms")
+        if not stages:
+            continue
+        lines.append(f"{row['label']:<44}" + "".join(f"{_f(stages.get(k)):>15}" for k in keys))
+    lines.append(
+        "  steady: every engine process past warm-up; decode (+ BGR or render), model (the model\n"
+        "  threads' CPU in their batches: letterbox, forward, decode; torch's helper threads not\n"
+        "  counted) and sinks (draw, x264, JSONL): thread CPU time where each happens; own =\n"
+        "  steady - decode - model - sinks: frames to and from inference, batching, bookkeeping,\n"
+        "  Ray's daemons and the controller (ray_controller: their part of it)"
+    )
     return "\n".join(lines)
 
 
@@ -1363,8 +1442,10 @@ def main() -> int:
             print("capacity search (15 fps realtime synthetic 640x360, builtin):", flush=True)
             capacity_n, probes = capacity(client, args, work, len(configs) + 1)
         decode = scrape_decode(metrics_port, [r["engine"]["run_id"] for r in rows], 20.0)
+        stream_cpu = scrape_stream_cpu(metrics_port, [r["engine"]["run_id"] for r in rows], 20.0)
         for row in rows:
             row["engine"]["decode_ms_per_frame"] = decode.get(row["engine"]["run_id"])
+            row["engine"]["stream_cpu_s"] = stream_cpu.get(row["engine"]["run_id"])
     finally:
         args.sampler.stop() if hasattr(args, "sampler") else None
         ray.shutdown()
@@ -1448,6 +1529,8 @@ def main() -> int:
     )
     print()
     print(stage_table(rows))
+    print()
+    print(cpu_stage_table(rows))
     print(
         "\nengine model split at the end of each run, batches at once x torch threads each "
         "(frames per busy second measured):\n"

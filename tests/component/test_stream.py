@@ -181,6 +181,9 @@ def test_finite_source_every_frame_written_in_order(tmp_path: Path, model, execu
     assert sinks.video_frames() == 30
     assert sinks.recorder.indices == list(range(30))
     assert sinks.all_closed()
+    # the CPU the frames cost by stage (vsa_stream_cpu_seconds): decoding 30 H.264 frames and
+    # writing them (x264 + JSONL) both take measurable CPU
+    assert worker.writer.decode_cpu_s > 0 and worker.writer.sinks_cpu_s > 0
     # finite, unpaced: submitted in chunks of chunk_size
     assert submit.chunks[0] == [0, 1, 2, 3]
     assert [i for c in submit.chunks for i in c] == list(range(30))

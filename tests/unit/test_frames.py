@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -51,3 +53,16 @@ def test_realtime_delivery_never_converts_the_frames_it_replaces():
     delivery.run()
     assert book.chunks == [[4]] and book.drops == {"queue_full": 4}
     assert made == []  # sending hands the frame over; the source actor converts it
+
+
+def test_the_conversion_cpu_is_added_to_the_frames_decode_cpu():
+    def convert(frame: Frame) -> np.ndarray:  # 30 ms of this thread's CPU
+        started = time.thread_time()
+        while time.thread_time() - started < 0.03:
+            pass
+        return np.zeros((2, 2, 3), np.uint8)
+
+    frame = Frame(0, None, 0.0, convert=convert, decode_cpu_s=0.01)
+    frame.image  # noqa: B018
+    assert frame.decode_cpu_s >= 0.04
+    assert Frame(1, None, 0.0, np.zeros((2, 2, 3), np.uint8)).decode_cpu_s == 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -196,7 +197,9 @@ def test_results_come_back_in_order_per_caller(executor, clock):
             for value, result in zip(values, caller, strict=True):
                 number = 1 if value in runner.calls[0] else 2
                 check(result, value, batch_size=3, batch=number)
-        assert engine.totals() == {
+        totals = engine.totals()
+        assert totals.pop("model_cpu_s") >= 0.0
+        assert totals == {
             "batches": 2,
             "frames": 6,
             "model_s": 1.0,
@@ -438,5 +441,24 @@ def test_results_say_when_frames_arrived_and_how_long_they_waited_for_their_batc
         (a,), (b,) = await results(first, second)
         assert a.arrived == 1_700_000_000.0 and b.arrived == 1_700_000_000.25
         assert a.queue_ms == pytest.approx(250.0) and b.queue_ms == pytest.approx(0.0)
+
+    run(main())
+
+
+def test_the_model_threads_cpu_in_their_batches_is_counted(executor, clock):
+    # the benchmark subtracts it to show the engine's own overhead per frame
+    async def main() -> None:
+        engine, runner = make(executor, clock, max_batch_size=2)
+
+        def burn(_: FakeRunner) -> None:  # 50 ms of this thread's CPU, whatever the host does
+            started = time.thread_time()
+            while time.thread_time() - started < 0.05:
+                pass
+
+        runner.on_call = burn
+        engine.start()
+        await results(submit(engine, "run/a", [1, 2]))
+        assert 0.05 <= engine.totals()["model_cpu_s"] < 5.0
+        await engine.close()
 
     run(main())

@@ -22,7 +22,16 @@ class Frame:
     ``convert`` may also fill ``truth`` (a synthetic frame's ground truth).
     """
 
-    __slots__ = ("_convert", "_image", "_truth", "decode_s", "index", "pts", "wall_time")
+    __slots__ = (
+        "_convert",
+        "_image",
+        "_truth",
+        "decode_cpu_s",
+        "decode_s",
+        "index",
+        "pts",
+        "wall_time",
+    )
 
     def __init__(
         self,
@@ -34,6 +43,7 @@ class Frame:
         decode_s: float | None = None,
         *,
         convert: Callable[[Frame], np.ndarray] | None = None,
+        decode_cpu_s: float = 0.0,
     ) -> None:
         if (image is None) == (convert is None):
             raise ValueError("a Frame needs either its image or a convert function, not both")
@@ -42,6 +52,7 @@ class Frame:
         self.wall_time = wall_time  # capture time: time.time() when the frame left the decoder
         self._image, self._convert, self._truth = image, convert, truth
         self.decode_s = decode_s  # time spent decoding (or rendering) and converting it
+        self.decode_cpu_s = decode_cpu_s  # CPU of the threads that did it (FFmpeg's own: not)
 
     @property
     def converted(self) -> bool:
@@ -52,10 +63,11 @@ class Frame:
     def image(self) -> np.ndarray:
         if self._image is None:
             assert self._convert is not None
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             convert, self._convert = self._convert, None
             self._image = convert(self)
             self.decode_s = (self.decode_s or 0.0) + time.perf_counter() - started
+            self.decode_cpu_s += time.thread_time() - started_cpu
         return self._image
 
     @image.setter

@@ -55,6 +55,13 @@ class _Item:
     arrived: float = 0.0  # wall time it reached this engine
 
 
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """``fn(*args)`` and the CPU seconds the calling thread spent in it."""
+    started = time.thread_time()
+    value = fn(*args)
+    return value, time.thread_time() - started
+
+
 def engine_key(model: ModelSpec, batching: BatchingSpec) -> str:
     """One engine per model+batching config (the stall timeout is not the engine's)."""
     return json.dumps(
@@ -103,6 +110,7 @@ class InferenceEngine:
         self.batches = 0
         self.frames = 0
         self.model_s = 0.0
+        self.model_cpu_s = 0.0  # CPU of the model threads in their batches (torch helpers not)
         self.stale = 0
         self.running = 0  # frames in the batches the model is working on
         self._inflight = 0  # batches running
@@ -180,6 +188,7 @@ class InferenceEngine:
             "batches": self.batches,
             "frames": self.frames,
             "model_s": self.model_s,
+            "model_cpu_s": self.model_cpu_s,
             "stale": self.stale,
             "max_batch_size": self.runner.max_batch_size,
             "oom_events": self.runner.oom_events,
@@ -259,10 +268,12 @@ class InferenceEngine:
         try:
             frames = [item.frame for item in batch]
             run = self.runner.run
-            detections = await asyncio.get_running_loop().run_in_executor(
+            detections, cpu_s = await asyncio.get_running_loop().run_in_executor(
                 self._executor,
+                _timed,
                 *((run, frames) if self.threads is None else (self.threads.run, run, frames)),
             )
+            self.model_cpu_s += cpu_s
             if len(detections) != len(batch):
                 raise RuntimeError(
                     f"model returned {len(detections)} results for {len(batch)} frames"

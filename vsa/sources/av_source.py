@@ -200,7 +200,7 @@ class AvSource:
                     continue
             if packet.is_keyframe:
                 waiting_key = False
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             try:
                 decoded = packet.decode()
             except (av.error.InvalidDataError, av.error.UndefinedError) as exc:
@@ -218,7 +218,7 @@ class AvSource:
                 if early(frame.time):
                     discarded += 1
                     last_frame = time.monotonic()
-                    started = time.perf_counter()
+                    started, started_cpu = time.perf_counter(), time.thread_time()
                     continue
                 if frame.width * frame.height > opts.max_frame_pixels:
                     raise frame_too_large(frame.width, frame.height, opts.max_frame_pixels)
@@ -235,11 +235,13 @@ class AvSource:
                     opts.on_skip("decimated", 1)
                     last_frame = time.monotonic()
                     continue
-                took = time.perf_counter() - started
+                took, took_cpu = time.perf_counter() - started, time.thread_time() - started_cpu
                 # converted to BGR when first read: a realtime stream never converts the
                 # frames a newer one replaced
-                yield Frame(k, frame.time, wall, decode_s=took, convert=_bgr(frame))
-                started = time.perf_counter()
+                yield Frame(
+                    k, frame.time, wall, decode_s=took, decode_cpu_s=took_cpu, convert=_bgr(frame)
+                )
+                started, started_cpu = time.perf_counter(), time.thread_time()
                 k += 1
                 last_frame = time.monotonic()
             if packet.size and time.monotonic() - last_frame > opts.stall_timeout_s:

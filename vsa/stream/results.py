@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,6 +48,10 @@ class ResultWriter:
         self.pending: queue.Queue[Any] = queue.Queue()  # (chunk, Pending) in submit order, END
         self.stop_deadline: float | None = None  # set by a stop: results wait no longer
         self.name = books.name
+        # CPU seconds of the frames emitted: decoding them (their own accounts) and writing them
+        # (this thread's time in the sinks: drawing, encoding, files)
+        self.decode_cpu_s = 0.0
+        self.sinks_cpu_s = 0.0
 
     def _release(self, cause: DropCause, count: int) -> None:
         """Count frames that held an in-flight slot as dropped and free their slots."""
@@ -103,6 +108,7 @@ class ResultWriter:
                     self._done(1)
                     continue
                 self.books.inferred()
+                started_cpu = time.thread_time()
                 try:
                     self.outputs.write(frame, result)
                 except Exception as exc:  # noqa: BLE001 - a sink that cannot write fails the stream
@@ -115,6 +121,8 @@ class ResultWriter:
                     self.books.drop(DropCause.SINK_ERROR, len(chunk) - done)
                     self._done(len(chunk) - done)
                     break
+                self.sinks_cpu_s += time.thread_time() - started_cpu
+                self.decode_cpu_s += frame.decode_cpu_s
                 self._emitted(frame)
         self._finish(decode, opening)
 
