@@ -29,6 +29,7 @@ from vsa.inference import InferenceEngine, engine_key
 from vsa.inference.threads import ThreadTuner
 from vsa.settings import model_splits
 from vsa.transport import ChannelServer, RingReader
+from vsa.transport.channel import sweep_sockets
 from vsa.transport.ring import sweep
 
 log = logging.getLogger("vsa.inference")
@@ -70,9 +71,14 @@ class InferenceActor:
     async def channel(self) -> dict[str, Any]:
         """This actor's same-host frame channel: its socket path and node (started once)."""
         if self._channel is None:
-            removed = sweep()  # rings of source actors that died with the last engine
-            if removed:
-                log.info("removed %d frame rings of source actors that are gone", removed)
+            # what an inference actor or source actors killed before could not remove
+            removed, sockets = sweep(), sweep_sockets()
+            if removed or sockets:
+                log.info(
+                    "removed %d frame rings and %d channel sockets of actors that are gone",
+                    removed,
+                    sockets,
+                )
             self._channel = ChannelServer(self._channel_infer, self._channel_closed)
         path = await self._channel.start()
         return {"path": path, "node": ray.get_runtime_context().get_node_id()}

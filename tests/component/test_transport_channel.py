@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from vsa.transport import (
     RemoteError,
     RingReader,
 )
+from vsa.transport.channel import sweep_sockets
 
 
 def image(value: int, shape: tuple[int, ...] = (36, 64, 3)) -> np.ndarray:
@@ -67,11 +69,13 @@ class Engine:
 
     def __init__(self) -> None:
         self.reader = RingReader()
+        self.started = 0  # calls whose handler began (a call cancelled before never does)
         self.cancelled = 0
         self.closed: list[int] = []
         self.delay_s = 0.0
 
     async def handle(self, request: dict[str, Any]) -> list[int]:
+        self.started += 1
         frames = [self.reader.view(request["connection"], s) for s in request["slots"]]
         if request.get("fail"):
             raise ValueError("model exploded")
@@ -142,6 +146,7 @@ def test_a_call_that_timed_out_is_withdrawn_from_the_engine(loop: Loop) -> None:
     sender = ChannelSender(server.path, max_in_flight=2)
     try:
         slow = sender.send([image(1)], {"stream": "s"}, lambda: None)
+        wait_for(lambda: engine.started == 1)
         with pytest.raises(TimeoutError):
             slow.result(0.2)
         slow.cancel()
@@ -198,7 +203,7 @@ def test_the_server_cancels_the_calls_of_a_client_that_went_away(loop: Loop) -> 
     try:
         client.call({"stream": "run/a", "slots": [ring.put(image(1)).as_tuple()]})
         client.call({"stream": "run/a", "slots": [ring.put(image(2)).as_tuple()]})
-        wait_for(lambda: server.connections == 1)
+        wait_for(lambda: engine.started == 2)
         client.close()
         wait_for(lambda: engine.cancelled == 2)
         wait_for(lambda: engine.closed == [1])
@@ -218,10 +223,31 @@ def test_calls_open_when_the_source_closes_its_channel_do_not_say_the_engine_die
     sender = ChannelSender(server.path, max_in_flight=2)
     gone: list[int] = []
     call = sender.send([image(1)], {"stream": "s"}, lambda: gone.append(1))
-    wait_for(lambda: server.connections == 1)
+    wait_for(lambda: engine.started == 1)
     sender.close()
     with pytest.raises(ChannelClosed) as caught:
         call.result(30)
     assert caught.value.local and gone == []
     wait_for(lambda: engine.cancelled == 1)  # the engine withdrew its frames
     loop.run(server.close())
+
+
+def test_the_socket_of_a_server_that_was_killed_is_swept_and_a_live_one_is_kept(
+    loop: Loop, tmp_path: Any
+) -> None:
+    server = serve(loop, Engine())  # alive: kept
+    dead = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    dead_path = dead.stdout.readline().strip()  # type: ignore[union-attr]
+    dead.send_signal(signal.SIGKILL)
+    dead.wait(30)
+    assert os.path.exists(dead_path)  # a killed server leaves its socket behind
+    stranger = tempfile.mkdtemp(prefix="vsa-chan-")  # someone else's files: not touched
+    open(os.path.join(stranger, "notes.txt"), "w").close()
+    try:
+        assert sweep_sockets() >= 1
+        assert not os.path.exists(os.path.dirname(dead_path))
+        assert os.path.exists(server.path) and os.path.exists(stranger)
+    finally:
+        loop.run(server.close())
+        os.unlink(os.path.join(stranger, "notes.txt"))
+        os.rmdir(stranger)

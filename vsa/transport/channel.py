@@ -58,9 +58,47 @@ def _pack(message: Any) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+SOCKET_PREFIX = "vsa-chan-"
+SOCKET_NAME = "infer.sock"
+
+
 def socket_dir() -> str:
     """A new directory for one server's socket, mode 0700 (``tempfile.mkdtemp``)."""
-    return tempfile.mkdtemp(prefix="vsa-chan-")
+    return tempfile.mkdtemp(prefix=SOCKET_PREFIX)
+
+
+def sweep_sockets(directory: str | None = None) -> int:
+    """Remove the socket directories of servers that are gone (an inference actor killed
+    before it could remove its own): nothing listens on their socket any more."""
+    directory = directory or tempfile.gettempdir()
+    removed = 0
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(SOCKET_PREFIX)]
+    except OSError:
+        return 0
+    for name in names:
+        folder = os.path.join(directory, name)
+        path = os.path.join(folder, SOCKET_NAME)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+            continue  # a server answers: in use
+        except FileNotFoundError:
+            if any(True for _ in os.scandir(folder)):
+                continue  # not a channel directory we know: leave it
+        except ConnectionRefusedError:
+            pass  # a socket nobody listens on
+        except OSError:
+            continue  # not ours to judge (permissions, a busy server)
+        finally:
+            probe.close()
+        with contextlib.suppress(OSError):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.rmdir(folder)
+            removed += 1
+    return removed
 
 
 # --- server (asyncio) --------------------------------------------------------------------------
@@ -76,7 +114,7 @@ class ChannelServer:
     ) -> None:
         self._handler, self._on_close = handler, on_close
         self._dir = socket_dir()
-        self.path = os.path.join(self._dir, "infer.sock")
+        self.path = os.path.join(self._dir, SOCKET_NAME)
         self._server: asyncio.AbstractServer | None = None
         self.connections = 0  # accepted so far
 
