@@ -1044,9 +1044,10 @@ def derive(row: dict[str, Any], tb: dict[str, Any], passthrough: dict[tuple, flo
         if n and n.get("steady_cpu_ms_per_frame") and e.get("steady_cpu_ms_per_frame")
         else None,
     }
-    # the engine's CPU per frame by stage, each measured where it happens (thread CPU time):
-    # decode (+ BGR), the model threads' batches, the sinks; what remains of the steady CPU is
-    # the engine's own: frames to and from inference, batching, bookkeeping, Ray, controller
+    # the engine's CPU per frame by stage, each measured in the thread that does it (thread
+    # CPU time): decode (+ BGR), the model threads' batches, the sinks; the rest of the steady
+    # CPU is the engine's own work plus the library threads those stages start (x264 slices,
+    # FFmpeg's decoding threads, torch's helpers): an upper bound of the engine's overhead
     stream_cpu = e.get("stream_cpu_s") or {}
     emitted = max(e.get("frames_emitted") or 0, 1)
     stages = {
@@ -1060,7 +1061,7 @@ def derive(row: dict[str, Any], tb: dict[str, Any], passthrough: dict[tuple, flo
     e["cpu_stages_ms"] = {
         **{k: None if v is None else round(v, 2) for k, v in stages.items()},
         "steady": steady,
-        "own": None if known is None else round(steady - known, 2),
+        "rest": None if known is None else round(steady - known, 2),
         "ray_controller": round(kinds.get("ray", 0.0) + kinds.get("controller", 0.0), 2)
         if kinds
         else None,
@@ -1125,7 +1126,7 @@ def cost_table(rows: list[dict[str, Any]]) -> str:
 
 def cpu_stage_table(rows: list[dict[str, Any]]) -> str:
     """The engine's steady CPU per frame by stage, and what is left: its own overhead."""
-    keys = ("steady", "decode", "model", "sinks", "own", "ray_controller")
+    keys = ("steady", "decode", "model", "sinks", "rest", "ray_controller")
     head = f"{'engine, CPU ms per frame by stage':<44}" + "".join(f"{k:>15}" for k in keys)
     lines = [head, "-" * len(head)]
     for row in rows:
@@ -1134,11 +1135,12 @@ def cpu_stage_table(rows: list[dict[str, Any]]) -> str:
             continue
         lines.append(f"{row['label']:<44}" + "".join(f"{_f(stages.get(k)):>15}" for k in keys))
     lines.append(
-        "  steady: every engine process past warm-up; decode (+ BGR or render), model (the model\n"
-        "  threads' CPU in their batches: letterbox, forward, decode; torch's helper threads not\n"
-        "  counted) and sinks (draw, x264, JSONL): thread CPU time where each happens; own =\n"
-        "  steady - decode - model - sinks: frames to and from inference, batching, bookkeeping,\n"
-        "  Ray's daemons and the controller (ray_controller: their part of it)"
+        "  steady: every engine process past warm-up; decode (+ BGR or render), model (letterbox,\n"
+        "  forward, output decoding) and sinks (draw, x264, JSONL): CPU time of the thread that\n"
+        "  does each; rest = steady - the three: frames to and from inference, batching,\n"
+        "  bookkeeping, Ray's daemons and the controller (ray_controller: their part), and the\n"
+        "  library threads the stages start (x264 slices, FFmpeg decoding threads, torch helpers),\n"
+        "  so rest is an upper bound of the engine's own overhead (scripts/cpu_by_thread.py)"
     )
     return "\n".join(lines)
 
