@@ -914,9 +914,15 @@ def run_engine(
 
 
 def stage_table(rows: list[dict[str, Any]]) -> str:
-    """The engine's per-frame wall times, medians from its JSONL (where the latency goes)."""
+    """The engine's per-frame wall times, medians from its JSONL (where the latency goes), and
+    the latency in batch times (the live-case targets: p50 <= 1.5x, p99 <= 3x the batch time)
+    and the spread of the streams' rates ((max - min) / mean, target < 5 %)."""
     keys = ("decode_ms", "to_engine_ms", "queue_ms", "infer_ms", "back_sinks_ms")
-    head = f"{'engine, median wall ms per frame':<44}" + "".join(f"{k[:-3]:>12}" for k in keys)
+    head = (
+        f"{'engine, median wall ms per frame':<44}"
+        + "".join(f"{k[:-3]:>12}" for k in keys)
+        + f"{'p50/batch':>11}{'p99/batch':>11}{'spread %':>10}"
+    )
     lines = [head, "-" * len(head)]
     for row in rows:
         engine = row.get("engine") or {}
@@ -926,11 +932,18 @@ def stage_table(rows: list[dict[str, Any]]) -> str:
             f"{'-' if engine.get('stage_' + k) is None else format(engine['stage_' + k], '.1f'):>12}"
             for k in keys
         )
-        lines.append(f"{row['label']:<44}{cells}")
+        ratios = engine.get("latency_in_batches") or {}
+        spread = engine.get("fps_spread_pct")
+        lines.append(
+            f"{row['label']:<44}{cells}{_f(ratios.get('p50'), '{:.2f}'):>11}"
+            f"{_f(ratios.get('p99'), '{:.2f}'):>11}{_f(spread):>10}"
+        )
     lines.append(
         "  decode: decode + BGR (or render); to_engine: decoder to the inference engine (a free\n"
-        "  slot, the object store, the call); queue: waiting for its batch; infer: the batch;\n"
-        "  back_sinks: the rest of latency_ms (result hop, drawing, x264, JSONL)"
+        "  slot, the ring or object store, the call); queue: waiting for its batch; infer: the\n"
+        "  batch; back_sinks: the rest of latency_ms (result hop, drawing, x264, JSONL);\n"
+        "  p50/batch, p99/batch: latency percentiles over the median batch time (infer);\n"
+        "  spread: (max - min) / mean of the streams' frames per second"
     )
     return "\n".join(lines)
 
@@ -1044,6 +1057,20 @@ def derive(row: dict[str, Any], tb: dict[str, Any], passthrough: dict[tuple, flo
         if n and n.get("steady_cpu_ms_per_frame") and e.get("steady_cpu_ms_per_frame")
         else None,
     }
+    batch_ms = e.get("stage_infer_ms")
+    e["latency_in_batches"] = (
+        {
+            q: round(e[f"{q}_ms"] / batch_ms, 2)
+            for q in ("p50", "p99")
+            if e.get(f"{q}_ms") is not None
+        }
+        if batch_ms
+        else None
+    )
+    mean = e.get("fps_stream_mean")
+    e["fps_spread_pct"] = (
+        round(100 * (e["fps_stream_max"] - e["fps_stream_min"]) / mean, 1) if mean else None
+    )
     # the engine's CPU per frame by stage, each measured in the thread that does it (thread
     # CPU time): decode (+ BGR), the model threads' batches, the sinks; the rest of the steady
     # CPU is the engine's own work plus the library threads those stages start (x264 slices,
