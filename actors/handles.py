@@ -259,10 +259,12 @@ class FrameSender:
         self._channel: ChannelSender | None = None
         self._channel_of: Any = None  # the inference actor handle the channel belongs to
         self._off: str | None = None if transport == "auto" else f"VSA_TRANSPORT={transport}"
+        self._used: str | None = None
 
     @property
-    def transport(self) -> str:
-        return "channel" if self._channel is not None and not self._channel.closed else "ray"
+    def transport(self) -> str | None:
+        """The path of the last frames sent (``channel`` or ``ray``); None before any."""
+        return self._used
 
     def _open(self, inference: Any) -> ChannelSender | None:
         if self._channel is not None:
@@ -317,7 +319,9 @@ class FrameSender:
                 "credit": credit,
             }
             try:
-                return sender.send([f.image for f in frames], request, on_gone)
+                sent = sender.send([f.image for f in frames], request, on_gone)
+                self._used = "channel"
+                return sent
             except ChannelClosed:
                 raise  # the next send asks the actor again (a dead one: on_gone)
             except OSError as exc:  # /dev/shm full: this stream goes through Ray from now on
@@ -327,9 +331,11 @@ class FrameSender:
                 )
                 sender.close()
                 self._channel = None
-        return send_frames(
+        sent = send_frames(
             inference, engine_key, self.stream_key, frames, deadlines, priority, on_gone, credit
         )
+        self._used = "ray"
+        return sent
 
     def close(self) -> None:
         if self._channel is not None:

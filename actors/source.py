@@ -190,7 +190,12 @@ class SourceActor:
         )
 
     def status(self) -> dict[str, Any]:
-        return {**self.worker.status(), "incarnation": self.incarnation, "resumed": self.resumed}
+        return {
+            **self.worker.status(),
+            "incarnation": self.incarnation,
+            "resumed": self.resumed,
+            "transport": self._sender.transport,
+        }
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Stop and return the final status (terminal, exact counts) within ``timeout_s`` plus

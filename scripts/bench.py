@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -958,45 +959,18 @@ def inference_stats() -> dict[str, Any]:
         return {}
 
 
-def scrape_decode(port: int | None, run_ids: list[str], timeout_s: float) -> dict[str, float]:
-    """Decode (or render) ms per emitted frame per run, from the ``vsa_decode_seconds``
-    histogram the source actors export through Ray's metrics agent (it lags a few seconds)."""
-    import re
-    import urllib.request
-
-    if not port or not run_ids:
-        return {}
-    pattern = re.compile(r'^ray_vsa_decode_seconds_(sum|count)\{.*?run="([^"]+)".*?\}\s+(\S+)$')
-    deadline = time.monotonic() + timeout_s
-    out: dict[str, float] = {}
-    while True:
-        sums: dict[str, dict[str, float]] = {}
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-        except OSError:
-            text = b""
-        for line in text.decode(errors="replace").splitlines():
-            m = pattern.match(line)
-            if m:
-                d = sums.setdefault(m.group(2), {"sum": 0.0, "count": 0.0})
-                d[m.group(1)] += float(m.group(3))
-        out = {r: d["sum"] * 1000 / d["count"] for r, d in sums.items() if d["count"]}
-        if all(r in out for r in run_ids) or time.monotonic() > deadline:
-            return out
-        time.sleep(2.0)
-
-
-def scrape_stream_cpu(
-    port: int | None, run_ids: list[str], timeout_s: float
+def _scrape(
+    port: int | None,
+    run_ids: list[str],
+    timeout_s: float,
+    fold: Callable[[str, dict[str, dict[str, float]]], None],
 ) -> dict[str, dict[str, float]]:
-    """CPU seconds per run and stage (decode, sinks) of the emitted frames, from the
-    ``vsa_stream_cpu_seconds`` counter of the source actors (through Ray's metrics agent)."""
-    import re
+    """Read Ray's metrics endpoint until every run has values (the metrics agent lags a few
+    seconds) or ``timeout_s``; ``fold(line, out)`` adds what one line says to ``out[run]``."""
     import urllib.request
 
     if not port or not run_ids:
         return {}
-    line_re = re.compile(r"^ray_vsa_stream_cpu_seconds_total\{(.*)\}\s+(\S+)$")
     deadline = time.monotonic() + timeout_s
     while True:
         out: dict[str, dict[str, float]] = {}
@@ -1005,17 +979,48 @@ def scrape_stream_cpu(
         except OSError:
             text = b""
         for line in text.decode(errors="replace").splitlines():
-            m = line_re.match(line)
-            if not m:
-                continue
+            fold(line, out)
+        if all(r in out for r in run_ids) or time.monotonic() > deadline:
+            return out
+        time.sleep(2.0)
+
+
+def scrape_decode(port: int | None, run_ids: list[str], timeout_s: float) -> dict[str, float]:
+    """Decode (or render) ms per emitted frame per run, from the ``vsa_decode_seconds``
+    histogram the source actors export through Ray's metrics agent."""
+    import re
+
+    pattern = re.compile(r'^ray_vsa_decode_seconds_(sum|count)\{.*?run="([^"]+)".*?\}\s+(\S+)$')
+
+    def fold(line: str, out: dict[str, dict[str, float]]) -> None:
+        m = pattern.match(line)
+        if m:
+            d = out.setdefault(m.group(2), {"sum": 0.0, "count": 0.0})
+            d[m.group(1)] += float(m.group(3))
+
+    sums = _scrape(port, run_ids, timeout_s, fold)
+    return {r: d["sum"] * 1000 / d["count"] for r, d in sums.items() if d["count"]}
+
+
+def scrape_stream_cpu(
+    port: int | None, run_ids: list[str], timeout_s: float
+) -> dict[str, dict[str, float]]:
+    """CPU seconds per run and stage (decode, sinks) of the emitted frames, from the
+    ``vsa_stream_cpu_seconds`` counter of the source actors."""
+    import re
+
+    pattern = re.compile(r"^ray_vsa_stream_cpu_seconds_total\{(.*)\}\s+(\S+)$")
+
+    def fold(line: str, out: dict[str, dict[str, float]]) -> None:
+        m = pattern.match(line)
+        if m:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
             run, stage = labels.get("run"), labels.get("stage")
             if run and stage:
                 per_run = out.setdefault(run, {})
                 per_run[stage] = per_run.get(stage, 0.0) + float(m.group(2))
-        if all(r in out for r in run_ids) or time.monotonic() > deadline:
-            return out
-        time.sleep(2.0)
+
+    return _scrape(port, run_ids, timeout_s, fold)
 
 
 # --- derived numbers, table, chart ---------------------------------------------------------------

@@ -393,6 +393,7 @@ class SourceStatus(_Wire):
     resumed: dict[str, int] | None = _wire(parse=_mapping(optional=True), default=None)
     restarts: int = 0  # how often Ray restarted the source actor
     inference: str | None = None  # the inference actor serving it (vsa.supervision.pool)
+    transport: str | None = None  # how its frames reach inference: "channel" or "ray"
     extra: dict[str, Any] = _extra()
     omitted: frozenset[str] = _omitted()
 

@@ -115,3 +115,4 @@ def test_each_nodes_frames_stay_on_its_node_and_survive_the_other_nodes_failure(
         final = client.stop(run_id).to_dict()
     for s in final["sources"]:
         assert s["frames_decoded"] == s["frames_emitted"] + sum(s["drops"].values()), s
+        assert s["transport"] == "ray"  # VSA_TRANSPORT=ray in this tier (conftest)

@@ -75,6 +75,8 @@ def test_mixed_run_finishes_with_playable_video_and_complete_jsonl(client, clips
             source["frames_decoded"] == source["frames_inferred"] == source["frames_emitted"] == n
         )
         assert source["frames_dropped"] == 0
+        # one host: the frames went through the source's shared-memory ring and the socket
+        assert source["transport"] == "channel"
         lines = read_jsonl(tmp_path / "out" / f"{source['id']}.jsonl")
         assert [r["frame"] for r in lines] == list(range(n))
         assert {r["source"] for r in lines} == {source["id"]} and {r["run"] for r in lines} == {

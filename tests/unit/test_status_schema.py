@@ -179,7 +179,8 @@ def test_the_stream_workers_own_status_is_fully_known():
     from vsa import stream
 
     worker = stream.StreamWorker("r", "cam1", "synthetic://x", lambda fps: [], lambda chunk: None)
-    status = {**worker.status(), "incarnation": "1-1.0", "resumed": None}
+    # the source actor adds its incarnation, what it resumed from and its frames' transport
+    status = {**worker.status(), "incarnation": "1-1.0", "resumed": None, "transport": "channel"}
     source = SourceStatus.from_dict(status)
     # the controller adds `restarts` (its count) and `inference` (the actor serving it)
     assert source.extra == {} and source.omitted == frozenset({"restarts", "inference"})

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,13 +20,6 @@ from vsa.transport.ring import sweep
 
 def image(value: int, shape: tuple[int, ...] = (36, 64, 3)) -> np.ndarray:
     return np.full(shape, value, np.uint8)
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 # --- rings --------------------------------------------------------------------------------------
