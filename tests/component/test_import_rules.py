@@ -37,6 +37,7 @@ RULES: dict[str, frozenset[str]] = {
     "vsa.core.clock": NO_HEAVY,
     "vsa.errors": NO_HEAVY,
     "vsa.inference.engine": NO_HEAVY,
+    "vsa.transport": NO_HEAVY,  # the GPU check machine has no Ray or PyAV
     "vsa.config": NO_HEAVY,
     # the controller is a Ray actor; it only creates the source and inference actors
     "actors.controller": frozenset({"torch", "av", "cv2"}),
