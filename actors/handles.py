@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ from vsa.supervision.pool import plan_slots
 from vsa.transport import ChannelClosed, ChannelSender
 
 log = logging.getLogger("vsa.source")
+CHANNEL_ASK_S = 30.0  # how long a source waits for its inference actor to name its channel
+CHANNEL_RETRY_S = 30.0  # after no answer: frames go through Ray, then it asks again
 
 
 def _gone(exc: ray.exceptions.RayActorError) -> ActorGone:
@@ -260,6 +263,7 @@ class FrameSender:
         self._channel_of: Any = None  # the inference actor handle the channel belongs to
         self._off: str | None = None if transport == "auto" else f"VSA_TRANSPORT={transport}"
         self._used: str | None = None
+        self._retry_at = 0.0  # monotonic: the inference actor did not answer, ask again then
 
     @property
     def transport(self) -> str | None:
@@ -270,7 +274,7 @@ class FrameSender:
         if self._channel is not None:
             self._channel.close()
         self._channel, self._channel_of = None, inference
-        where = ray.get(inference.channel.remote(), timeout=30)
+        where = ray.get(inference.channel.remote(), timeout=CHANNEL_ASK_S)
         if where["node"] != ray.get_runtime_context().get_node_id():
             return None  # on another node: through Ray
         self._channel = ChannelSender(where["path"], self.max_in_flight)
@@ -278,7 +282,7 @@ class FrameSender:
         return self._channel
 
     def _sender(self, inference: Any, on_gone: Callable[[], None]) -> ChannelSender | None:
-        if self._off is not None:
+        if self._off is not None or time.monotonic() < self._retry_at:
             return None
         if self._channel_of is not inference and _same_actor(self._channel_of, inference):
             self._channel_of = inference  # a new handle of the same actor (a controller restart)
@@ -292,6 +296,15 @@ class FrameSender:
         except ray.exceptions.RayActorError:
             on_gone()
             raise
+        except ray.exceptions.GetTimeoutError:  # busy (a saturated host): Ray's path meanwhile
+            self._channel_of, self._retry_at = None, time.monotonic() + CHANNEL_RETRY_S
+            log.warning(
+                "%s: the inference actor did not say where its channel is; frames go through "
+                "Ray's object store for %.0f s",
+                self.stream_key,
+                CHANNEL_RETRY_S,
+            )
+            return None
         except Exception as exc:  # noqa: BLE001 - the channel cannot be used: Ray's path
             self._off = f"{type(exc).__name__}: {exc}"
             log.warning("%s: frames go through Ray's object store (%s)", self.stream_key, self._off)
