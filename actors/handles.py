@@ -13,8 +13,6 @@ controller never runs.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,11 +23,9 @@ from actors import NAMESPACE, source_actor_name
 from vsa.core.frames import Frame, FrameResult
 from vsa.supervision.handles import DEFAULT_SLOT, ActorGone, Slot
 from vsa.supervision.pool import plan_slots
-from vsa.transport import ChannelClosed, ChannelSender
+from vsa.transport.path import FramePath
 
-log = logging.getLogger("vsa.source")
 CHANNEL_ASK_S = 30.0  # how long a source waits for its inference actor to name its channel
-CHANNEL_RETRY_S = 30.0  # after no answer: frames go through Ray, then it asks again
 
 
 def _gone(exc: ray.exceptions.RayActorError) -> ActorGone:
@@ -244,71 +240,25 @@ def send_frames(
     return FramesInFlight(ref, on_gone)
 
 
-def _same_actor(a: Any, b: Any) -> bool:
-    try:
-        return a is not None and b is not None and a._actor_id == b._actor_id
-    except AttributeError:
-        return False
-
-
 class FrameSender:
-    """A source actor's path to its inference actor: the same-host channel (``vsa.transport``:
-    frames in a shared-memory ring, calls on a Unix socket) when the actor says it runs on this
-    node, Ray's object store and ``infer`` calls otherwise (``transport="ray"``, another node,
-    ``/dev/shm`` full: said once in the log)."""
+    """A source actor's path to its inference actor (``vsa.transport.path.FramePath`` decides):
+    the same-host channel, or Ray's object store and ``infer`` calls."""
 
     def __init__(self, stream_key: str, max_in_flight: int, transport: str = "auto") -> None:
-        self.stream_key, self.max_in_flight = stream_key, max_in_flight
-        self._channel: ChannelSender | None = None
-        self._channel_of: Any = None  # the inference actor handle the channel belongs to
-        self._off: str | None = None if transport == "auto" else f"VSA_TRANSPORT={transport}"
-        self._used: str | None = None
-        self._retry_at = 0.0  # monotonic: the inference actor did not answer, ask again then
+        self.stream_key = stream_key
+        self.path = FramePath(
+            stream_key,
+            max_in_flight,
+            _locate_channel,
+            ray.get_runtime_context().get_node_id(),
+            transport,
+            identity=_actor_id,
+        )
 
     @property
     def transport(self) -> str | None:
         """The path of the last frames sent (``channel`` or ``ray``); None before any."""
-        return self._used
-
-    def _open(self, inference: Any) -> ChannelSender | None:
-        if self._channel is not None:
-            self._channel.close()
-        self._channel, self._channel_of = None, inference
-        where = ray.get(inference.channel.remote(), timeout=CHANNEL_ASK_S)
-        if where["node"] != ray.get_runtime_context().get_node_id():
-            return None  # on another node: through Ray
-        self._channel = ChannelSender(where["path"], self.max_in_flight)
-        log.info("%s: frames go through the same-host channel %s", self.stream_key, where["path"])
-        return self._channel
-
-    def _sender(self, inference: Any, on_gone: Callable[[], None]) -> ChannelSender | None:
-        if self._off is not None or time.monotonic() < self._retry_at:
-            return None
-        if self._channel_of is not inference and _same_actor(self._channel_of, inference):
-            self._channel_of = inference  # a new handle of the same actor (a controller restart)
-        if self._channel_of is inference and self._channel is not None:
-            if not self._channel.closed:
-                return self._channel
-        elif self._channel_of is inference:
-            return None  # this actor is on another node
-        try:
-            return self._open(inference)
-        except ray.exceptions.RayActorError:
-            on_gone()
-            raise
-        except ray.exceptions.GetTimeoutError:  # busy (a saturated host): Ray's path meanwhile
-            self._channel_of, self._retry_at = None, time.monotonic() + CHANNEL_RETRY_S
-            log.warning(
-                "%s: the inference actor did not say where its channel is; frames go through "
-                "Ray's object store for %.0f s",
-                self.stream_key,
-                CHANNEL_RETRY_S,
-            )
-            return None
-        except Exception as exc:  # noqa: BLE001 - the channel cannot be used: Ray's path
-            self._off = f"{type(exc).__name__}: {exc}"
-            log.warning("%s: frames go through Ray's object store (%s)", self.stream_key, self._off)
-            return None
+        return self.path.used
 
     def send(
         self,
@@ -321,36 +271,37 @@ class FrameSender:
         credit: int | None = None,
     ) -> Any:
         """Send ``frames`` to ``inference``; the answer is a ``vsa.stream.Pending``."""
-        sender = self._sender(inference, on_gone)
-        if sender is not None:
-            request = {
-                "key": engine_key,
-                "stream": self.stream_key,
-                "indices": [f.index for f in frames],
-                "deadlines": deadlines,
-                "priority": priority,
-                "credit": credit,
-            }
-            try:
-                sent = sender.send([f.image for f in frames], request, on_gone)
-                self._used = "channel"
-                return sent
-            except ChannelClosed:
-                raise  # the next send asks the actor again (a dead one: on_gone)
-            except OSError as exc:  # /dev/shm full: this stream goes through Ray from now on
-                self._off = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "%s: frames go through Ray's object store (%s)", self.stream_key, self._off
-                )
-                sender.close()
-                self._channel = None
+        request = {
+            "key": engine_key,
+            "stream": self.stream_key,
+            "indices": [f.index for f in frames],
+            "deadlines": deadlines,
+            "priority": priority,
+            "credit": credit,
+        }
+        sent = self.path.send(inference, [f.image for f in frames], request, on_gone)
+        if sent is not None:
+            return sent
         sent = send_frames(
             inference, engine_key, self.stream_key, frames, deadlines, priority, on_gone, credit
         )
-        self._used = "ray"
+        self.path.used = "ray"
         return sent
 
     def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self.path.close()
+
+
+def _actor_id(inference: Any) -> Any:
+    return getattr(inference, "_actor_id", None) or id(inference)
+
+
+def _locate_channel(inference: Any) -> dict[str, Any]:
+    """Where the inference actor's channel is (``ActorGone``, ``TimeoutError`` as FramePath
+    expects them)."""
+    try:
+        return ray.get(inference.channel.remote(), timeout=CHANNEL_ASK_S)
+    except ray.exceptions.RayActorError as exc:
+        raise _gone(exc) from None
+    except ray.exceptions.GetTimeoutError:
+        raise TimeoutError(f"no answer in {CHANNEL_ASK_S:.0f} s") from None

@@ -38,6 +38,7 @@ RULES: dict[str, frozenset[str]] = {
     "vsa.errors": NO_HEAVY,
     "vsa.inference.engine": NO_HEAVY,
     "vsa.transport": NO_HEAVY,  # the GPU check machine has no Ray or PyAV
+    "vsa.transport.path": NO_HEAVY,
     "vsa.config": NO_HEAVY,
     # the controller is a Ray actor; it only creates the source and inference actors
     "actors.controller": frozenset({"torch", "av", "cv2"}),
