@@ -37,7 +37,7 @@ done
 if [ -n "$PY310" ]; then
   [ -x .venv310/bin/python ] || "$PY310" -m venv .venv310
   .venv310/bin/python -m pip install -q numpy opencv-python-headless pyyaml pydantic matplotlib \
-    cryptography pytest pytest-timeout hypothesis >.venv310/install.log 2>&1 \
+    cryptography psutil pytest pytest-timeout hypothesis >.venv310/install.log 2>&1 \
     || { tail -n 30 .venv310/install.log; exit 1; }
   .venv310/bin/python -m pytest -q -p no:cacheprovider tests/unit
 else
