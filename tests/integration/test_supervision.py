@@ -121,11 +121,20 @@ def test_out_of_memory_for_one_frame_fails_the_run_with_its_reason(client, tmp_p
     client.stop(other)
 
 
+def rings_of(pid: str) -> list[str]:
+    """The shared-memory frame rings a source process made (``vsa.transport.ring``)."""
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"vsa-ring-{pid}-")]
+
+
 def test_source_actor_killed_is_restarted_and_appends_to_its_files(client, tmp_path):
     run_id = client.submit(spec(tmp_path, "kill-source"))["run_id"]
     try:
         wait_for(lambda: min(emitted(client, run_id).values()) >= 10, 120, "frames")
         marks = emitted(client, run_id)
+        before = next(s for s in run_of(client, run_id)["sources"] if s["id"] == "cam0")
+        assert before["transport"] == "channel"
+        dead_pid = before["incarnation"].split("-", 1)[0]
+        assert rings_of(dead_pid)  # its frames wait in its shared-memory ring
         victim = ray.get_actor(f"source:{run_id}/cam0", namespace="vsa")
         ray.kill(victim, no_restart=False)  # the process dies; Ray restarts the actor
         wait_for(
@@ -137,10 +146,15 @@ def test_source_actor_killed_is_restarted_and_appends_to_its_files(client, tmp_p
             "Ray to restart the source actor",
         )
         wait_for(lambda: all_emitted_past(client, run_id, marks), 120, "frames after it")
+        # the dead process could not remove its ring: the inference actor did when its
+        # connection closed
+        wait_for(lambda: not rings_of(dead_pid), 60, "the dead source's ring to be removed")
     finally:
         final = client.stop(run_id).to_dict()
     cam0 = next(s for s in final["sources"] if s["id"] == "cam0")
     assert cam0["restarts"] == 1
+    for s in final["sources"]:  # a stopped stream leaves no ring behind
+        assert not rings_of(s["incarnation"].split("-", 1)[0]), s["id"]
     assert (tmp_path / "out" / "cam0.part2.mp4").exists()  # the video continues in a segment
     check_files(tmp_path, final)
 
