@@ -185,7 +185,6 @@ class ChannelClient:
     """One connection to a :class:`ChannelServer`; ``call`` returns a future of the answer."""
 
     def __init__(self, path: str, connect_timeout_s: float = 5.0) -> None:
-        self.path = path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(connect_timeout_s)
         try:
@@ -231,7 +230,7 @@ class ChannelClient:
         self._reader.join(5.0)
         self._sock.close()
 
-    def _recv(self, size: int) -> bytes:
+    def _recv(self, size: int) -> bytearray:
         data = bytearray(size)
         view, got = memoryview(data), 0
         while got < size:
@@ -239,7 +238,7 @@ class ChannelClient:
             if n == 0:
                 raise ChannelClosed("the inference actor closed the channel")
             got += n
-        return bytes(data)
+        return data  # pickle reads it as it is: no second copy
 
     def _read(self) -> None:
         reason: BaseException = ChannelClosed("the channel was closed")

@@ -74,7 +74,7 @@ class FramePath:
         if actor == self._actor:
             if not self._local:
                 return None  # on another node
-            if self._channel is not None and self._channel.closed is False:
+            if self._channel is not None and not self._channel.closed:
                 return self._channel
         self.close()
         try:

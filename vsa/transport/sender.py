@@ -71,7 +71,6 @@ class ChannelSender:
     """
 
     def __init__(self, path: str, max_in_flight: int, shm_dir: str = SHM_DIR) -> None:
-        self.path = path
         self.rings = RingWriter(max_in_flight, shm_dir)
         self.client = ChannelClient(path)
 
