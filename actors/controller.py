@@ -24,16 +24,21 @@ and keeps its runs in ``actors/store.py`` (Ray's GCS key-value store).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
 
-from actors.handles import RayHandles, call_recover, this_actor_restarted
+from actors.handles import RayHandles, call_recover, cluster_paths, this_actor_restarted
 from actors.store import GcsRunStore
 from vsa import CODE_FINGERPRINT, __version__
+from vsa.constants import FRESH_S, SNAPSHOT_S
+from vsa.control.endpoint import StatusEndpoint, endpoint_path, write_endpoint
 from vsa.supervision.core import ControllerCore
 
 log = logging.getLogger("vsa.controller")
@@ -57,12 +62,66 @@ class Controller:
             "restarted by Ray" if self.restarted else "up",
             os.getpid(),
         )
+        self._endpoint: StatusEndpoint | None = None
         # recovery runs as this actor's first task, on its event loop
         call_recover()
 
     async def recover(self) -> dict[str, Any]:
-        """Reload saved runs and resume the active ones (called once, right after start)."""
+        """Serve the status endpoint, then reload saved runs and resume the active ones
+        (called once, right after start)."""
+        self._serve_status(asyncio.get_running_loop())
         return await self._core.recover()
+
+    def _serve_status(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer ``vsa status`` over HTTP on 127.0.0.1 from a thread of this process
+        (``vsa.control.endpoint``): the event loop is asked first and the last snapshot is
+        served when it does not answer within ``FRESH_S``."""
+        session, gcs = cluster_paths()
+        if session is None:
+            log.warning("no Ray session directory: vsa status goes through Ray only")
+            return
+
+        def status(run: str | None) -> dict[str, Any]:
+            future = asyncio.run_coroutine_threadsafe(self._core.status(run), loop)
+            try:
+                return future.result(timeout=FRESH_S)
+            except concurrent.futures.TimeoutError:  # not the builtin one on Python 3.10
+                future.cancel()
+                raise TimeoutError from None
+
+        try:
+            self._endpoint = StatusEndpoint(status)
+            url = self._endpoint.start()
+            path = endpoint_path(Path(session))
+            write_endpoint(
+                path,
+                {
+                    "url": url,
+                    "token": self._endpoint.token,
+                    "pid": os.getpid(),
+                    "gcs_address": gcs,
+                    "version": __version__,
+                    "fingerprint": self._fingerprint,
+                },
+            )
+        except Exception as exc:  # noqa: BLE001 - status still goes through Ray
+            log.warning(
+                "the status endpoint could not start (%s): vsa status goes through Ray", exc
+            )
+            return
+        log.info("status endpoint on %s (where and its token: %s)", url, path)
+        loop.create_task(self._keep_snapshot())
+
+    async def _keep_snapshot(self) -> None:
+        """Every run's status, taken every ``SNAPSHOT_S`` for the endpoint to serve when the
+        event loop is too busy to answer it at once."""
+        assert self._endpoint is not None
+        while True:
+            try:
+                self._endpoint.answers.remember(await self._core.status())
+            except Exception:  # noqa: BLE001 - never let the snapshot task die
+                log.exception("status snapshot failed (continuing)")
+            await asyncio.sleep(SNAPSHOT_S)
 
     async def version(self) -> dict[str, Any]:
         await self._core.ready()

@@ -192,6 +192,18 @@ def this_actor_restarted() -> bool:
     return ray.get_runtime_context().was_current_actor_reconstructed
 
 
+def cluster_paths() -> tuple[str | None, str | None]:
+    """(this node's Ray session directory, the cluster's GCS address); None where Ray does not
+    say (internal attributes: best effort)."""
+    context = ray.get_runtime_context()
+    gcs = getattr(context, "gcs_address", None)
+    try:
+        node = ray._private.worker.global_worker.node
+        return node.get_session_dir_path(), gcs
+    except Exception:  # noqa: BLE001 - then the controller serves no endpoint
+        return None, gcs
+
+
 def call_recover() -> None:
     """Queue ``recover`` on the calling actor: it runs as the actor's first task, on its loop."""
     ray.get_runtime_context().current_actor.recover.remote()

@@ -27,6 +27,7 @@ from actors.metrics import StreamMetrics
 from vsa import settings
 from vsa.config import RunSpec
 from vsa.constants import DROPS_SUMMARY_S, INFERENCE_WAIT_S
+from vsa.control.priority import lower_data_plane
 from vsa.core.frames import Frame
 from vsa.secrets import unseal
 from vsa.sinks import open_sinks
@@ -63,6 +64,7 @@ class SourceActor:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        lower_data_plane()  # a saturated host slows frames, not the control plane
         spec = RunSpec.model_validate(run)
         source = next(s for s in spec.sources if s.id == source_id)
         self._inference, self._key = inference, engine_key
@@ -190,6 +192,7 @@ class SourceActor:
         )
 
     def status(self) -> dict[str, Any]:
+        lower_data_plane()  # threads started since the last status follow too
         return {
             **self.worker.status(),
             "incarnation": self.incarnation,

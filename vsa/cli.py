@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from vsa.errors import ConfigError, VsaError
+from vsa.errors import ConfigError, RunNotFound, VsaError
 from vsa.schema import TERMINAL_RUN_STATES, RunState, RunStatus, SourceState, SourceStatus
 
 # the terminal run states' strings, in RunState's order
@@ -204,17 +204,31 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
         )
     if not (args.follow or args.local):
         return 0
-    return follow(client, run_id, out, local=args.local)
+    return follow(StatusReader(args, client, local=args.local), run_id, out, local=args.local)
 
 
 def follow(
-    client: Any, run_id: str, out: TextIO, local: bool = False, interval_s: float = 2.0
+    reader: Any, run_id: str, out: TextIO, local: bool = False, interval_s: float = 2.0
 ) -> int:
+    """Print the run's table every ``interval_s`` until it ends (the exit status: 0 for
+    FINISHED or STOPPED). While the controller does not answer (Ray is restarting it) a line
+    says so and the refresh goes on."""
     started = time.monotonic()
     live = LiveTable(out)
+    last: RunStatus | None = None
     try:
         while True:
-            run = client.run(run_id)
+            try:
+                run = reader.run(run_id)
+            except ControllerUnavailable as exc:
+                text = f"[{time.monotonic() - started:5.0f}s] controller restarting ({exc})"
+                if live.tty:
+                    live.show((render_run(last) + "\n" if last else "") + text)
+                else:
+                    print(text, file=out, flush=True)
+                time.sleep(interval_s)
+                continue
+            last = run
             if run.terminal:
                 break
             if live.tty:
@@ -227,7 +241,7 @@ def follow(
             print(
                 f"\nstopping run {run_id} (the in-process cluster ends with this command)", file=out
             )
-            run = client.stop(run_id)
+            run = reader.client().stop(run_id)
         else:
             print(
                 f"\ndetached; run {run_id} keeps going "
@@ -240,6 +254,84 @@ def follow(
     else:
         print(render_run(run), file=out)
     return 0 if run.state in (RunState.FINISHED, RunState.STOPPED) else 1
+
+
+class ControllerUnavailable(VsaError):
+    """Neither the controller's endpoint nor Ray got an answer from the controller."""
+
+
+class StatusReader:
+    """Where a command reads runs from: the controller's status endpoint on this host
+    (``vsa.control.endpoint``: no Ray driver, an answer in milliseconds even on a saturated
+    host), else the controller through Ray.
+
+    The endpoint is used when no address is given (nor ``RAY_ADDRESS``) or the address given
+    is the cluster whose endpoint this host has; otherwise, or when it does not answer, Ray.
+    ``strict``: an endpoint that was found but does not answer raises
+    :class:`ControllerUnavailable` instead of going through Ray (``--follow`` says "controller
+    restarting" and retries, where a Ray call would hang until the controller is back).
+    """
+
+    def __init__(self, args: argparse.Namespace, client: Any = None, local: bool = False) -> None:
+        self.args, self._client, self._local = args, client, local
+        self.endpoint = not local and _endpoint_allowed(args.address)
+
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = _client(self.args, local=self._local)
+        return self._client
+
+    def status_dicts(self, run: str | None = None, strict: bool = False) -> dict[str, Any]:
+        if self.endpoint:
+            from vsa.control.endpoint import Unavailable, read_status
+
+            try:
+                return read_status(run)
+            except Unavailable as exc:
+                if strict and "no controller endpoint" not in str(exc):
+                    raise ControllerUnavailable(str(exc)) from None
+        try:
+            return self.client().status_dicts(run)
+        except VsaError as exc:
+            if strict and "controller is unavailable" in str(exc):
+                raise ControllerUnavailable(str(exc)) from None
+            raise
+
+    def status(self, run: str | None = None) -> list[RunStatus]:
+        from vsa.client import _typed
+        from vsa.schema import runs_from_dict
+
+        return _typed(runs_from_dict, self.status_dicts(run))
+
+    def run(self, run: str) -> RunStatus:
+        """One run by id or name; ``RunNotFound`` when none; ``ControllerUnavailable`` while
+        the controller does not answer."""
+        from vsa.client import _typed
+        from vsa.schema import runs_from_dict
+
+        runs = _typed(runs_from_dict, self.status_dicts(run, strict=True))
+        if not runs:
+            raise RunNotFound(f"no run with id or name '{run}' (see `vsa list`)")
+        return runs[0]
+
+
+def _endpoint_allowed(address: str | None) -> bool:
+    """Whether the endpoint on this host serves the cluster ``address`` names (``auto``: the
+    cluster ``ray start`` last recorded in ``ray_current_cluster``, when there is one)."""
+    from vsa.control.endpoint import Unavailable, current_cluster, read_endpoint
+
+    address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    if address == "auto":
+        address = current_cluster() or "auto"
+        if address == "auto":
+            return True
+    try:
+        gcs = str(read_endpoint().get("gcs_address") or "")
+    except Unavailable:
+        return False
+    local = ("127.0.0.1", "localhost", gcs.rpartition(":")[0])
+    host, _, port = address.rpartition(":")
+    return bool(gcs) and host in local and port == gcs.rpartition(":")[2]
 
 
 class LiveTable:
@@ -258,12 +350,15 @@ class LiveTable:
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    client = _client(args)
+    reader = StatusReader(args)
     if getattr(args, "follow", False):
         if not args.run:
             raise VsaError("--follow needs a run id or name")
-        return follow(client, client.run(args.run).id, out)
-    runs = client.status(args.run)
+        runs = reader.status(args.run)  # through Ray when the endpoint does not answer
+        if not runs:
+            raise RunNotFound(f"no run with id or name '{args.run}' (see `vsa list`)")
+        return follow(reader, runs[0].id, out)
+    runs = reader.status(args.run)
     if args.json:
         print(json.dumps(status_json(runs), indent=2), file=out)
     elif not runs:
@@ -280,7 +375,7 @@ def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
-    runs = _client(args).status()
+    runs = StatusReader(args).status()
     if args.json:
         print(
             json.dumps(

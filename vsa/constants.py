@@ -16,6 +16,11 @@ METRICS_FLUSH_S = 12.0  # > Ray's metrics_report_interval_ms (10 s by default)
 REAP_LEFT_S = 600.0  # after a restart, the actors of runs ended this recently are removed
 KEEP_FINISHED = 50  # ended runs kept in the controller's book (and the GCS); older are forgotten
 
+# --- status endpoint (vsa/control/endpoint.py) -------------------------------------------------
+SNAPSHOT_S = 1.0  # the controller refreshes the endpoint's snapshot of every run this often
+FRESH_S = 0.3  # the endpoint waits this long for the controller's own answer, then the snapshot
+ENDPOINT_TIMEOUT_S = 5.0  # a client waits this long for the endpoint, then goes through Ray
+
 # --- supervision (vsa/supervision/watchdog.py) -------------------------------------------------
 STATUS_TIMEOUT_S = 10.0  # the longest wait for a status or health answer
 

@@ -137,3 +137,11 @@ def _no_ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 from tests.fixtures import key_file, strict_transitions  # noqa: E402,F401 - shared fixtures
+
+
+@pytest.fixture(autouse=True)
+def _no_status_endpoint(monkeypatch, tmp_path_factory):
+    """No unit test reads the status endpoint of a real controller on this host: Ray's temp
+    directory (where ``vsa.control.endpoint`` looks) is an empty one."""
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path_factory.getbasetemp() / "no-ray"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
