@@ -298,18 +298,16 @@ class StatusReader:
             raise
 
     def status(self, run: str | None = None) -> list[RunStatus]:
-        from vsa.client import _typed
-        from vsa.schema import runs_from_dict
+        from vsa.schema import runs_from_dict, typed
 
-        return _typed(runs_from_dict, self.status_dicts(run))
+        return typed(runs_from_dict, self.status_dicts(run))
 
     def run(self, run: str) -> RunStatus:
         """One run by id or name; ``RunNotFound`` when none; ``ControllerUnavailable`` while
         the controller does not answer."""
-        from vsa.client import _typed
-        from vsa.schema import runs_from_dict
+        from vsa.schema import runs_from_dict, typed
 
-        runs = _typed(runs_from_dict, self.status_dicts(run, strict=True))
+        runs = typed(runs_from_dict, self.status_dicts(run, strict=True))
         if not runs:
             raise RunNotFound(f"no run with id or name '{run}' (see `vsa list`)")
         return runs[0]

@@ -30,10 +30,12 @@ from vsa.errors import (
     ClusterNotFound,
     InvalidArgument,
     RunNotFound,
+    StatusFormatError,  # noqa: F401 - raised by Client.status, importable from here as before
     VersionMismatch,
     VsaError,
 )
 from vsa.schema import RunStatus, runs_from_dict
+from vsa.schema import typed as _typed
 
 NO_CLUSTER_HINT = (
     "start one with `ray start --head` (or point --address / RAY_ADDRESS at a running cluster)"
@@ -47,19 +49,6 @@ STOP_RPC_MARGIN_S = 60.0
 """``Client.stop`` waits ``timeout_s`` plus this: the controller may take ``timeout_s + 15`` s
 (a source inside an open/read has a fixed 15 s grace after the drain to reach a terminal
 state), and the answer still has to come back."""
-
-
-class StatusFormatError(VsaError, ValueError):
-    """The engine answered a status this client cannot read (a newer status version, or a
-    malformed one); the message names the run and the key."""
-
-
-def _typed(read: Any, answer: Any) -> Any:
-    """``read(answer)``, a ``ValueError`` from it raised as ``StatusFormatError``."""
-    try:
-        return read(answer)
-    except ValueError as exc:
-        raise StatusFormatError(f"cannot read the engine's status: {exc}") from None
 
 
 def check_stop_timeout(timeout_s: Any) -> float:

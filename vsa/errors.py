@@ -60,6 +60,11 @@ class VersionMismatch(VsaError):
     """The running controller executes different code than this client."""
 
 
+class StatusFormatError(VsaError, ValueError):
+    """The engine answered a status this client cannot read (a newer status version, or a
+    malformed one); the message names the run and the key."""
+
+
 class RunNotFound(VsaError, KeyError):
     """No run with that id or name."""
 
@@ -261,6 +266,7 @@ __all__ = [
     "ModelError",
     "Retry",
     "RunNotFound",
+    "StatusFormatError",
     "SourceError",
     "SourceErrorSpec",
     "VersionMismatch",

@@ -514,3 +514,16 @@ __all__ = [
     "check_source_transition",
     "runs_from_dict",
 ]
+
+
+_T = TypeVar("_T")
+
+
+def typed(read: Callable[[Any], _T], answer: Any) -> _T:
+    """``read(answer)``, a ``ValueError`` from it raised as ``StatusFormatError``."""
+    from vsa.errors import StatusFormatError
+
+    try:
+        return read(answer)
+    except ValueError as exc:
+        raise StatusFormatError(f"cannot read the engine's status: {exc}") from None

@@ -26,15 +26,13 @@ import hmac
 import json
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +164,8 @@ class StatusEndpoint:
         host: str = "127.0.0.1",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        from http.server import ThreadingHTTPServer  # the server's side only: a client stays light
+
         self.token = token or secrets.token_urlsafe(32)
         self.answers = StatusAnswers(status, clock)
         self._server = ThreadingHTTPServer((host, 0), self._handler())
@@ -190,7 +190,9 @@ class StatusEndpoint:
             self._server.shutdown()
         self._server.server_close()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[Any]:
+        from http.server import BaseHTTPRequestHandler
+
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -246,19 +248,39 @@ def read_status(
     or it does not answer."""
     info = read_endpoint(path)
     query = "" if run is None else "?" + urllib.parse.urlencode({"run": run})
-    request = urllib.request.Request(
-        f"{info['url']}/v1/status{query}", headers={"Authorization": f"Bearer {info['token']}"}
-    )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
-            return json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            reason = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            reason = exc.reason
-        if exc.code == HTTPStatus.NOT_FOUND and run is not None:
-            raise RunNotFound(reason) from None
-        raise Unavailable(f"the controller's endpoint answered {exc.code}: {reason}") from None
-    except (OSError, ValueError) as exc:  # refused, reset, timed out, not JSON
+        code, body = http_get(f"{info['url']}/v1/status{query}", info["token"], timeout_s)
+        answer = json.loads(body)
+    except (OSError, ValueError) as exc:  # refused, reset, timed out, not HTTP, not JSON
         raise Unavailable(f"the controller's endpoint did not answer: {exc}") from None
+    if code == HTTPStatus.OK:
+        return answer
+    reason = answer.get("error") if isinstance(answer, dict) else None
+    if code == HTTPStatus.NOT_FOUND and run is not None:
+        raise RunNotFound(reason or not_found(run))
+    raise Unavailable(f"the controller's endpoint answered {code}: {reason}")
+
+
+def http_get(url: str, token: str, timeout_s: float) -> tuple[int, bytes]:
+    """(status code, body) of an HTTP/1.0 GET on a plain socket.
+
+    ``urllib.request`` would do, but importing it (``http.client``, ``email``, ``ssl``) costs
+    a ``vsa status`` process about as much CPU as everything else it does; on a saturated
+    host that is what 20 concurrent calls wait for."""
+    parts = urllib.parse.urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    request = (
+        f"GET {target} HTTP/1.0\r\nHost: {parts.netloc}\r\n"
+        f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout_s) as sock:
+        sock.settimeout(timeout_s)
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, sep, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if not sep or len(status_line) < 2 or not status_line[0].startswith(b"HTTP/"):
+        raise ValueError("not an HTTP answer")
+    return int(status_line[1]), body
