@@ -39,6 +39,7 @@ from actors.store import GcsRunStore
 from vsa import CODE_FINGERPRINT, __version__
 from vsa.constants import FRESH_S, SNAPSHOT_S
 from vsa.control.endpoint import StatusEndpoint, endpoint_path, write_endpoint
+from vsa.control.priority import raise_priority
 from vsa.supervision.core import ControllerCore
 
 log = logging.getLogger("vsa.controller")
@@ -53,14 +54,20 @@ class Controller:
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         self._started_at = time.time()
+        # Ray starts workers at nice 15; the control plane goes first where it may
+        prioritized = raise_priority(0)
         self.restarted = this_actor_restarted()
         self._core = ControllerCore(RayHandles(), GcsRunStore(), restarted=self.restarted)
         log.info(
-            "controller %s (code %s) %s, pid %d",
+            "controller %s (code %s) %s, pid %d, nice %d%s",
             __version__,
             self._fingerprint,
             "restarted by Ray" if self.restarted else "up",
             os.getpid(),
+            os.getpriority(os.PRIO_PROCESS, 0),
+            ""
+            if prioritized
+            else " (not allowed to raise its priority; above the data plane still)",
         )
         self._endpoint: StatusEndpoint | None = None
         # recovery runs as this actor's first task, on its event loop

@@ -6,9 +6,6 @@ actors that wire it together live in the top-level ``actors`` package.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 __version__ = "0.1.0"
 
 
@@ -19,6 +16,9 @@ def _code_fingerprint() -> str:
     fingerprint (not only the version string) tells a client that the running
     controller executes different code, even between two commits of one version.
     """
+    import hashlib  # here: `import vsa` stays cheap for `vsa status` (no pathlib, no hashlib)
+    from pathlib import Path
+
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
     for package in ("vsa", "actors"):

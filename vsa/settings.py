@@ -7,7 +7,7 @@
 | `VSA_TORCH_THREADS` | `auto` | torch intra-op threads per batch for a model on the CPU; `auto`: chosen with `VSA_MODEL_WORKERS` by measuring (below); a number pins it (with one worker unless `VSA_MODEL_WORKERS` is set). The threads wait passively (`OMP_WAIT_POLICY=PASSIVE`) so they yield to the source actors instead of spinning |
 | `VSA_MODEL_WORKERS` | `auto` | batches a model on the CPU runs at once, each in its own thread; `auto`: the inference actor measures 2 x half the CPUs, 1 x all of them and 4 x a quarter (as many as fit) on the real work and keeps the split that gives the most frames per second, measuring again every minute and when the number of streams changes; never more batches at once than the realtime cameras have frames in flight (`vsa.inference.threads`); on a GPU: 1 |
 | `VSA_TRANSPORT` | `auto` | how frames reach the inference actor: `auto`: shared-memory rings in `/dev/shm` and calls on a Unix socket when the source runs on the inference actor's host (always, as placed), Ray's object store and actor calls otherwise or when `/dev/shm` is full; `ray`: always Ray's (`vsa.transport`) |
-| `VSA_DATA_PLANE_NICE` | `10` | nice value (0-19) of the source and inference actors' processes: on a saturated host the kernel then gives the controller, Ray's daemons and `vsa` commands the CPU first, and the frames wait instead (`vsa.control.priority`); 0 leaves them at the priority Ray starts them with |
+| `VSA_DATA_PLANE_NICE` | `19` | nice value (0-19) of the source and inference actors' threads. Ray starts every worker at nice 15 (its `worker_niceness`), the controller too; at 19 the data plane yields to the controller (which also tries to return to nice 0, allowed where the user may, e.g. root or `CAP_SYS_NICE`), Ray's daemons and `vsa` commands, and frames wait instead of answers (`vsa.control.priority`); a value at or below Ray's leaves them as Ray starts them |
 | `VSA_MAX_SOURCES_PER_RUN` | `64` | sources one run may have (admission) |
 | `VSA_MAX_SOURCES` | `128` | sources of all active runs together (admission) |
 | `VSA_SOURCE_MEMORY_MB` | `250` | host memory one source actor is counted for at admission |
@@ -89,8 +89,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, auto: bool = 
 
 
 def data_plane_nice(env: Mapping[str, str] | None = None) -> int:
-    """The nice value of the data-plane actors (``VSA_DATA_PLANE_NICE``, 0-19, default 10)."""
-    value = (os.environ if env is None else env).get("VSA_DATA_PLANE_NICE", "10").strip()
+    """The nice value of the data-plane actors (``VSA_DATA_PLANE_NICE``, 0-19, default 19)."""
+    value = (os.environ if env is None else env).get("VSA_DATA_PLANE_NICE", "19").strip()
     if not value.isdigit() or int(value) > 19:
         raise VsaError(f"VSA_DATA_PLANE_NICE must be an integer from 0 to 19, not {value!r}")
     return int(value)

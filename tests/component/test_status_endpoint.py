@@ -188,7 +188,7 @@ def _wait(condition, what: str, timeout: float = 30.0) -> None:
 
 PRIORITY_CHILD = """
 import json, os, threading
-from vsa.control.priority import lower_priority
+from vsa.control.priority import lower_priority, raise_priority
 base = os.getpriority(os.PRIO_PROCESS, 0)   # CI may run niced already
 target = base + 5
 hold = threading.Event()
@@ -199,8 +199,11 @@ tids = [int(t) for t in os.listdir("/proc/self/task")]
 nices = sorted({os.getpriority(os.PRIO_PROCESS, t) for t in tids})
 again = lower_priority(base)   # never lowers it back
 still = os.getpriority(os.PRIO_PROCESS, 0)
+raised = raise_priority(base)  # allowed for root (or CAP_SYS_NICE) only
+back = sorted({os.getpriority(os.PRIO_PROCESS, t) for t in tids})
 hold.set()
-print(json.dumps([changed, len(tids), nices == [target], again, still == target]))
+print(json.dumps([changed, len(tids), nices == [target], again, still == target,
+                  raised, back == [base if raised else target]]))
 """
 
 
@@ -213,5 +216,6 @@ def test_lower_priority_renices_every_thread_and_new_ones_follow():
         [sys.executable, "-c", PRIORITY_CHILD], capture_output=True, text=True, cwd=REPO
     )
     assert done.returncode == 0, done.stderr
-    changed, threads, nices, again, still = json.loads(done.stdout)
-    assert (changed, threads, nices, again, still) == (2, 3, True, 0, True)
+    changed, threads, nices, again, still, raised, back = json.loads(done.stdout)
+    assert (changed, threads, nices, again, still, back) == (2, 3, True, 0, True, True)
+    assert raised is (os.geteuid() == 0)

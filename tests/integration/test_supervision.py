@@ -20,6 +20,9 @@ from vsa.config import parse_run, resolve_paths
 pytestmark = pytest.mark.integration
 
 SYN = "synthetic://shapes?seed={seed}&fps=10&width=160&height=120"
+RECOVERY_S = 30.0
+"""Kill to recovery, at most: 10 s on this host under a saturating load
+(``scripts/control_plane.py``, docs/control-plane.md), with CI's margin."""
 
 
 def spec(tmp_path, name, n=2, **extra):
@@ -74,7 +77,7 @@ def test_inference_actor_killed_is_restarted_and_sources_continue(client, tmp_pa
         assert events and "died" in events[0]["reason"], run["events"]
         wait_for(lambda: run_of(client, run_id)["state"] == "UP", 60, "the run UP again")
         print(f"inference actor killed: frames flow again after {recovery:.1f} s")
-        assert recovery < 90
+        assert recovery < RECOVERY_S
     finally:
         final = client.stop(run_id).to_dict()
     assert set().union(*(s["drops"] for s in final["sources"])) <= {"inference_error", "shutdown"}
@@ -137,6 +140,7 @@ def test_source_actor_killed_is_restarted_and_appends_to_its_files(client, tmp_p
         assert rings_of(dead_pid)  # its frames wait in its shared-memory ring
         victim = ray.get_actor(f"source:{run_id}/cam0", namespace="vsa")
         ray.kill(victim, no_restart=False)  # the process dies; Ray restarts the actor
+        killed_at = time.monotonic()
         wait_for(
             lambda: (
                 next(s for s in run_of(client, run_id)["sources"] if s["id"] == "cam0")["restarts"]
@@ -146,6 +150,9 @@ def test_source_actor_killed_is_restarted_and_appends_to_its_files(client, tmp_p
             "Ray to restart the source actor",
         )
         wait_for(lambda: all_emitted_past(client, run_id, marks), 120, "frames after it")
+        recovery = time.monotonic() - killed_at
+        print(f"source actor killed: frames flow again after {recovery:.1f} s")
+        assert recovery < RECOVERY_S
         # the dead process could not remove its ring: the inference actor did when its
         # connection closed
         wait_for(lambda: not rings_of(dead_pid), 60, "the dead source's ring to be removed")
@@ -212,6 +219,9 @@ def test_controller_process_killed_is_restarted_and_recovers_the_run(client, tmp
                 return False
 
         wait_for(recovered, 120, "Ray to restart the controller")
+        answered = time.monotonic() - killed_at
+        print(f"controller killed: it answers again after {answered:.1f} s")
+        assert answered < RECOVERY_S
         run = run_of(client, run_id)
         assert run["id"] == run_id and run["state"] in ("UP", "WAITING")
         assert any(e["event"] == "recovered" for e in run["events"])

@@ -162,7 +162,7 @@ def test_ray_address_in_the_environment_counts_like_address(monkeypatch, tmp_pat
     assert _endpoint_allowed(None) is False
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, 10), ("0", 0), ("19", 19), (" 5 ", 5)])
+@pytest.mark.parametrize(("value", "expected"), [(None, 19), ("0", 0), ("19", 19), (" 5 ", 5)])
 def test_data_plane_nice(value, expected):
     env = {} if value is None else {"VSA_DATA_PLANE_NICE": value}
     assert settings.data_plane_nice(env) == expected

@@ -22,10 +22,8 @@ the endpoint is exactly as private as the file; it listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
-import secrets
 import socket
 import sys
 import threading
@@ -33,11 +31,16 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vsa.constants import ENDPOINT_TIMEOUT_S
 from vsa.errors import RunNotFound, VsaError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# A `vsa status` process imports this module: what only the server needs (http.server, secrets,
+# hmac, pathlib) is imported where it is used, so the client costs as little CPU as it can.
 
 ENDPOINT_DIR = "vsa"
 ENDPOINT_FILE = "controller.json"
@@ -50,7 +53,7 @@ class Unavailable(VsaError):
     or the cluster runs elsewhere)."""
 
 
-def ray_temp_dir() -> Path:
+def ray_temp_dir() -> str:
     """Ray's temp directory on this host, found as Ray finds it (``RAY_TMPDIR``, else
     ``TMPDIR`` on Linux, else /tmp, then ``ray``) without importing Ray."""
     if "RAY_TMPDIR" in os.environ:
@@ -59,24 +62,28 @@ def ray_temp_dir() -> Path:
         base = os.environ["TMPDIR"]
     else:
         base = "/tmp"
-    return Path(base) / "ray"
+    return os.path.join(base, "ray")
 
 
-def session_dir() -> Path:
+def session_dir() -> str:
     """The newest Ray session directory on this host."""
-    return ray_temp_dir() / "session_latest"
+    return os.path.join(ray_temp_dir(), "session_latest")
 
 
 def current_cluster() -> str | None:
     """The GCS address ``ray start --head`` recorded on this host (what ``address="auto"``
     joins first), or None."""
     try:
-        return (ray_temp_dir() / "ray_current_cluster").read_text().strip() or None
+        with open(os.path.join(ray_temp_dir(), "ray_current_cluster")) as f:
+            return f.read().strip() or None
     except OSError:
         return None
 
 
-def endpoint_path(session: str | Path | None = None) -> Path:
+def endpoint_path(session: str | os.PathLike[str] | None = None) -> Path:
+    """``<session>/vsa/controller.json`` (the newest session's by default)."""
+    from pathlib import Path
+
     return Path(session or session_dir()) / ENDPOINT_DIR / ENDPOINT_FILE
 
 
@@ -94,11 +101,12 @@ def write_endpoint(path: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read_endpoint(path: Path | None = None) -> dict[str, Any]:
+def read_endpoint(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The endpoint file's content; :class:`Unavailable` when it is missing or unreadable."""
-    path = path or endpoint_path()
+    path = path or os.path.join(session_dir(), ENDPOINT_DIR, ENDPOINT_FILE)
     try:
-        info = json.loads(path.read_text())
+        with open(path) as f:
+            info = json.load(f)
         if not isinstance(info, dict) or not {"url", "token"} <= info.keys():
             raise ValueError("missing url or token")
         return info
@@ -164,7 +172,8 @@ class StatusEndpoint:
         host: str = "127.0.0.1",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from http.server import ThreadingHTTPServer  # the server's side only: a client stays light
+        import secrets
+        from http.server import ThreadingHTTPServer
 
         self.token = token or secrets.token_urlsafe(32)
         self.answers = StatusAnswers(status, clock)
@@ -191,6 +200,7 @@ class StatusEndpoint:
         self._server.server_close()
 
     def _handler(self) -> type[Any]:
+        import hmac
         from http.server import BaseHTTPRequestHandler
 
         endpoint = self
@@ -241,7 +251,9 @@ def not_found(run: str) -> str:
 
 
 def read_status(
-    run: str | None = None, path: Path | None = None, timeout_s: float = ENDPOINT_TIMEOUT_S
+    run: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    timeout_s: float = ENDPOINT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """``{"runs": [...]}`` from the controller's endpoint on this host. Raises
     :class:`RunNotFound` for an unknown run and :class:`Unavailable` when there is no endpoint

@@ -1,15 +1,20 @@
-"""Data-plane processes run at a lower scheduling priority than the control plane.
+"""The data plane runs at a lower scheduling priority than the control plane.
 
 A source or inference actor that saturates the CPU then slows its own frames, not the
-controller, Ray's raylet and GCS, or a ``vsa status`` process: the kernel's scheduler gives a
-thread at nice 10 about a tenth of the CPU time of one at nice 0 when both want it, and all
-of it when nothing else does (throughput on an otherwise idle host is unchanged).
+controller, Ray's raylet and GCS, or a ``vsa status`` process: the kernel's scheduler weighs a
+thread at nice 19 at 15 against 36 at nice 15 (Ray's workers) and 1024 at nice 0 (Ray's
+daemons, a shell's commands) when they all want the CPU, and gives it all of the CPU when
+nothing else does (throughput on an otherwise idle host is unchanged).
+
+Ray starts every worker process at nice 15 (``worker_niceness``), the controller included. So
+data-plane actors go to ``VSA_DATA_PLANE_NICE`` (19 by default) with :func:`lower_priority`,
+and the controller asks for nice 0 with :func:`raise_priority`, which needs the right to
+(root or ``CAP_SYS_NICE``; otherwise it stays at 15 and is still above the data plane).
 
 On Linux the nice value belongs to each thread, not to the process, and a new thread takes
-its creator's: :func:`lower_priority` renices every thread the process has now, and actors
-call it again from a periodic method so that threads started later (by Ray or by torch) follow.
-A process may raise its own nice value but not lower it again without privileges, so this
-only ever raises it.
+its creator's: both functions set every thread the process has now, and actors call
+:func:`lower_priority` again from a periodic method so that threads started later (by Ray or
+by torch) follow.
 """
 
 from __future__ import annotations
@@ -44,6 +49,22 @@ def lower_priority(nice: int) -> int:
         except OSError:  # the thread ended, or not allowed
             continue
     return changed
+
+
+def raise_priority(nice: int = 0) -> bool:
+    """Set every thread of this process to ``nice`` where it is higher; False when the process
+    may not (an unprivileged user cannot lower a nice value)."""
+    if not hasattr(os, "setpriority"):
+        return False
+    for tid in thread_ids():
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) > nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except PermissionError:
+            return False
+        except OSError:  # the thread ended
+            continue
+    return True
 
 
 _warned: set[str] = set()
