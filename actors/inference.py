@@ -50,7 +50,6 @@ class InferenceActor:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-        lower_data_plane()  # a saturated host slows frames, not the control plane
         # Model threads that wait for work passively: with the spinning default, threads that
         # outnumber the cores left by the source actors burn them and the model collapses
         # (measured: 2 threads beside 4 sources on 2 cores ran at 8 frames/s against 20).
@@ -140,6 +139,9 @@ class InferenceActor:
                 self._engines[key] = engine
                 log.info("loaded %s on %s", loaded.name, loaded.device)
         engine = self._engines[key]
+        # the model loaded at the priority Ray started this actor with (a restart on a
+        # saturated host gets going sooner); from here on the data plane's
+        lower_data_plane()
         return {
             "key": key,
             "model": engine.model.name,
@@ -222,7 +224,8 @@ class InferenceActor:
 
     async def health(self) -> dict[str, Any]:
         """Per engine: frames waiting and running, seconds since progress, a fatal reason."""
-        lower_data_plane()  # the model threads started since the last check follow too
+        if self._engines:  # a saturated host slows frames, not the control plane; threads
+            lower_data_plane()  # started since the last check follow too
         return {key: e.health() for key, e in self._engines.items()}
 
     async def inject_fault(self, kind: str, seconds: float = 0.0) -> None:

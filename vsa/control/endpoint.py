@@ -26,11 +26,9 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from vsa.constants import ENDPOINT_TIMEOUT_S
@@ -42,6 +40,7 @@ if TYPE_CHECKING:
 # A `vsa status` process imports this module: what only the server needs (http.server, secrets,
 # hmac, pathlib) is imported where it is used, so the client costs as little CPU as it can.
 
+OK, UNAUTHORIZED, NOT_FOUND, UNAVAILABLE = 200, 401, 404, 503  # (http.HTTPStatus: an import)
 ENDPOINT_DIR = "vsa"
 ENDPOINT_FILE = "controller.json"
 
@@ -124,6 +123,8 @@ class StatusAnswers:
     """
 
     def __init__(self, status: StatusFn, clock: Callable[[], float] = time.monotonic) -> None:
+        import threading
+
         self._status, self._clock = status, clock
         self._snapshot: dict[str, Any] | None = None
         self._snapshot_at = 0.0
@@ -141,24 +142,24 @@ class StatusAnswers:
             body = self._status(run)
             if run is None:
                 self.remember(body)
-            return HTTPStatus.OK, body, 0.0
+            return OK, body, 0.0
         except RunNotFound as exc:
-            return HTTPStatus.NOT_FOUND, {"error": str(exc)}, 0.0
+            return NOT_FOUND, {"error": str(exc)}, 0.0
         except TimeoutError:
             pass  # the controller is busy: its last snapshot
         except Exception as exc:  # noqa: BLE001 - a status must not take the server down
-            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"{type(exc).__name__}: {exc}"}, 0.0
+            return UNAVAILABLE, {"error": f"{type(exc).__name__}: {exc}"}, 0.0
         with self._lock:
             snapshot, at = self._snapshot, self._snapshot_at
         if snapshot is None:
-            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the controller is starting"}, 0.0
+            return UNAVAILABLE, {"error": "the controller is starting"}, 0.0
         age = self._clock() - at
         if run is None:
-            return HTTPStatus.OK, snapshot, age
+            return OK, snapshot, age
         found = find_run(snapshot["runs"], run)
         if found is None:
-            return HTTPStatus.NOT_FOUND, {"error": not_found(run)}, age
-        return HTTPStatus.OK, {"runs": [found]}, age
+            return NOT_FOUND, {"error": not_found(run)}, age
+        return OK, {"runs": [found]}, age
 
 
 class StatusEndpoint:
@@ -179,7 +180,7 @@ class StatusEndpoint:
         self.answers = StatusAnswers(status, clock)
         self._server = ThreadingHTTPServer((host, 0), self._handler())
         self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._thread: Any = None
 
     @property
     def url(self) -> str:
@@ -187,6 +188,8 @@ class StatusEndpoint:
         return f"http://{host}:{port}"
 
     def start(self) -> str:
+        import threading
+
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._server.serve_forever, name="vsa-status-endpoint", daemon=True
@@ -215,11 +218,11 @@ class StatusEndpoint:
                 given = self.headers.get("Authorization", "")
                 expected = f"Bearer {endpoint.token}"
                 if not hmac.compare_digest(given.encode(), expected.encode()):
-                    self._reply(HTTPStatus.UNAUTHORIZED, {"error": "a valid token is required"})
+                    self._reply(UNAUTHORIZED, {"error": "a valid token is required"})
                     return
                 url = urllib.parse.urlsplit(self.path)
                 if url.path != "/v1/status":
-                    self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such path: {url.path}"})
+                    self._reply(NOT_FOUND, {"error": f"no such path: {url.path}"})
                     return
                 run = urllib.parse.parse_qs(url.query).get("run", [None])[0]
                 code, body, age = endpoint.answers.answer(run)
@@ -265,10 +268,10 @@ def read_status(
         answer = json.loads(body)
     except (OSError, ValueError) as exc:  # refused, reset, timed out, not HTTP, not JSON
         raise Unavailable(f"the controller's endpoint did not answer: {exc}") from None
-    if code == HTTPStatus.OK:
+    if code == OK:
         return answer
     reason = answer.get("error") if isinstance(answer, dict) else None
-    if code == HTTPStatus.NOT_FOUND and run is not None:
+    if code == NOT_FOUND and run is not None:
         raise RunNotFound(reason or not_found(run))
     raise Unavailable(f"the controller's endpoint answered {code}: {reason}")
 
