@@ -124,6 +124,44 @@ def pids(title: str) -> list[int]:
     return found
 
 
+def cpu_by_process(window_s: float) -> dict[str, list[float]]:
+    """Cores used over ``window_s`` by process kind (Ray's process titles, Ray's daemons, the
+    rest), with the nice value of each kind's main threads: who takes the CPU."""
+    import psutil
+
+    def kind(p: psutil.Process) -> str:
+        cmd = p.cmdline() or [p.name()]
+        first = cmd[0]
+        if first.startswith("ray::"):
+            return first.split()[0].split(".")[0]
+        name = p.name()
+        if name in ("raylet", "gcs_server") or "dashboard" in " ".join(cmd[:3]):
+            return name if name in ("raylet", "gcs_server") else "ray dashboard"
+        return "other"
+
+    def sample() -> dict[int, tuple[str, float, int]]:
+        seen = {}
+        for p in psutil.process_iter():
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    seen[p.pid] = (kind(p), t.user + t.system, p.nice())
+            except (psutil.Error, IndexError):
+                continue
+        return seen
+
+    before = sample()
+    time.sleep(window_s)
+    after = sample()
+    cores: dict[str, list[float]] = {}
+    for pid, (k, cpu, nice) in after.items():
+        used = cpu - before.get(pid, (k, cpu, nice))[1]
+        entry = cores.setdefault(k, [0.0, nice])
+        entry[0] += used / window_s
+        entry[1] = max(entry[1], nice)
+    return {k: [round(v[0], 2), v[1]] for k, v in sorted(cores.items(), key=lambda kv: -kv[1][0])}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -207,6 +245,8 @@ def measure(args: argparse.Namespace, w: int, h: int, tmp: Path) -> dict[str, An
     wait_for(lambda: tail.emitting_since(time.time() - 2, ids), 300, "every stream to emit")
     time.sleep(5)  # the overload settles (a benchmark, not a test)
     r: dict[str, Any] = {"run_id": run_id, "submit_s": round(took, 2)}
+    r["cpu_by_process"] = cpu_by_process(10.0)
+    print("CPU by process over 10 s (cores, nice):", r["cpu_by_process"], flush=True)
 
     seq = []
     for _ in range(args.calls):
