@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+RECOVERY_S = 20.0
+"""Kill to recovery, at most: under 10 s on this host even under a saturating load
+(``scripts/control_plane.py``, docs/control-plane.md); twice that for CI's margin."""
 
 
 def require(what: str, env: str, why: str | None) -> None:

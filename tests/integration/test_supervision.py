@@ -13,16 +13,13 @@ import time
 import pytest
 import ray
 
-from tests.integration.conftest import count_video_frames, read_jsonl, wait_for
+from tests.integration.conftest import RECOVERY_S, count_video_frames, read_jsonl, wait_for
 from vsa.client import _call
 from vsa.config import parse_run, resolve_paths
 
 pytestmark = pytest.mark.integration
 
 SYN = "synthetic://shapes?seed={seed}&fps=10&width=160&height=120"
-RECOVERY_S = 30.0
-"""Kill to recovery, at most: 10 s on this host under a saturating load
-(``scripts/control_plane.py``, docs/control-plane.md), with CI's margin."""
 
 
 def spec(tmp_path, name, n=2, **extra):
