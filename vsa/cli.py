@@ -283,12 +283,14 @@ class StatusReader:
 
     def status_dicts(self, run: str | None = None, strict: bool = False) -> dict[str, Any]:
         if self.endpoint:
-            from vsa.control.endpoint import Unavailable, read_status
+            from vsa.control.endpoint import NoEndpoint, Unavailable, read_status
 
             try:
                 return read_status(run)
+            except NoEndpoint:
+                pass  # none here, or not this user's to read: through Ray
             except Unavailable as exc:
-                if strict and "no controller endpoint" not in str(exc):
+                if strict:
                     raise ControllerUnavailable(str(exc)) from None
         try:
             return self.client().status_dicts(run)

@@ -40,6 +40,10 @@ RULES: dict[str, frozenset[str]] = {
     "vsa.transport": NO_HEAVY,  # the GPU check machine has no Ray or PyAV
     "vsa.transport.path": NO_HEAVY,
     "vsa.config": NO_HEAVY,
+    # the control plane and the CLI: `vsa status` reads the endpoint without a Ray driver
+    "vsa.control.endpoint": NO_HEAVY | {"pydantic"},
+    "vsa.control.priority": NO_HEAVY | {"pydantic"},
+    "vsa.cli": NO_HEAVY | {"pydantic"},
     # the controller is a Ray actor; it only creates the source and inference actors
     "actors.controller": frozenset({"torch", "av", "cv2"}),
 }

@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -122,7 +123,7 @@ def nices(pid: int) -> list[int]:
 
 
 def test_follow_goes_on_through_a_controller_restart(ray_cluster, client, tmp_path):
-    """SIGKILL the controller under ``vsa status --follow``: it keeps printing (a line says
+    """SIGKILL the controller under ``vsa status --follow``: it keeps refreshing (a line says
     "controller restarting" while nothing answers), the status answers again within the
     recovery bound, and the follow ends normally when the run is stopped."""
     run_id = submit(client, tmp_path, "follow-restart")
@@ -134,7 +135,11 @@ def test_follow_goes_on_through_a_controller_restart(ray_cluster, client, tmp_pa
         cwd=REPO,
         env=cli_env(),
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(follower.stdout), daemon=True)
+    reader.start()
     try:
+        wait_for(lambda: any(line.startswith("[") for line in lines), 60, "a progress line")
         old = read_endpoint(endpoint_file(ray_cluster))
         os.kill(old["pid"], signal.SIGKILL)
         killed = time.monotonic()
@@ -150,11 +155,12 @@ def test_follow_goes_on_through_a_controller_restart(ray_cluster, client, tmp_pa
         took = time.monotonic() - killed
         print(f"controller killed: status answers again after {took:.1f} s")
         assert took < RECOVERY_S
-        assert follower.poll() is None, follower.communicate()
+        seen = len(lines)
+        wait_for(lambda: len(lines) > seen, 60, "a refresh after the restart")
+        assert follower.poll() is None, lines
     finally:
         client.stop(run_id)
-    out, err = follower.communicate(timeout=120)
-    assert follower.returncode == 0, err
-    assert any(line.startswith(f"run {run_id}  STOPPED") for line in out.splitlines()), out
-    progress = [line for line in out.splitlines() if line.startswith("[")]
-    assert len(progress) >= 2, out
+    follower.wait(timeout=120)
+    reader.join(30)
+    assert follower.returncode == 0, follower.stderr.read()
+    assert any(line.startswith(f"run {run_id}  STOPPED") for line in lines), lines

@@ -12,6 +12,7 @@ import pytest
 from vsa import settings
 from vsa.cli import _endpoint_allowed
 from vsa.control.endpoint import (
+    NoEndpoint,
     StatusAnswers,
     Unavailable,
     endpoint_path,
@@ -172,3 +173,70 @@ def test_data_plane_nice(value, expected):
 def test_a_bad_data_plane_nice_is_one_clear_error(value):
     with pytest.raises(VsaError, match="VSA_DATA_PLANE_NICE must be an integer from 0 to 19"):
         settings.data_plane_nice({"VSA_DATA_PLANE_NICE": value})
+
+
+def test_a_bad_data_plane_nice_in_an_actor_is_logged_once_and_changes_nothing(caplog):
+    """An actor's constructor must not fail over a bad setting (Ray would retry it for ever):
+    the value is logged once, as the one clear error, and no thread is reniced."""
+    from vsa.control import priority
+
+    priority._warned.clear()
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    env = {"VSA_DATA_PLANE_NICE": "ten"}
+    with caplog.at_level("ERROR", logger=priority.log.name):
+        assert priority.lower_data_plane(env) == 0
+        assert priority.lower_data_plane(env) == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, errors
+    assert "VSA_DATA_PLANE_NICE" in errors[0] and "keeps its priority" in errors[0]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+class _RayClient:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def status_dicts(self, run=None):
+        self.calls += 1
+        return {"runs": []}
+
+
+def _reader(monkeypatch, failure: Exception | None):
+    import argparse
+
+    from vsa import cli
+    from vsa.control import endpoint
+
+    def read_status(run=None):
+        raise failure
+
+    monkeypatch.setattr(endpoint, "read_status", read_status)
+    monkeypatch.setattr(cli, "_endpoint_allowed", lambda address: True)
+    ray_client = _RayClient()
+    return cli.StatusReader(argparse.Namespace(address=None), client=ray_client), ray_client
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        NoEndpoint("no controller endpoint at /tmp/ray/session_latest/vsa/controller.json"),
+        NoEndpoint("cannot read /tmp/ray/session_latest/vsa/controller.json: Permission denied"),
+    ],
+)
+def test_without_an_endpoint_this_user_can_read_status_goes_through_ray(monkeypatch, failure):
+    """Another user's endpoint file (0600) is no reason to report the controller as down,
+    even under --follow: status is read through Ray instead."""
+    reader, ray_client = _reader(monkeypatch, failure)
+    assert reader.status_dicts(strict=True) == {"runs": []}
+    assert ray_client.calls == 1
+
+
+def test_an_endpoint_that_does_not_answer_is_a_restarting_controller_under_follow(monkeypatch):
+    from vsa.cli import ControllerUnavailable
+
+    reader, ray_client = _reader(monkeypatch, Unavailable("did not answer: refused"))
+    with pytest.raises(ControllerUnavailable, match="did not answer"):
+        reader.status_dicts(strict=True)
+    assert ray_client.calls == 0  # a Ray call would hang until the controller is back
+    assert reader.status_dicts() == {"runs": []}  # a single status falls back to Ray
+    assert ray_client.calls == 1

@@ -381,15 +381,26 @@ def test_the_report_builds_the_same_from_to_dict_output():
     assert report["streams"][0]["latency_ms"]["max"] == 212.5
 
 
-def test_the_schema_module_is_stdlib_only():
-    tree = ast.parse(Path(schema.__file__).read_text())
+def imported_roots(module) -> set[str]:
+    tree = ast.parse(Path(module.__file__).read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
+            imported |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported
+            imported.add(node.module)
+    return imported
+
+
+def test_the_schema_module_is_stdlib_only():
+    """The schema (and the one vsa module it reads, its error) import only the standard
+    library: a status reader needs neither pydantic, Ray nor torch."""
+    import vsa.errors
+
+    imported = imported_roots(schema) - {"vsa.errors"}
+    assert {name.split(".")[0] for name in imported} <= set(sys.stdlib_module_names), imported
+    errors = imported_roots(vsa.errors)
+    assert {name.split(".")[0] for name in errors} <= set(sys.stdlib_module_names), errors
 
 
 def test_the_package_exports_the_api_lazily():

@@ -52,6 +52,11 @@ class Unavailable(VsaError):
     or the cluster runs elsewhere)."""
 
 
+class NoEndpoint(Unavailable):
+    """This user has no endpoint file to read: none was written (no controller on this host
+    yet), or it is another user's (mode 0600) or not one. Status goes through Ray instead."""
+
+
 def ray_temp_dir() -> str:
     """Ray's temp directory on this host, found as Ray finds it (``RAY_TMPDIR``, else
     ``TMPDIR`` on Linux, else /tmp, then ``ray``) without importing Ray."""
@@ -110,9 +115,9 @@ def read_endpoint(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
             raise ValueError("missing url or token")
         return info
     except FileNotFoundError:
-        raise Unavailable(f"no controller endpoint at {path}") from None
+        raise NoEndpoint(f"no controller endpoint at {path}") from None
     except (OSError, ValueError) as exc:
-        raise Unavailable(f"cannot read {path}: {exc}") from None
+        raise NoEndpoint(f"cannot read {path}: {exc}") from None
 
 
 class StatusAnswers:
