@@ -6,9 +6,12 @@ run's model loaded; a monitor task per run polls the sources and derives the run
 
 Supervision (the failure policy in docs/failure-policy.md):
 
-- every run is saved in Ray's GCS key-value store; a controller that Ray restarts (its
-  process died) reloads them, re-attaches to the source actors and the inference actor (both
-  detached, so they outlive it) and goes on: runs keep their ids and files;
+- every run is saved to the state directory on disk (``VSA_STATE_DIR/runs``, the truth) and
+  to Ray's GCS key-value store (a copy); a controller that Ray restarts (its process died)
+  reloads them, re-attaches to the source actors and the inference actor (both detached, so
+  they outlive it) and goes on: runs keep their ids and files. A controller that starts on a
+  new cluster (after ``vsa drain`` and ``ray stop``, an upgrade, a reboot, Ray killed) resumes
+  the runs that were active from the disk, creating their actors again (files continued);
 - a supervisor task polls the inference actor: when it is dead it is recreated, the models of
   the active runs are loaded again and the sources get the new handle; when it makes no
   progress for ``batching.stall_timeout_s`` while frames wait, it is killed and recreated;
@@ -19,7 +22,7 @@ Supervision (the failure policy in docs/failure-policy.md):
 This module is a shell: the endpoints below delegate to
 :class:`vsa.supervision.core.ControllerCore` (plain asyncio, no Ray, unit tested with fakes),
 which reaches the actors through ``actors/handles.py`` (every Ray call the controller makes)
-and keeps its runs in ``actors/store.py`` (Ray's GCS key-value store).
+and keeps its runs in ``vsa.supervision.store`` (disk, mirrored to ``actors/store.py``).
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ import ray
 
 from actors.handles import RayHandles, call_recover, cluster_paths, this_actor_restarted
 from actors.store import GcsRunStore
-from vsa import CODE_FINGERPRINT, __version__
-from vsa.constants import FRESH_S, SNAPSHOT_S
+from vsa import CODE_FINGERPRINT, __version__, settings
+from vsa.constants import FRESH_S, HEARTBEAT_S, SNAPSHOT_S
 from vsa.control.endpoint import StatusEndpoint, endpoint_path, write_endpoint
 from vsa.control.priority import raise_priority
 from vsa.supervision.core import ControllerCore
+from vsa.supervision.store import DiskRunStore, MirroredRunStore
 
 log = logging.getLogger("vsa.controller")
 
@@ -57,7 +61,14 @@ class Controller:
         # Ray starts workers at nice 15; the control plane goes first where it may
         prioritized = raise_priority(0)
         self.restarted = this_actor_restarted()
-        self._core = ControllerCore(RayHandles(), GcsRunStore(), restarted=self.restarted)
+        self._disk = DiskRunStore(settings.runs_dir())
+        last_alive = self._disk.last_beat()
+        self._core = ControllerCore(
+            RayHandles(),
+            MirroredRunStore(self._disk, GcsRunStore()),
+            restarted=self.restarted,
+            last_alive=last_alive,
+        )
         log.info(
             "controller %s (code %s) %s, pid %d, nice %d%s",
             __version__,
@@ -76,8 +87,23 @@ class Controller:
     async def recover(self) -> dict[str, Any]:
         """Serve the status endpoint, then reload saved runs and resume the active ones
         (called once, right after start)."""
-        self._serve_status(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self._serve_status(loop)
+        loop.create_task(self._heartbeat())
         return await self._core.recover()
+
+    async def _heartbeat(self) -> None:
+        """Mark this controller alive every ``HEARTBEAT_S`` in the state directory: the next
+        one (after ``ray stop``, a reboot, a crash) says how long the engine was down."""
+        warned = False
+        while True:
+            try:
+                self._disk.beat()
+            except OSError as exc:
+                if not warned:
+                    log.warning("cannot write the heartbeat in %s: %s", self._disk.directory, exc)
+                    warned = True
+            await asyncio.sleep(HEARTBEAT_S)
 
     def _serve_status(self, loop: asyncio.AbstractEventLoop) -> None:
         """Answer ``vsa status`` over HTTP on 127.0.0.1 from a thread of this process
@@ -147,6 +173,11 @@ class Controller:
     async def submit(self, run: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
         """Start a run (see ``ControllerCore.submit`` for when it is refused)."""
         return await self._core.submit(run, overwrite)
+
+    async def drain(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Refuse new runs and stop every active run's sources for a restart; the runs resume
+        when the engine starts again (see ``ControllerCore.drain``)."""
+        return await self._core.drain(timeout_s)
 
     async def stop(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
         """Stop a run; ``timeout_s`` bounds the wait for results in flight."""

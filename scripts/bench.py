@@ -1447,6 +1447,8 @@ def main() -> int:
 
     from vsa.client import Client
 
+    # a private state directory: a benchmark's runs are never resumed by a later engine
+    os.environ.setdefault("VSA_STATE_DIR", tempfile.mkdtemp(prefix="vsa-state-"))
     ray.init(address="local", namespace="vsa", include_dashboard=False, log_to_driver=False)
     rows: list[dict[str, Any]] = []
     capacity_n, probes = None, []

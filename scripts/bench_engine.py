@@ -11,6 +11,7 @@ per-stream parallelism. Prints both rates and their ratio, measured in the same 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +61,8 @@ def engine(args: argparse.Namespace, out: Path) -> tuple[float, dict]:
     if args.address:
         client = Client(address=args.address)
     else:
+        # a private state directory: a benchmark's runs are never resumed by a later engine
+        os.environ.setdefault("VSA_STATE_DIR", tempfile.mkdtemp(prefix="vsa-state-"))
         ray.init(address="local", namespace="vsa", include_dashboard=False, log_to_driver=False)
         client = Client()
     spec = parse_run(

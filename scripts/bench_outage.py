@@ -16,6 +16,7 @@ slowed at all), measured in the same run. Needs the Debian packages listed in th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -48,6 +49,8 @@ def main() -> None:
 
     from vsa.client import Client
 
+    # a private state directory: a benchmark's runs are never resumed by a later engine
+    os.environ.setdefault("VSA_STATE_DIR", tempfile.mkdtemp(prefix="vsa-state-"))
     ray.init(address="local", namespace="vsa", include_dashboard=False, log_to_driver=False)
     client = Client()
     w, h = args.size.split("x")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -56,6 +57,8 @@ def main() -> None:
             "sinks": [{"type": "jsonl"}],
         }
     )
+    # a private state directory: a benchmark's runs are never resumed by a later engine
+    os.environ.setdefault("VSA_STATE_DIR", tempfile.mkdtemp(prefix="vsa-state-"))
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         client = Client()

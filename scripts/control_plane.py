@@ -203,7 +203,8 @@ def main() -> int:
             ["ray", "start", "--head", "--disable-usage-stats", "--include-dashboard=true"],
             capture_output=True,
             text=True,
-            env=cli_env(),
+            # a private state directory: its runs are never resumed by a later engine
+            env={**cli_env(), "VSA_STATE_DIR": tempfile.mkdtemp(prefix="vsa-state-")},
         )
         if started.returncode != 0:
             sys.stderr.write(started.stdout + started.stderr)

@@ -73,6 +73,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="vsa-cpu-"))
     models = bench.build_models(work / "models")
+    # a private state directory: a benchmark's runs are never resumed by a later engine
+    os.environ.setdefault("VSA_STATE_DIR", tempfile.mkdtemp(prefix="vsa-state-"))
     ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     client = vsa_client.Client()
     mode, pace = ("realtime", 1) if args.realtime else ("lossless", 0)

@@ -14,6 +14,7 @@ of the first (or a few MiB), not growing. Prints a short report (Markdown) and w
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import tempfile
@@ -65,6 +66,8 @@ def main() -> None:
     from vsa.client import Client
     from vsa.config import parse_run
 
+    # a private state directory: a benchmark's runs are never resumed by a later engine
+    os.environ.setdefault("VSA_STATE_DIR", tempfile.mkdtemp(prefix="vsa-state-"))
     ray.init(address="local", namespace="vsa", log_to_driver=False)
     client = Client()
     w, h = args.size.split("x")

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--replace-controller",
         action="store_true",
-        help="replace a controller running other code even if it has active runs (they stop)",
+        help="replace a controller running other code even if it has active runs (they are "
+        "drained and resume on the new one)",
     )
     p.add_argument(
         "--overwrite",
@@ -92,6 +93,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="runs known to the controller")
     p.add_argument("--json", action="store_true")
+    _add_address(p)
+
+    p = sub.add_parser(
+        "drain",
+        help="before a restart or an upgrade: refuse new runs, stop every run's sources and "
+        "close their files; the runs resume when the engine starts again",
+    )
+    p.add_argument(
+        "--timeout",
+        type=stop_timeout,
+        default=60.0,
+        help="seconds to wait for each source's frames in flight (default 60)",
+    )
+    p.add_argument("--json", action="store_true")
+    _add_address(p)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the engine as a service in the foreground: start (or join) the local Ray "
+        "head, start the controller (it resumes the runs that were active), log to stdout; "
+        "SIGTERM or Ctrl-C drains the runs (and stops the Ray head it started)",
+    )
+    p.add_argument(
+        "--ray-start-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for `ray start --head` (repeat it), e.g. --ray-start-arg=--num-gpus=1",
+    )
+    p.add_argument(
+        "--interval", type=float, default=30.0, help="seconds between status lines (default 30)"
+    )
     _add_address(p)
     return parser
 
@@ -401,7 +434,34 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-COMMANDS = {"submit": cmd_submit, "status": cmd_status, "stop": cmd_stop, "list": cmd_list}
+def cmd_drain(args: argparse.Namespace, out: TextIO) -> int:
+    answer = _client(args).drain(timeout_s=args.timeout)
+    if args.json:
+        print(json.dumps(answer), file=out)
+    else:
+        runs = ", ".join(answer["drained"]) or "none"
+        print(
+            f"drained in {answer['took_s']:.1f} s: {runs}; new runs are refused. Restart the "
+            "engine (ray stop; ray start --head; any vsa command, or vsa serve): the runs resume",
+            file=out,
+        )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from vsa.serve import serve
+
+    return serve(args, out)
+
+
+COMMANDS = {
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "stop": cmd_stop,
+    "list": cmd_list,
+    "drain": cmd_drain,
+    "serve": cmd_serve,
+}
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE, what a shell reports for `git log | head -1`
 
 

@@ -291,6 +291,16 @@ class Client:
         )
         return _typed(RunStatus.from_dict, answer)
 
+    def drain(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Get the engine ready for a restart (``vsa drain``): new runs are refused and every
+        active run's sources stop and close their files; the runs stay active and resume, same
+        ids, files continued, when the engine starts again. ``{"drained": [run ids],
+        "took_s": seconds}``."""
+        timeout_s = check_stop_timeout(timeout_s)
+        return _call(
+            self.controller.drain.remote(timeout_s), timeout=timeout_s * 2 + STOP_RPC_MARGIN_S
+        )
+
     def wait(self, run_id: str, timeout_s: float | None = None, poll_s: float = 0.5) -> RunStatus:
         """Poll until the run reaches a terminal state and return its status; ``TimeoutError``
         after ``timeout_s`` (None: no limit)."""
@@ -360,11 +370,16 @@ def get_or_create_controller(replace: bool = False) -> Any:
         raise VersionMismatch(
             f"the running controller executes vsa {info['version']} (code {info['fingerprint']}) "
             f"and this client is vsa {__version__} (code {CODE_FINGERPRINT}); it has {len(active)} "
-            f"active run(s): {', '.join(active)}. Stop them (`vsa stop RUN`) and retry, or pass "
-            f"--replace-controller to stop them now."
+            f"active run(s): {', '.join(active)}. Pass --replace-controller to restart the "
+            f"engine on this code (its runs are drained and resume), or stop them (`vsa stop "
+            f"RUN`) and retry."
         )
-    for run_id in active:  # --replace-controller: stop runs properly so their files are complete
-        _call(controller.stop.remote(run_id), timeout=120)
+    if active:  # --replace-controller: drain (files closed), the new controller resumes them
+        try:
+            _call(controller.drain.remote(60.0), timeout=180)
+        except AttributeError:  # a controller from before drain existed: stop them instead
+            for run_id in active:
+                _call(controller.stop.remote(run_id), timeout=120)
     ray.kill(controller, no_restart=True)
     _wait_name_free(CONTROLLER_NAME, NAMESPACE)
     controller = _create_controller()

@@ -8,6 +8,7 @@ from __future__ import annotations
 # --- controller (actors/controller.py) ---------------------------------------------------------
 POLL_S = 0.5  # a run's monitor polls its source actors this often
 SUPERVISE_S = 1.0  # the supervisor checks the inference actor's health this often
+HEARTBEAT_S = 1.0  # the controller marks itself alive in the state directory this often
 SAVE_EVERY_S = 5.0  # a run whose state did not change is saved to the GCS at least this often
 ENGINE_TIMEOUT_S = 120.0  # the longest wait for the inference actor to load a run's model
 STORE_CHECK_S = 5.0  # the object store's use and spilling are checked this often

@@ -11,6 +11,7 @@
 | `VSA_MAX_SOURCES_PER_RUN` | `64` | sources one run may have (admission) |
 | `VSA_MAX_SOURCES` | `128` | sources of all active runs together (admission) |
 | `VSA_SOURCE_MEMORY_MB` | `250` | host memory one source actor is counted for at admission |
+| `VSA_STATE_DIR` | `~/.vsa` | the engine's state on this host: run records (`runs/`, the truth a new controller resumes runs from after `ray stop`, an upgrade or a reboot) and the key that seals credentials (`secret.key`) |
 | `VSA_OUTPUT_ROOTS` | (unset) | `:`-separated directories runs may write into; unset: anywhere but system directories |
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vsa.errors import VsaError
@@ -117,3 +119,15 @@ def output_roots(env: Mapping[str, str] | None = None) -> list[str]:
         if not os.path.isabs(root):
             raise VsaError(f"VSA_OUTPUT_ROOTS must hold absolute paths, not {root!r}")
     return roots
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The engine's state directory (``VSA_STATE_DIR``, default ``~/.vsa``): run records in
+    ``runs/`` and the credentials key ``secret.key`` (``vsa.secrets``)."""
+    value = (os.environ if env is None else env).get("VSA_STATE_DIR", "").strip()
+    return Path(value).expanduser() if value else Path.home() / ".vsa"
+
+
+def runs_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the controller keeps one file per run (``vsa.supervision.store.DiskRunStore``)."""
+    return state_dir(env) / "runs"

@@ -31,6 +31,7 @@ def two_nodes():
     common = {"num_cpus": 2, "num_gpus": 1, "object_store_memory": 300 << 20}
     transport = os.environ.get("VSA_TRANSPORT")
     os.environ["VSA_TRANSPORT"] = "ray"  # before the nodes start: their workers inherit it
+    os.environ["VSA_STATE_DIR"] = tempfile.mkdtemp(prefix="vsa-state-")  # runs not kept for later
     cluster = Cluster(
         initialize_head=True,
         head_node_args={**common, "include_dashboard": False, "temp_dir": temp},

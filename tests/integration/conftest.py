@@ -55,9 +55,13 @@ def wait_for(
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> dict[str, str]:
+def ray_cluster(tmp_path_factory) -> dict[str, str]:
     import ray
 
+    # the engine's state (run records, credentials key) in this session's own directory: the
+    # runs of a test session are never resumed by a later cluster on this host (workers
+    # inherit the environment of the process that starts the cluster)
+    os.environ["VSA_STATE_DIR"] = str(tmp_path_factory.mktemp("vsa-state"))
     ctx = ray.init(
         address="local",
         namespace="vsa",

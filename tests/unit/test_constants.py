@@ -19,6 +19,7 @@ PINNED = {
     "REAP_LEFT_S": 600.0,
     "KEEP_FINISHED": 50,
     "SNAPSHOT_S": 1.0,
+    "HEARTBEAT_S": 1.0,
     "FRESH_S": 0.3,
     "ENDPOINT_TIMEOUT_S": 5.0,
     "STATUS_TIMEOUT_S": 10.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vsa import settings
 from vsa.errors import VsaError
 from vsa.settings import inference_gpus, torch_threads
 
@@ -31,3 +32,12 @@ def test_torch_threads():
         VsaError, match="VSA_TORCH_THREADS must be auto or a positive integer, not '0'"
     ):
         torch_threads({"VSA_TORCH_THREADS": "0"})
+
+
+def test_state_dir_defaults_to_dot_vsa_and_holds_the_runs(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert settings.state_dir({}) == tmp_path / ".vsa"
+    assert settings.runs_dir({"VSA_STATE_DIR": "/srv/vsa"}) == Path("/srv/vsa/runs")
+    assert settings.state_dir({"VSA_STATE_DIR": "~/state"}) == tmp_path / "state"

@@ -125,6 +125,7 @@ class ControllerCore:
         store: RunStore,
         *,
         restarted: bool = False,
+        last_alive: float | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -134,6 +135,8 @@ class ControllerCore:
         self.handles = handles
         self.book = RunBook(store, clock=clock, monotonic=monotonic)
         self.restarted = restarted
+        self.last_alive = last_alive  # when a controller was last alive before this one
+        self.draining = False
         self.pool: dict[str, InferenceHandle] = {}  # slot name -> its inference actor
         self.slots: dict[str, Slot] = {}  # the cluster's slots, the controller's node first
         self._clock, self._monotonic = clock, monotonic
@@ -213,6 +216,13 @@ class ControllerCore:
             log.info("loaded %d saved runs, %d active", len(self.book), len(active))
         if not active:
             return
+        # Ray restarted this controller's process, or a new controller started: after an
+        # upgrade, `ray stop` / `ray start` or a reboot (the runs come from the disk)
+        after = "controller restart" if self.restarted else "engine restart"
+        down = {}
+        if self.last_alive is not None:
+            down["down_s"] = round(max(0.0, self._clock() - self.last_alive), 1)
+        log.info("resuming %d runs after a %s %s", len(active), after, down)
         for name in await self._refresh_slots():
             actor = self.handles.get_inference(name)
             if actor is not None:
@@ -247,7 +257,7 @@ class ControllerCore:
                     continue
                 record.actors[source.id] = actor
                 actor.set_inference(self._inference_of(record, source.id), record.engine_key)
-            record.event("recovered", after="controller restart")
+            record.event("recovered", after=after, **down)
             if record.stop_requested:  # the stop was cut short by the restart: finish it
                 record.stop_requested = False
                 self._spawn(self.stop(record.id))
@@ -268,6 +278,11 @@ class ControllerCore:
         admission limits, its output_dir is not allowed or writable, another active run writes
         there, or an earlier run's files are there and ``overwrite`` is not given."""
         await self.ready()
+        if self.draining:
+            raise VsaError(
+                "the engine is draining for a restart or an upgrade: submit again once it is "
+                "back (its runs resume by themselves)"
+            )
         try:
             spec = RunSpec.model_validate(run)
         except Exception as exc:  # the client validated already; this guards other callers
@@ -346,6 +361,39 @@ class ControllerCore:
         await self._stop_sources(record, timeout_s)
         await self._finish(record, RunState.STOPPED)
         return record.summary()
+
+    async def drain(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Get ready for a restart: refuse new runs, then stop every active run's sources as a
+        stop does (frames in flight written, files closed, each MP4 segment finalized) and
+        release them, **without ending the runs**: they stay active in the store and resume,
+        same ids, files continued, when the engine starts again (``ray stop`` / ``ray start``,
+        an upgrade, a reboot). Returns the drained run ids and the seconds it took."""
+        await self.ready()
+        check_stop_timeout(timeout_s)
+        self.draining = True
+        started = self._monotonic()
+        runs = [r for r in self.book.active() if not r.stop_requested and not r.drained]
+        await asyncio.gather(*(self._drain_run(r, timeout_s) for r in runs))
+        took = round(self._monotonic() - started, 2)
+        log.info("drained %d runs in %.2f s: new runs are refused", len(runs), took)
+        return {"drained": [r.id for r in runs], "took_s": took}
+
+    async def _drain_run(self, record: RunRecord, timeout_s: float) -> None:
+        if record.monitor is not None:
+            record.monitor.cancel()
+        states = {sid: dict(status) for sid, status in record.sources.items()}
+        await self._stop_sources(record, timeout_s)
+        record.stop_requested = False
+        for sid, status in record.sources.items():
+            if states.get(sid, {}).get("state") not in ENDED:
+                # stopped for the restart, not ended: the resumed source starts again
+                status["state"] = SourceState.CONNECTING.value
+        for actor in record.actors.values():
+            actor.kill()
+        record.actors.clear()
+        record.drained = True
+        record.event("drained", note="resumes when the engine starts again")
+        self.book.save(record)
 
     # --- the engine's actors -------------------------------------------------------------
     def _inference_of(self, record: RunRecord, source_id: str) -> InferenceHandle | None:

@@ -109,6 +109,8 @@ class RunRecord:
     # counters of earlier incarnations of each source actor (a restarted actor counts from 0)
     base: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop_requested: bool = False
+    # its sources were stopped by a drain: nothing watches it until the engine starts again
+    drained: bool = False
     monitor: Any = None  # the controller's monitor task: opaque here, never serialized
     transitions: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # recoveries and failures
@@ -401,8 +403,12 @@ class RunBook:
         return [r for r in self.runs.values() if not r.state.terminal]
 
     def supervised(self) -> list[RunRecord]:
-        """The runs the supervisor watches: not ended and not being stopped."""
-        return [r for r in self.runs.values() if not r.state.terminal and not r.stop_requested]
+        """The runs the supervisor watches: not ended, not being stopped, not drained."""
+        return [
+            r
+            for r in self.runs.values()
+            if not r.state.terminal and not r.stop_requested and not r.drained
+        ]
 
     def engine_in_use(self, engine_key: str | None) -> bool:
         """Whether a run that has not ended uses the engine ``engine_key``."""

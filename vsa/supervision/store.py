@@ -1,13 +1,24 @@
-"""Where the controller keeps its run records: a tiny key-value interface and a fake.
+"""Where the controller keeps its run records: a tiny key-value interface, the disk store, and
+a fake.
 
-The controller's own store is Ray's GCS key-value store (``actors/store.py``); everything in
-``vsa.supervision`` sees only :class:`RunStore`, so it is tested with :class:`MemoryRunStore`.
-A record is the text :meth:`vsa.supervision.runbook.RunRecord.to_json` writes.
+The controller keeps its runs in :class:`MirroredRunStore`: :class:`DiskRunStore` (one file per
+run in the state directory: the truth, which outlives ``ray stop``, an upgrade and a reboot)
+mirrored into Ray's GCS key-value store (``actors/store.py``: a copy for a controller that Ray
+restarts on another node). Everything in ``vsa.supervision`` sees only :class:`RunStore`, so it
+is tested with :class:`MemoryRunStore`. A record is the text
+:meth:`vsa.supervision.runbook.RunRecord.to_json` writes; it carries its format version (``v``),
+and a controller skips, with a log line, the records it cannot read.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+HEARTBEAT = "alive"
 
 
 @runtime_checkable
@@ -57,3 +68,139 @@ class MemoryRunStore:
     def delete(self, run_id: str) -> None:
         self._check()
         self.texts.pop(run_id, None)
+
+
+class DiskRunStore:
+    """Run records as files ``<directory>/<run id>.json``, each replaced atomically (written to
+    a temporary file, flushed to disk, renamed over the old one, the directory flushed): a
+    crash at any moment leaves the previous record or the new one, never a torn one.
+
+    The directory is created 0700 and the files 0600 (records hold sealed credentials and
+    output paths). A run id that is not a plain file name is stored hex-encoded (``x-...``).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def _ensure_dir(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _path(self, run_id: str) -> Path:
+        plain = _PLAIN_ID.fullmatch(run_id) and not run_id.startswith("x-")
+        name = run_id if plain else "x-" + run_id.encode().hex()
+        return self.directory / f"{name}.json"
+
+    @staticmethod
+    def _run_id(name: str) -> str:
+        stem = name[: -len(".json")]
+        return bytes.fromhex(stem[2:]).decode() if stem.startswith("x-") else stem
+
+    def put(self, run_id: str, text: str) -> None:
+        self._ensure_dir()
+        path = self._path(run_id)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def get(self, run_id: str) -> str | None:
+        try:
+            return self._path(run_id).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def list(self) -> list[str]:
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        ids = []
+        for name in sorted(names):
+            if name.endswith(".json") and not name.startswith("."):
+                try:
+                    ids.append(self._run_id(name))
+                except ValueError:  # not a name this store wrote
+                    continue
+        return ids
+
+    def delete(self, run_id: str) -> None:
+        self._path(run_id).unlink(missing_ok=True)
+
+    def beat(self) -> None:
+        """Mark the controller alive now (the heartbeat file's modification time)."""
+        self._ensure_dir()
+        (self.directory / HEARTBEAT).touch()
+
+    def last_beat(self) -> float | None:
+        """When a controller last marked itself alive (wall clock); None if never."""
+        try:
+            return (self.directory / HEARTBEAT).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+
+class MirroredRunStore:
+    """``truth`` (the disk) and a ``copy`` (Ray's GCS) of the same records.
+
+    A record is written to the copy, then to the truth; an error of either is raised (after
+    both were tried) so the caller logs it. Reads take the truth first and fall back to the
+    copy: a controller that Ray restarts on another node, without this node's disk, still
+    finds its runs. ``list`` is the union of both.
+    """
+
+    def __init__(self, truth: RunStore, copy: RunStore) -> None:
+        self.truth, self.copy = truth, copy
+
+    def put(self, run_id: str, text: str) -> None:
+        error: Exception | None = None
+        for store in (self.copy, self.truth):
+            try:
+                store.put(run_id, text)
+            except Exception as exc:  # noqa: BLE001 - try the other, then raise
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def get(self, run_id: str) -> str | None:
+        try:
+            text = self.truth.get(run_id)
+        except Exception:  # noqa: BLE001 - an unreadable disk: the copy may have it
+            text = None
+        return text if text is not None else self.copy.get(run_id)
+
+    def list(self) -> list[str]:
+        ids: list[str] = []
+        errors = []
+        for store in (self.truth, self.copy):
+            try:
+                ids += [i for i in store.list() if i not in ids]
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+        if len(errors) == 2:
+            raise errors[0]
+        return ids
+
+    def delete(self, run_id: str) -> None:
+        error: Exception | None = None
+        for store in (self.copy, self.truth):
+            try:
+                store.delete(run_id)
+            except Exception as exc:  # noqa: BLE001
+                error = error or exc
+        if error is not None:
+            raise error

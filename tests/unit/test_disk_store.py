@@ -1,0 +1,139 @@
+"""The controller's durable run store: one file per run in the state directory, replaced
+atomically, mirrored into Ray's GCS (a fake here). What a controller writes before ``ray stop``
+or a reboot, the next one reads back."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.unit.fakes import FakeClock
+from tests.unit.test_supervision_store import new_record
+from vsa.runstate import RunState
+from vsa.supervision.runbook import RunBook
+from vsa.supervision.store import DiskRunStore, MemoryRunStore, MirroredRunStore, RunStore
+
+
+def test_disk_store_is_a_run_store(tmp_path: Path):
+    store = DiskRunStore(tmp_path / "runs")
+    assert isinstance(store, RunStore)
+    assert store.list() == [] and store.get("a") is None  # nothing written yet: no directory
+    store.put("cam-20261201-101010-ab12", "one")
+    store.put("cam-20261201-101010-ab12", "two")
+    assert store.get("cam-20261201-101010-ab12") == "two"
+    store.put("b", "three")
+    assert store.list() == ["b", "cam-20261201-101010-ab12"]
+    store.delete("b")
+    store.delete("b")  # nothing to delete: no error
+    assert store.list() == ["cam-20261201-101010-ab12"]
+
+
+def test_records_are_private_and_no_temporary_file_is_left(tmp_path: Path):
+    store = DiskRunStore(tmp_path / "state" / "runs")
+    store.put("r1", "{}")
+    assert stat.S_IMODE(os.stat(store.directory).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(store.directory / "r1.json").st_mode) == 0o600
+    assert sorted(os.listdir(store.directory)) == ["r1.json"]
+
+
+@pytest.mark.parametrize("run_id", ["../escape", "a/b", ".hidden", "x-y", "ünï", "a b"])
+def test_any_run_id_maps_to_one_file_inside_the_directory(tmp_path: Path, run_id: str):
+    store = DiskRunStore(tmp_path / "runs")
+    store.put(run_id, "text")
+    assert store.list() == [run_id]
+    assert store.get(run_id) == "text"
+    files = os.listdir(store.directory)
+    assert len(files) == 1 and "/" not in files[0] and not files[0].startswith(".")
+    assert not (tmp_path / "escape.json").exists()
+
+
+def test_a_failed_write_keeps_the_previous_record(tmp_path: Path, monkeypatch):
+    store = DiskRunStore(tmp_path / "runs")
+    store.put("r1", "old")
+
+    def no_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_replace)
+    with pytest.raises(OSError, match="No space left"):
+        store.put("r1", "new")
+    monkeypatch.undo()
+    assert store.get("r1") == "old"
+    assert sorted(os.listdir(store.directory)) == ["r1.json"]  # the temporary file is gone
+
+
+def test_files_it_did_not_write_are_ignored(tmp_path: Path):
+    store = DiskRunStore(tmp_path / "runs")
+    store.put("r1", "x")
+    (store.directory / "notes.txt").write_text("hello")
+    (store.directory / "x-zz.json").write_text("not hex")
+    store.beat()
+    assert store.list() == ["r1"]
+
+
+def test_the_heartbeat_says_when_a_controller_was_last_alive(tmp_path: Path):
+    store = DiskRunStore(tmp_path / "runs")
+    assert store.last_beat() is None
+    store.beat()
+    first = store.last_beat()
+    assert first is not None
+    os.utime(store.directory / "alive", (first - 30, first - 30))
+    assert store.last_beat() == pytest.approx(first - 30)
+
+
+def test_the_disk_is_read_first_and_the_gcs_copy_fills_in(tmp_path: Path):
+    disk, gcs = DiskRunStore(tmp_path / "runs"), MemoryRunStore()
+    store = MirroredRunStore(disk, gcs)
+    store.put("r1", "v1")
+    assert disk.get("r1") == gcs.texts["r1"] == "v1"
+    gcs.texts["r1"] = "stale"
+    gcs.texts["r2"] = "only in the GCS"  # a controller restarted on a node without this disk
+    assert store.get("r1") == "v1"
+    assert store.get("r2") == "only in the GCS"
+    assert store.list() == ["r1", "r2"]
+    store.delete("r1")
+    assert disk.get("r1") is None and "r1" not in gcs.texts
+
+
+def test_after_ray_stops_only_the_disk_is_left(tmp_path: Path):
+    store = MirroredRunStore(DiskRunStore(tmp_path / "runs"), MemoryRunStore())
+    store.put("r1", "v1")
+    fresh = MirroredRunStore(DiskRunStore(tmp_path / "runs"), MemoryRunStore())  # GCS empty
+    assert fresh.list() == ["r1"] and fresh.get("r1") == "v1"
+
+
+def test_a_write_that_fails_on_one_side_is_raised_after_trying_both(tmp_path: Path):
+    gcs = MemoryRunStore()
+    gcs.error = ConnectionError("GCS unreachable")
+    disk = DiskRunStore(tmp_path / "runs")
+    store = MirroredRunStore(disk, gcs)
+    with pytest.raises(ConnectionError):
+        store.put("r1", "v1")
+    assert disk.get("r1") == "v1"  # the truth was still written
+    assert store.list() == ["r1"]  # one side readable is enough
+    gcs.error = None
+    (tmp_path / "runs").chmod(0o500)
+    try:
+        if os.geteuid() != 0:  # root writes anyway
+            with pytest.raises(PermissionError):
+                store.put("r2", "v2")
+            assert gcs.texts["r2"] == "v2"
+    finally:
+        (tmp_path / "runs").chmod(0o700)
+
+
+def test_a_run_book_on_disk_survives_the_whole_engine(tmp_path: Path, key_file: Path):
+    clock = FakeClock(1_780_000_000.0)
+    book = RunBook(MirroredRunStore(DiskRunStore(tmp_path), MemoryRunStore()), clock=clock)
+    record = new_record("r-1", clock, uris={"door": "rtsp://viewer:s3cret@10.0.0.7/stream1"})
+    record.enter(RunState.UP)
+    book.add(record)
+    assert book.save(record)
+    assert "s3cret" not in (tmp_path / "r-1.json").read_text()  # sealed on disk
+    again = RunBook(MirroredRunStore(DiskRunStore(tmp_path), MemoryRunStore()), clock=clock)
+    (loaded,) = again.load()
+    assert loaded.id == "r-1" and loaded.state is RunState.UP
+    assert [r.id for r in again.active()] == ["r-1"]
