@@ -49,3 +49,6 @@ VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 \
 # Last, alone: a two-node Ray cluster simulated on this host (one cluster per driver, and a
 # second cluster on the host would be the one `address="auto"` finds).
 python -m pytest -q -p no:cacheprovider tests/cluster
+# And the engine's own restarts: whole Ray heads started, drained, stopped and SIGKILLed
+# (each isolated by its own RAY_TMPDIR and port), the run resumed from the state directory.
+python -m pytest -q -p no:cacheprovider tests/restart

@@ -1,0 +1,102 @@
+"""A Ray head started with ``ray start --head`` the way an operator starts one, isolated from
+anything else on the host by its own ``RAY_TMPDIR`` (session directory, ``ray_current_cluster``)
+and port, driven through the ``vsa`` CLI; it can be stopped, started again and crashed (every
+process carrying that ``RAY_TMPDIR`` in its environment, which the head's daemons and every
+worker inherit, is SIGKILLed). Used by ``tests/restart`` and ``scripts/restart_cycle.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+class LocalHead:
+    def __init__(self, state_dir: Path, **env: str) -> None:
+        self.temp = tempfile.mkdtemp(prefix="vsar", dir="/tmp")  # socket paths stay short
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        self.env.update(
+            RAY_TMPDIR=self.temp, VSA_STATE_DIR=str(state_dir), PYTHONPATH=str(REPO), **env
+        )
+
+    def start(self) -> None:
+        done = subprocess.run(
+            [*RAY, "start", "--head", f"--port={self.port}", "--disable-usage-stats",
+             "--include-dashboard=false", "--object-store-memory=400000000"],
+            env=self.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError("ray start --head failed:\n" + done.stdout + done.stderr)
+
+    def stop(self) -> None:
+        subprocess.run([*RAY, "stop"], env=self.env, capture_output=True, timeout=300)
+
+    def crash(self, timeout_s: float = 60.0) -> int:
+        """SIGKILL every process of this cluster; how many there were."""
+        entry = f"RAY_TMPDIR={self.temp}".encode()
+        victims = [pid for pid in _pids() if entry in _environ(pid)]
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        while any(_alive(p) for p in victims) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return len(victims)
+
+    def close(self) -> None:
+        self.crash()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+    def vsa(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "vsa.cli", *args, "--address", self.address],
+            env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def status(self, run_id: str) -> dict[str, Any] | None:
+        """The run's status, None while the engine does not answer."""
+        done = self.vsa("status", run_id, "--json")
+        return json.loads(done.stdout)["runs"][0] if done.returncode == 0 else None
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def frames(path: Path) -> list[int]:
+    """The frame numbers a stream's JSONL holds, in order."""
+    if not path.exists():
+        return []
+    return [json.loads(line)["frame"] for line in path.read_text().splitlines() if line]

@@ -1,0 +1,100 @@
+"""Runs outlive the engine: drained and restarted (``vsa drain``, ``ray stop``, ``ray start``),
+then crashed (every process of the cluster SIGKILLed, no drain) and started again. Each time a
+new controller on a new cluster resumes the run from the state directory, same run id, files
+continued. Its own pytest session, after the others: it starts and kills whole Ray clusters.
+
+The cluster is isolated from anything else on the host by its own ``RAY_TMPDIR`` (its session
+directory, its ``ray_current_cluster`` file) and port; the "crash" kills exactly the
+processes that carry that ``RAY_TMPDIR`` in their environment (the head's daemons and every
+worker inherit it)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.integration.conftest import wait_for
+from tests.local_head import LocalHead, frames
+
+FRAMES = 240
+
+
+@pytest.fixture
+def engine(tmp_path):
+    head = LocalHead(tmp_path / "state")
+    head.start()
+    try:
+        yield head
+    finally:
+        head.close()
+
+
+def test_a_run_resumes_after_a_drained_restart_and_after_a_crash(engine, tmp_path):
+    from vsa.tools.make_clip import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", seed=7, width=160, height=120, fps=25, frames=FRAMES)
+    out = tmp_path / "out"
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(
+        json.dumps(
+            {
+                "name": "outlives",
+                "output_dir": str(out),
+                "sources": [
+                    {"id": "file", "uri": str(clip), "max_in_flight": 2},
+                    {"id": "cam", "uri": "synthetic://shapes?seed=4&fps=10&width=160&height=120"},
+                ],
+            }
+        )
+    )
+    done = engine.vsa("submit", str(run_file), "--json")
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    wait_for(lambda: len(frames(out / "file.jsonl")) >= 20, 180, "frames before the drain")
+
+    # 1. drain, ray stop, ray start: the files are closed cleanly, the run resumes
+    drained = engine.vsa("drain", "--json")
+    assert drained.returncode == 0, drained.stderr
+    assert json.loads(drained.stdout)["drained"] == [run_id]
+    at_drain = len(frames(out / "file.jsonl"))
+    refused = engine.vsa("submit", str(run_file))
+    assert refused.returncode == 1 and "draining" in refused.stderr
+    engine.stop()
+    engine.start()
+    t0 = time.monotonic()
+    run = wait_for(lambda: engine.status(run_id), 180, "the run after the restart")
+    assert run["id"] == run_id and run["state"] not in ("FINISHED", "STOPPED", "FAILED"), run
+    wait_for(
+        lambda: len(frames(out / "file.jsonl")) > at_drain + 10, 180, "frames after the restart"
+    )
+    print(f"drained restart: the file source emits again {time.monotonic() - t0:.1f} s after start")
+    recovered = [e for e in engine.status(run_id)["events"] if e["event"] == "recovered"]
+    assert recovered[-1]["after"] == "engine restart" and recovered[-1]["down_s"] > 0
+
+    # 2. crash: every process of the cluster SIGKILLed, no drain
+    assert engine.crash() > 3
+    engine.start()
+    wait_for(lambda: engine.status(run_id), 180, "the run after the crash")
+    final = wait_for(
+        lambda: (s := engine.status(run_id)) and s["sources"][0]["state"] == "FINISHED" and s,
+        300,
+        "the file source to finish",
+    )
+    # the file is lossless through both restarts: every frame in its JSONL exactly once
+    assert frames(out / "file.jsonl") == list(range(FRAMES))
+    file_status = final["sources"][0]
+    assert file_status["frames_emitted"] >= at_drain
+    assert [e["after"] for e in final["events"] if e["event"] == "recovered"] == [
+        "engine restart",
+        "engine restart",
+    ]
+    # the camera went on too, its frames numbered on, none twice
+    cam = frames(out / "cam.jsonl")
+    assert len(cam) == len(set(cam)) and cam == sorted(cam)
+    videos = sorted(out.glob("file*.mp4"))
+    assert len(videos) >= 3, videos  # one segment per process: a new one after each restart
+    stopped = engine.vsa("stop", run_id, "--json")
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["state"] == "STOPPED"
