@@ -49,13 +49,21 @@ from vsa.supervision.store import DiskRunStore, MirroredRunStore
 log = logging.getLogger("vsa.controller")
 
 
+def _log_level() -> str:
+    try:
+        return settings.log_level()
+    except Exception as exc:  # noqa: BLE001 - a bad setting must not stop the controller
+        log.error("%s; logging at INFO", exc)
+        return "INFO"
+
+
 @ray.remote(num_cpus=0)
 class Controller:
     def __init__(self, fingerprint: str | None = None) -> None:
         """``fingerprint`` overrides the code fingerprint it reports (tests use it to play an old controller)."""
         self._fingerprint = fingerprint or CODE_FINGERPRINT
         logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            level=_log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         self._started_at = time.time()
         # Ray starts workers at nice 15; the control plane goes first where it may
@@ -123,7 +131,7 @@ class Controller:
                 raise TimeoutError from None
 
         try:
-            self._endpoint = StatusEndpoint(status)
+            self._endpoint = StatusEndpoint(status, host=settings.status_host())
             url = self._endpoint.start()
             path = endpoint_path(Path(session))
             write_endpoint(

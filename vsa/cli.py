@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_address(p)
 
     p = sub.add_parser(
+        "config",
+        help="the effective host configuration: each setting, its value and where it came "
+        "from (environment, host file, default); secrets hidden",
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "schema", help="the run file's JSON Schema (editor completion, CI checks of run files)"
+    )
+
+    p = sub.add_parser(
         "serve",
         help="run the engine as a service in the foreground: start (or join) the local Ray "
         "head, start the controller (it resumes the runs that were active), log to stdout; "
@@ -352,8 +363,9 @@ def _endpoint_allowed(address: str | None) -> bool:
     """Whether the endpoint on this host serves the cluster ``address`` names (``auto``: the
     cluster ``ray start`` last recorded in ``ray_current_cluster``, when there is one)."""
     from vsa.control.endpoint import Unavailable, current_cluster, read_endpoint
+    from vsa.hostconfig import environ
 
-    address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    address = address or environ().get("RAY_ADDRESS") or "auto"
     if address == "auto":
         address = current_cluster() or "auto"
         if address == "auto":
@@ -448,6 +460,27 @@ def cmd_drain(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace, out: TextIO) -> int:
+    from vsa.hostconfig import effective, host_file_path
+
+    rows = effective()
+    if args.json:
+        print(json.dumps({"host_file": host_file_path(), "settings": rows}, indent=2), file=out)
+        return 0
+    print(f"host file: {host_file_path() or '(none: VSA_CONFIG is empty)'}", file=out)
+    widths = [max(len(r[k]) for r in rows) for k in ("setting", "value")]
+    for r in rows:
+        print(f"{r['setting']:<{widths[0]}}  {r['value']:<{widths[1]}}  {r['from']}", file=out)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    from vsa.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2), file=out)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from vsa.serve import serve
 
@@ -460,6 +493,8 @@ COMMANDS = {
     "stop": cmd_stop,
     "list": cmd_list,
     "drain": cmd_drain,
+    "config": cmd_config,
+    "schema": cmd_schema,
     "serve": cmd_serve,
 }
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE, what a shell reports for `git log | head -1`

@@ -91,7 +91,9 @@ def connect(address: str | None = None, local: bool = False) -> None:
     if local:
         ray.init(address="local", include_dashboard=False, **kwargs)
         return
-    target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    from vsa.hostconfig import environ
+
+    target = address or environ().get("RAY_ADDRESS") or "auto"
     _probe(target)
     _enable_token_auth_if_available()
     _check_token(target)

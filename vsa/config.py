@@ -14,6 +14,7 @@ import re
 import reprlib
 import sys
 import types
+import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -31,7 +32,7 @@ from pydantic import (
 )
 
 from vsa import uri as uri_mod
-from vsa.errors import ConfigError
+from vsa.errors import ConfigError, VsaError
 
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # `<id>.part<n>.mp4` are the later segments of a video sink (vsa.sinks.VideoSink)
@@ -236,6 +237,16 @@ class SourceSpec(_Strict):
         "`finish` (a file served over HTTP). `auto`: reconnect `rtsp`/`rtmp`, and `http(s)` "
         "streams with no known duration (MJPEG, live TS); finish the others.",
     )
+    password_file: str | None = Field(
+        None,
+        max_length=4096,
+        description="File holding the password of a network source (its first line; a "
+        "Docker/Kubernetes secret, a 0600 file): read by `vsa submit` (relative to the "
+        "directory you submit from) and put into the URI's user info "
+        "(`rtsp://viewer@host/...`), so the password is in neither the run file nor the "
+        "environment. Like every credential it is then sealed in the engine's records and "
+        "masked everywhere it could be shown.",
+    )
     rtsp_transport: Literal["tcp", "udp"] = Field(
         "tcp", description="RTP transport for `rtsp://`: `tcp` (interleaved, the default) or `udp`."
     )
@@ -296,6 +307,14 @@ class SourceSpec(_Strict):
         if self.mode == "auto":
             return uri_mod.scheme_of(self.uri) in uri_mod.NETWORK_SCHEMES
         return self.mode == "realtime"
+
+    @model_validator(mode="after")
+    def _password_file(self) -> SourceSpec:
+        if self.password_file is not None and (
+            uri_mod.scheme_of(self.uri) not in uri_mod.NETWORK_SCHEMES
+        ):
+            raise ValueError("password_file: only applies to network sources (rtsp://, http://...)")
+        return self
 
     @model_validator(mode="after")
     def _transport(self) -> SourceSpec:
@@ -810,11 +829,20 @@ def load_run(path: str | os.PathLike[str], env: dict[str, str] | None = None) ->
     The file may be at most ``MAX_RUN_FILE_BYTES``, UTF-8, without YAML aliases, anchors or
     duplicate keys.
     """
+    from vsa.hostconfig import run_defaults
+
     path = Path(path)
     try:
         data = _load_yaml(_read_run_file(path))
+        defaults = run_defaults()
     except ConfigError as exc:
         raise ConfigError(exc.problems, str(path)) from None
+    except VsaError as exc:  # a bad host file
+        raise ConfigError([str(exc)], str(path)) from None
+    if isinstance(data, dict):
+        for key, value in defaults.items():  # the host's defaults under the run's own
+            own = data.get(key)
+            data[key] = {**value, **own} if isinstance(own, dict) else own or dict(value)
     return parse_run(data, str(path), env)
 
 
@@ -868,6 +896,8 @@ def resolve_paths(spec: RunSpec, base_dir: str | os.PathLike[str]) -> RunSpec:
             )
             if path is not None:
                 source = source.model_copy(update={"uri": f"file://{path}"})
+        elif source.password_file is not None:
+            source = _with_password(source, base, f"sources[{i}].password_file", problems)
         sources.append(source)
     model = spec.model
     updates: dict[str, str] = {}
@@ -882,6 +912,51 @@ def resolve_paths(spec: RunSpec, base_dir: str | os.PathLike[str]) -> RunSpec:
     if updates:
         spec = spec.model_copy(update={"model": model.model_copy(update=updates)})
     return spec.model_copy(update={"sources": sources, "output_dir": str(out)})
+
+
+MAX_PASSWORD_FILE_BYTES = 4096
+
+
+def _with_password(source: SourceSpec, base: Path, where: str, problems: list[str]) -> SourceSpec:
+    """``source`` with the password of its ``password_file`` in its URI's user info (the
+    user name stays as the URI gives it). A problem names the field, never the password."""
+    path = _resolve(source.password_file or "", base, where, problems, file=True)
+    if path is None:
+        return source
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PASSWORD_FILE_BYTES + 1)
+    except OSError as exc:
+        problems.append(f"{where}: cannot read {_show_path(path)}: {exc.strerror}")
+        return source
+    lines = raw.decode("utf-8", errors="replace").splitlines()
+    password = lines[0].strip("\r") if lines else ""
+    if len(raw) > MAX_PASSWORD_FILE_BYTES or not password or "\x00" in password:
+        problems.append(f"{where}: {_show_path(path)} must hold the password on its first line")
+        return source
+    uri = source.uri
+    scheme, sep, rest = uri.partition("://")
+    hostpart, slash, tail = rest.partition("/")
+    user, at, host = hostpart.rpartition("@")
+    if not at:
+        problems.append(
+            f"{where}: the URI needs a user name to go with the password (scheme://user@host/...)"
+        )
+        return source
+    user = user.split(":", 1)[0]
+    quoted = urllib.parse.quote(password, safe="!$&'()*+,;=-._~")
+    uri = f"{scheme}{sep}{user}:{quoted}@{host}{slash}{tail}"
+    return source.model_copy(update={"uri": uri, "password_file": str(path)})
+
+
+def json_schema() -> dict[str, Any]:
+    """The run file's JSON Schema (``vsa schema``)."""
+    schema = RunSpec.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "vsa run file",
+        **schema,
+    }
 
 
 def _plain_type(tp: Any) -> Any:

@@ -91,6 +91,25 @@ def check_output_dir(output_dir: str, roots: Iterable[str] = ()) -> Path:
     return path
 
 
+def check_input_files(files: Iterable[tuple[str, str]], roots: Iterable[str] = ()) -> None:
+    """Each ``(source id, path)`` of a file source must lie under one of ``roots``
+    (``VSA_INPUT_ROOTS``; none set: any file). VsaError naming every source outside."""
+    roots = [os.path.realpath(r) for r in roots]
+    if not roots:
+        return
+    outside = [
+        f"{sid} ({path})"
+        for sid, path in files
+        if not any(_within(os.path.realpath(path), r) for r in roots)
+    ]
+    if outside:
+        raise VsaError(
+            f"file sources outside the directories this host lets runs read "
+            f"(VSA_INPUT_ROOTS={':'.join(roots)}): {', '.join(outside)}; move the files under one "
+            "of them"
+        )
+
+
 def _same_dir(a: str | Path, b: str | Path) -> bool:
     """One directory, by inode when both exist (case-insensitive filesystems, bind mounts)."""
     try:

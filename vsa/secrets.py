@@ -27,10 +27,13 @@ _MAX_KEY_BYTES = 4096
 def key_path() -> Path:
     """The key file: ``$VSA_SECRET_KEY_FILE``, else ``$VSA_STATE_DIR/secret.key``, else
     ``~/.vsa/secret.key``."""
-    explicit = os.environ.get("VSA_SECRET_KEY_FILE")
+    from vsa.hostconfig import environ
+
+    env = environ()
+    explicit = env.get("VSA_SECRET_KEY_FILE")
     if explicit:
         return Path(explicit).expanduser()
-    state_dir = os.environ.get("VSA_STATE_DIR")
+    state_dir = env.get("VSA_STATE_DIR")
     if state_dir:
         return Path(state_dir).expanduser() / "secret.key"
     return Path.home() / ".vsa" / "secret.key"

@@ -13,6 +13,12 @@
 | `VSA_SOURCE_MEMORY_MB` | `250` | host memory one source actor is counted for at admission |
 | `VSA_STATE_DIR` | `~/.vsa` | the engine's state on this host: run records (`runs/`, the truth a new controller resumes runs from after `ray stop`, an upgrade or a reboot) and the key that seals credentials (`secret.key`) |
 | `VSA_OUTPUT_ROOTS` | (unset) | `:`-separated directories runs may write into; unset: anywhere but system directories |
+| `VSA_INPUT_ROOTS` | (unset) | `:`-separated directories file sources may read; unset: any file the engine's user can read |
+| `VSA_STATUS_HOST` | `127.0.0.1` | address the controller's status endpoint binds (token-protected; only change it behind a firewall) |
+| `VSA_LOG_LEVEL` | `INFO` | the controller's log level |
+
+Each may also be set in the host file (``vsa.hostconfig``: /etc/vsa/vsa.yaml, keys in lower
+case without ``VSA_``); the environment wins.
 """
 
 from __future__ import annotations
@@ -28,8 +34,18 @@ if TYPE_CHECKING:
     from vsa.inference.threads import Split
 
 
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    """``env`` when given (tests), else the environment over the host file
+    (``vsa.hostconfig``: environment > /etc/vsa/vsa.yaml > the defaults below)."""
+    if env is not None:
+        return env
+    from vsa.hostconfig import environ
+
+    return environ()
+
+
 def inference_gpus(cluster_gpus: float, env: Mapping[str, str] | None = None) -> int:
-    value = (os.environ if env is None else env).get("VSA_INFERENCE_GPUS", "auto").strip()
+    value = _env(env).get("VSA_INFERENCE_GPUS", "auto").strip()
     if value == "auto":
         return 1 if cluster_gpus >= 1 else 0
     if value not in ("0", "1"):
@@ -39,7 +55,7 @@ def inference_gpus(cluster_gpus: float, env: Mapping[str, str] | None = None) ->
 
 def inference_actors(env: Mapping[str, str] | None = None) -> int:
     """Inference actors on a node without GPUs (``VSA_INFERENCE_ACTORS``, default 1)."""
-    return _positive_int(os.environ if env is None else env, "VSA_INFERENCE_ACTORS", 1)
+    return _positive_int(_env(env), "VSA_INFERENCE_ACTORS", 1)
 
 
 def available_cpus() -> int:
@@ -51,7 +67,7 @@ def available_cpus() -> int:
 
 
 def torch_threads(env: Mapping[str, str] | None = None, cpus: int | None = None) -> int:
-    value = (os.environ if env is None else env).get("VSA_TORCH_THREADS", "auto").strip()
+    value = _env(env).get("VSA_TORCH_THREADS", "auto").strip()
     if value == "auto":
         return available_cpus() if cpus is None else max(1, cpus)
     if not value.isdigit() or int(value) < 1:
@@ -61,7 +77,7 @@ def torch_threads(env: Mapping[str, str] | None = None, cpus: int | None = None)
 
 def transport(env: Mapping[str, str] | None = None) -> str:
     """``auto`` (the same-host channel where it can be used) or ``ray``."""
-    value = (os.environ if env is None else env).get("VSA_TRANSPORT", "auto").strip().lower()
+    value = _env(env).get("VSA_TRANSPORT", "auto").strip().lower()
     if value not in ("auto", "ray"):
         raise VsaError(f"VSA_TRANSPORT must be auto or ray, not {value!r}")
     return value
@@ -72,7 +88,7 @@ def model_splits(env: Mapping[str, str] | None = None, cpus: int | None = None) 
     one when ``VSA_TORCH_THREADS`` / ``VSA_MODEL_WORKERS`` pin them."""
     from vsa.inference.threads import splits
 
-    env = os.environ if env is None else env
+    env = _env(env)
     workers = env.get("VSA_MODEL_WORKERS", "auto").strip()
     threads = env.get("VSA_TORCH_THREADS", "auto").strip()
     return splits(
@@ -92,28 +108,28 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, auto: bool = 
 
 def data_plane_nice(env: Mapping[str, str] | None = None) -> int:
     """The nice value of the data-plane actors (``VSA_DATA_PLANE_NICE``, 0-19, default 19)."""
-    value = (os.environ if env is None else env).get("VSA_DATA_PLANE_NICE", "19").strip()
+    value = _env(env).get("VSA_DATA_PLANE_NICE", "19").strip()
     if not value.isdigit() or int(value) > 19:
         raise VsaError(f"VSA_DATA_PLANE_NICE must be an integer from 0 to 19, not {value!r}")
     return int(value)
 
 
 def max_sources_per_run(env: Mapping[str, str] | None = None) -> int:
-    return _positive_int(os.environ if env is None else env, "VSA_MAX_SOURCES_PER_RUN", 64)
+    return _positive_int(_env(env), "VSA_MAX_SOURCES_PER_RUN", 64)
 
 
 def max_sources(env: Mapping[str, str] | None = None) -> int:
-    return _positive_int(os.environ if env is None else env, "VSA_MAX_SOURCES", 128)
+    return _positive_int(_env(env), "VSA_MAX_SOURCES", 128)
 
 
 def source_memory_mb(env: Mapping[str, str] | None = None) -> int:
-    return _positive_int(os.environ if env is None else env, "VSA_SOURCE_MEMORY_MB", 250)
+    return _positive_int(_env(env), "VSA_SOURCE_MEMORY_MB", 250)
 
 
 def output_roots(env: Mapping[str, str] | None = None) -> list[str]:
     """Directories runs may write into (``VSA_OUTPUT_ROOTS``, ``:``-separated); empty = anywhere
     but the system directories."""
-    value = (os.environ if env is None else env).get("VSA_OUTPUT_ROOTS", "").strip()
+    value = _env(env).get("VSA_OUTPUT_ROOTS", "").strip()
     roots = [p for p in value.split(":") if p.strip()]
     for root in roots:
         if not os.path.isabs(root):
@@ -124,10 +140,37 @@ def output_roots(env: Mapping[str, str] | None = None) -> list[str]:
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
     """The engine's state directory (``VSA_STATE_DIR``, default ``~/.vsa``): run records in
     ``runs/`` and the credentials key ``secret.key`` (``vsa.secrets``)."""
-    value = (os.environ if env is None else env).get("VSA_STATE_DIR", "").strip()
+    value = _env(env).get("VSA_STATE_DIR", "").strip()
     return Path(value).expanduser() if value else Path.home() / ".vsa"
 
 
 def runs_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where the controller keeps one file per run (``vsa.supervision.store.DiskRunStore``)."""
     return state_dir(env) / "runs"
+
+
+def input_roots(env: Mapping[str, str] | None = None) -> list[str]:
+    """Directories file sources may read (``VSA_INPUT_ROOTS``, ``:``-separated); empty = any
+    file the engine's user can read."""
+    value = _env(env).get("VSA_INPUT_ROOTS", "").strip()
+    roots = [p for p in value.split(":") if p.strip()]
+    for root in roots:
+        if not os.path.isabs(root):
+            raise VsaError(f"VSA_INPUT_ROOTS must hold absolute paths, not {root!r}")
+    return roots
+
+
+def status_host(env: Mapping[str, str] | None = None) -> str:
+    """The address the controller's status endpoint binds (``VSA_STATUS_HOST``, 127.0.0.1)."""
+    return _env(env).get("VSA_STATUS_HOST", "").strip() or "127.0.0.1"
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level(env: Mapping[str, str] | None = None) -> str:
+    """The controller's log level (``VSA_LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR)."""
+    value = _env(env).get("VSA_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if value not in LOG_LEVELS:
+        raise VsaError(f"VSA_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    return value

@@ -51,7 +51,7 @@ from vsa.constants import (
     WARNING_HOLD_S,
 )
 from vsa.errors import ConfigError, VsaError
-from vsa.outputs import check_admission, check_output_dir, claim_outputs
+from vsa.outputs import check_admission, check_input_files, check_output_dir, claim_outputs
 from vsa.report import build_report, write_report
 from vsa.runstate import ENDED, RunState
 from vsa.schema import SourceState
@@ -77,7 +77,8 @@ from vsa.supervision.watchdog import (
     check_inference,
     spill_warning,
 )
-from vsa.uri import mask_uri
+from vsa.uri import file_path as uri_file_path
+from vsa.uri import mask_uri, scheme_of
 
 log = logging.getLogger("vsa.controller")
 
@@ -303,6 +304,14 @@ class ControllerCore:
                 per_run=settings.max_sources_per_run(),
                 total=settings.max_sources(),
                 source_mb=settings.source_memory_mb(),
+            )
+            check_input_files(
+                [
+                    (src.id, uri_file_path(src.uri))
+                    for src in spec.sources
+                    if scheme_of(src.uri) == "file"
+                ],
+                settings.input_roots(),
             )
             directory = await self._to_thread(
                 check_output_dir, spec.output_dir, settings.output_roots()
