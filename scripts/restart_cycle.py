@@ -6,7 +6,7 @@ GStreamer, 640x360 @ 15 fps) and an H.264 file, submits one run with the five st
 until each one emits, then:
 
 1. ``vsa drain``: new runs refused, every source stopped, files closed;
-2. ``ray stop``;
+2. ``ray stop`` (for this head only: SIGTERM to its processes, as ``ray stop`` sends);
 3. ``ray start --head``;
 4. engine start: the first ``vsa status`` creates the controller, which resumes the run;
 5. every stream emits again (its JSONL grows past what it held at the drain).

@@ -2,7 +2,8 @@
 anything else on the host by its own ``RAY_TMPDIR`` (session directory, ``ray_current_cluster``)
 and port, driven through the ``vsa`` CLI; it can be stopped, started again and crashed (every
 process carrying that ``RAY_TMPDIR`` in its environment, which the head's daemons and every
-worker inherit, is SIGKILLed). Used by ``tests/restart`` and ``scripts/restart_cycle.py``."""
+worker inherit, is SIGKILLed; ``stop`` sends them SIGTERM as ``ray stop`` would, without
+touching other clusters). Used by ``tests/restart`` and ``scripts/restart_cycle.py``."""
 
 from __future__ import annotations
 
@@ -43,37 +44,54 @@ class LocalHead:
         if done.returncode != 0:
             raise RuntimeError("ray start --head failed:\n" + done.stdout + done.stderr)
 
-    def stop(self) -> None:
-        subprocess.run([*RAY, "stop"], env=self.env, capture_output=True, timeout=300)
+    def stop(self, grace_s: float = 30.0) -> int:
+        """What ``ray stop`` does (SIGTERM, then SIGKILL after ``grace_s``) to this cluster's
+        processes only: ``ray stop`` itself stops every Ray cluster on the host."""
+        return self._signal(signal.SIGTERM, grace_s, then=signal.SIGKILL)
 
-    def crash(self, timeout_s: float = 60.0) -> int:
+    def crash(self) -> int:
         """SIGKILL every process of this cluster; how many there were."""
+        return self._signal(signal.SIGKILL, 60.0)
+
+    def _signal(self, sig: int, wait_s: float, then: int | None = None) -> int:
         entry = f"RAY_TMPDIR={self.temp}".encode()
         victims = [pid for pid in _pids() if entry in _environ(pid)]
         for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout_s
+            _kill(pid, sig)
+        deadline = time.monotonic() + wait_s
         while any(_alive(p) for p in victims) and time.monotonic() < deadline:
             time.sleep(0.1)
+        if then is not None:
+            for pid in victims:
+                if _alive(pid):
+                    _kill(pid, then)
+            while any(_alive(p) for p in victims) and time.monotonic() < deadline + wait_s:
+                time.sleep(0.1)
         return len(victims)
 
     def close(self) -> None:
         self.crash()
         shutil.rmtree(self.temp, ignore_errors=True)
 
-    def vsa(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def vsa(
+        self, *args: str, timeout: float = 300, cwd: Path = REPO
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "vsa.cli", *args, "--address", self.address],
-            env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+            env=self.env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
 
     def status(self, run_id: str) -> dict[str, Any] | None:
         """The run's status, None while the engine does not answer."""
         done = self.vsa("status", run_id, "--json")
         return json.loads(done.stdout)["runs"][0] if done.returncode == 0 else None
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _pids() -> list[int]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import require, wait_for
 from tests.local_head import LocalHead, frames
 
 FRAMES = 240
@@ -98,3 +99,58 @@ def test_a_run_resumes_after_a_drained_restart_and_after_a_crash(engine, tmp_pat
     stopped = engine.vsa("stop", run_id, "--json")
     assert stopped.returncode == 0, stopped.stderr
     assert json.loads(stopped.stdout)["state"] == "STOPPED"
+
+
+def test_a_camera_password_from_a_file_is_nowhere_after_a_resumed_run(engine, tmp_path):
+    """A credentialed RTSP camera whose password comes from ``password_file``: it streams,
+    is drained, resumes on a new cluster (the engine unseals its URI from the disk) and
+    streams again; the password is then in no file the engine wrote (state directory, run
+    records, outputs and their names, report, Ray's session logs) and in no status."""
+    from tests.rtsp_server import RtspServer, available
+
+    why = available()
+    if why:
+        require("the RTSP test server", "VSA_REQUIRE_RTSP", why)
+    password = "Pw-0f-the-d00r"
+    (tmp_path / "door.pw").write_text(password + "\n")
+    out = tmp_path / "out"
+    with RtspServer(cameras=["door=160x120@10"], user="viewer", password=password) as server:
+        run_file = tmp_path / "run.yaml"
+        uri = server.url("door", user="viewer")
+        run_file.write_text(
+            json.dumps(
+                {
+                    "name": "door",
+                    "output_dir": str(out),
+                    "sources": [{"id": "door", "uri": uri, "password_file": "door.pw"}],
+                }
+            )
+        )
+        done = engine.vsa("submit", str(run_file), "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        run_id = json.loads(done.stdout)["run_id"]
+        wait_for(lambda: len(frames(out / "door.jsonl")) >= 5, 180, "the camera's frames")
+        assert engine.vsa("drain").returncode == 0
+        before = len(frames(out / "door.jsonl"))
+        engine.stop()
+        engine.start()
+        wait_for(lambda: engine.status(run_id), 180, "the run after the restart")
+        wait_for(lambda: len(frames(out / "door.jsonl")) > before + 5, 180, "frames again")
+        shown = [engine.vsa("status", run_id, "--json").stdout, engine.vsa("list").stdout]
+        assert engine.vsa("stop", run_id).returncode == 0
+    assert "viewer:***@" in shown[0]
+    leaks = [text for text in shown if password in text]
+    for root in (tmp_path / "state", out, engine.temp):
+        for path in Path(root).rglob("*"):
+            if password in str(path):
+                leaks.append(f"file name {path}")
+            elif path.is_file() and not path.is_socket() and password.encode() in _read(path):
+                leaks.append(str(path))
+    assert not leaks, leaks
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
