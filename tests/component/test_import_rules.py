@@ -44,6 +44,8 @@ RULES: dict[str, frozenset[str]] = {
     "vsa.control.endpoint": NO_HEAVY | {"pydantic"},
     "vsa.control.priority": NO_HEAVY | {"pydantic"},
     "vsa.cli": NO_HEAVY | {"pydantic"},
+    "vsa.hostconfig": NO_HEAVY | {"pydantic"},
+    "vsa.serve": NO_HEAVY | {"pydantic"},
     # the controller is a Ray actor; it only creates the source and inference actors
     "actors.controller": frozenset({"torch", "av", "cv2"}),
 }
