@@ -26,9 +26,9 @@ RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 class LocalHead:
     def __init__(self, state_dir: Path, **env: str) -> None:
         self.temp = tempfile.mkdtemp(prefix="vsar", dir="/tmp")  # socket paths stay short
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        # every port of its own: Ray's fixed defaults (the dashboard agent's 52365, ...) would
+        # meet those of another cluster on the host, or of one still going away
+        self.port, *self.ports = (_free_port() for _ in range(5))
         self.address = f"127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         self.env.update(
@@ -38,7 +38,11 @@ class LocalHead:
     def start(self) -> None:
         done = subprocess.run(
             [*RAY, "start", "--head", f"--port={self.port}", "--disable-usage-stats",
-             "--include-dashboard=false", "--object-store-memory=400000000"],
+             "--include-dashboard=false", "--object-store-memory=400000000",
+             f"--dashboard-agent-listen-port={self.ports[0]}",
+             f"--dashboard-agent-grpc-port={self.ports[1]}",
+             f"--metrics-export-port={self.ports[2]}",
+             f"--runtime-env-agent-port={self.ports[3]}"],
             env=self.env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         if done.returncode != 0:
@@ -85,6 +89,12 @@ class LocalHead:
         """The run's status, None while the engine does not answer."""
         done = self.vsa("status", run_id, "--json")
         return json.loads(done.stdout)["runs"][0] if done.returncode == 0 else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _kill(pid: int, sig: int) -> None:
