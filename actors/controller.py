@@ -49,6 +49,28 @@ from vsa.supervision.store import DiskRunStore, MirroredRunStore
 log = logging.getLogger("vsa.controller")
 
 
+def _own_state_dir(wait_s: float = 10.0) -> DiskRunStore | None:
+    """The state directory's run store, owned by this controller; None (logged) when another
+    engine on this host owns it: then runs live in this cluster's GCS only and do not
+    survive it. A predecessor being replaced may hold it a moment longer: waited for."""
+    try:
+        disk = DiskRunStore(settings.runs_dir())
+        deadline = time.monotonic() + wait_s
+        while not disk.lock():
+            if time.monotonic() > deadline:
+                log.warning(
+                    "another engine on this host owns %s: this cluster's runs are kept in "
+                    "its GCS only and will not survive ray stop (set VSA_STATE_DIR for it)",
+                    disk.directory,
+                )
+                return None
+            time.sleep(0.2)
+        return disk
+    except Exception as exc:  # noqa: BLE001 - no state directory: runs in the GCS only
+        log.warning("cannot use the state directory (%s): runs are kept in the GCS only", exc)
+        return None
+
+
 def _log_level() -> str:
     try:
         return settings.log_level()
@@ -69,13 +91,14 @@ class Controller:
         # Ray starts workers at nice 15; the control plane goes first where it may
         prioritized = raise_priority(0)
         self.restarted = this_actor_restarted()
-        self._disk = DiskRunStore(settings.runs_dir())
-        last_alive = self._disk.last_beat()
+        self._disk: DiskRunStore | None = _own_state_dir()
+        store: Any = GcsRunStore()
+        last_alive = None
+        if self._disk is not None:
+            last_alive = self._disk.last_beat()
+            store = MirroredRunStore(self._disk, store)
         self._core = ControllerCore(
-            RayHandles(),
-            MirroredRunStore(self._disk, GcsRunStore()),
-            restarted=self.restarted,
-            last_alive=last_alive,
+            RayHandles(), store, restarted=self.restarted, last_alive=last_alive
         )
         log.info(
             "controller %s (code %s) %s, pid %d, nice %d%s",
@@ -104,7 +127,7 @@ class Controller:
         """Mark this controller alive every ``HEARTBEAT_S`` in the state directory: the next
         one (after ``ray stop``, a reboot, a crash) says how long the engine was down."""
         warned = False
-        while True:
+        while self._disk is not None:
             try:
                 self._disk.beat()
             except OSError as exc:

@@ -137,3 +137,15 @@ def test_a_run_book_on_disk_survives_the_whole_engine(tmp_path: Path, key_file: 
     (loaded,) = again.load()
     assert loaded.id == "r-1" and loaded.state is RunState.UP
     assert [r.id for r in again.active()] == ["r-1"]
+
+
+def test_one_engine_owns_a_state_directory_at_a_time(tmp_path: Path):
+    """A second controller (another cluster on this host) must not resume or overwrite the
+    first one's runs: it cannot take the directory until the first lets go (or dies)."""
+    first, second = DiskRunStore(tmp_path / "runs"), DiskRunStore(tmp_path / "runs")
+    assert first.lock() and first.lock()  # again: still its own
+    assert not second.lock()
+    first.unlock()
+    assert second.lock()
+    assert not first.lock()
+    second.unlock()

@@ -81,6 +81,31 @@ class DiskRunStore:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
+        self._lock_fd: int | None = None
+
+    def lock(self) -> bool:
+        """Own the directory (an exclusive ``flock`` on ``.lock``, held until this process
+        ends or :meth:`unlock`); False when another process owns it: the controller of another
+        cluster on this host (``vsa submit --local``, a script's private cluster), whose runs
+        this one must neither resume nor overwrite."""
+        import fcntl
+
+        if self._lock_fd is not None:
+            return True
+        self._ensure_dir()
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     def _ensure_dir(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
