@@ -66,6 +66,18 @@ if torch:
 EOF
 )
 
+# The exact versions of everything else (images/constraints.txt: wheels for Python 3.10 on arm64
+# and for x86_64, within pyproject.toml's ranges). Beside a torch built against NumPy 1, NumPy
+# and OpenCV (whose 5.x wants NumPy 2) are left to pip within "numpy<2".
+pins=$(dirname "${BASH_SOURCE[0]}")/constraints.txt
+if [ -f "$pins" ]; then
+  pinned=$(grep -Ev '^[[:space:]]*(#|$)' "$pins")
+  if grep -q '^numpy<2$' <<<"$kept"; then
+    pinned=$(grep -Ev '^(numpy|opencv-python-headless)==' <<<"$pinned")
+  fi
+  kept=$(printf '%s\n%s' "$kept" "$pinned" | sed '/^$/d')
+fi
+
 if [ "$print_only" = 1 ]; then
   [ -z "$kept" ] || printf '%s\n' "$kept"
   exit 0
@@ -86,7 +98,7 @@ trap 'rm -f "$constraints"' EXIT
 install=("$PYTHON" -m pip install --no-cache-dir --constraint "$constraints" "$source")
 
 if [ -n "$kept" ]; then
-  echo "install.sh: keeping ${kept//$'\n'/, }"
+  echo "install.sh: constraints ${kept//$'\n'/, }"
 else
   echo "install.sh: no torch in $PYTHON: pip installs torch from the index"
 fi
