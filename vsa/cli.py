@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--interval", type=float, default=30.0, help="seconds between status lines (default 30)"
     )
+    p.add_argument(
+        "--replace-controller",
+        action="store_true",
+        help="when the head it joins runs a controller of other code (an upgrade in place): "
+        "drain its runs and replace it; they resume on this code",
+    )
     _add_address(p)
     return parser
 

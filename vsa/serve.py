@@ -44,14 +44,15 @@ def serve(args: argparse.Namespace, out: TextIO) -> int:
     from vsa.client import Client
 
     started_head = False
+    replace = bool(getattr(args, "replace_controller", False))
     try:
-        client = Client(address=args.address)
+        client = Client(address=args.address, replace_controller=replace)
     except ClusterNotFound:
         if args.address:
             raise
         start_head(list(args.ray_start_arg), out)
         started_head = True
-        client = Client()
+        client = Client(replace_controller=replace)
     active = [r for r in client.status() if not r.terminal]
     # the controller answers once it has recovered: the active runs are resumed by now
     _say(
