@@ -112,15 +112,18 @@ class Controller:
             else " (not allowed to raise its priority; above the data plane still)",
         )
         self._endpoint: StatusEndpoint | None = None
+        self._recovering = False
         # recovery runs as this actor's first task, on its event loop
         call_recover()
 
     async def recover(self) -> dict[str, Any]:
         """Serve the status endpoint, then reload saved runs and resume the active ones
         (called once, right after start)."""
-        loop = asyncio.get_running_loop()
-        self._serve_status(loop)
-        loop.create_task(self._heartbeat())
+        if not self._recovering:  # once, even if the call is delivered twice
+            self._recovering = True
+            loop = asyncio.get_running_loop()
+            self._serve_status(loop)
+            loop.create_task(self._heartbeat())
         return await self._core.recover()
 
     async def _heartbeat(self) -> None:

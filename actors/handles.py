@@ -205,8 +205,13 @@ def cluster_paths() -> tuple[str | None, str | None]:
 
 
 def call_recover() -> None:
-    """Queue ``recover`` on the calling actor: it runs as the actor's first task, on its loop."""
-    ray.get_runtime_context().current_actor.recover.remote()
+    """Queue ``recover`` on the calling actor: it runs as the actor's first task, on its loop.
+
+    Sent from ``__init__``, the call may reach the actor while Ray still has it as restarting
+    (seen here after a SIGKILL: "ACTOR_UNAVAILABLE: The actor is restarting"), and an actor
+    task is not retried by default: then nothing recovered until some client called. Retried
+    until it runs (``recover`` is idempotent)."""
+    ray.get_runtime_context().current_actor.recover.options(max_task_retries=-1).remote()
 
 
 # --- a source actor's side -------------------------------------------------------------------
