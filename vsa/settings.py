@@ -129,12 +129,7 @@ def source_memory_mb(env: Mapping[str, str] | None = None) -> int:
 def output_roots(env: Mapping[str, str] | None = None) -> list[str]:
     """Directories runs may write into (``VSA_OUTPUT_ROOTS``, ``:``-separated); empty = anywhere
     but the system directories."""
-    value = _env(env).get("VSA_OUTPUT_ROOTS", "").strip()
-    roots = [p for p in value.split(":") if p.strip()]
-    for root in roots:
-        if not os.path.isabs(root):
-            raise VsaError(f"VSA_OUTPUT_ROOTS must hold absolute paths, not {root!r}")
-    return roots
+    return _roots(_env(env), "VSA_OUTPUT_ROOTS")
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -152,11 +147,15 @@ def runs_dir(env: Mapping[str, str] | None = None) -> Path:
 def input_roots(env: Mapping[str, str] | None = None) -> list[str]:
     """Directories file sources may read (``VSA_INPUT_ROOTS``, ``:``-separated); empty = any
     file the engine's user can read."""
-    value = _env(env).get("VSA_INPUT_ROOTS", "").strip()
-    roots = [p for p in value.split(":") if p.strip()]
+    return _roots(_env(env), "VSA_INPUT_ROOTS")
+
+
+def _roots(env: Mapping[str, str], name: str) -> list[str]:
+    """The ``:``-separated absolute directories of ``name``; VsaError for a relative one."""
+    roots = [p for p in env.get(name, "").strip().split(":") if p.strip()]
     for root in roots:
         if not os.path.isabs(root):
-            raise VsaError(f"VSA_INPUT_ROOTS must hold absolute paths, not {root!r}")
+            raise VsaError(f"{name} must hold absolute paths, not {root!r}")
     return roots
 
 
