@@ -275,3 +275,65 @@ def test_batched_nms_keeps_other_classes():
     scores = torch.tensor([0.9, 0.8])
     assert sorted(batched_nms(boxes, scores, torch.tensor([0, 1]), 0.5).tolist()) == [0, 1]
     assert batched_nms(boxes, scores, torch.tensor([0, 0]), 0.5).tolist() == [0]
+
+
+# --- the batch decoding against the plain per-candidate algorithm -----------------------------
+
+
+class PerFrame(nn.Module):
+    """Frame i of a batch gets predictions ``preds[i]``."""
+
+    def __init__(self, preds: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("preds", preds)
+
+    def forward(self, x: torch.Tensor):
+        return self.preds[: x.shape[0]] + x.sum() * 0
+
+
+def plain_decode(model, preds: torch.Tensor, frame: np.ndarray) -> list[tuple]:
+    """Every candidate's best class, then threshold, class filter, top-k, NMS, mapping: the
+    straightforward way, written out here, to hold the engine's faster decoding to it."""
+    from vsa.models.nms import cxcywh_to_xyxy
+
+    nc = len(model.classes)
+    p = preds.float().T
+    score, cls = p[:, 4 : 4 + nc].max(1)
+    keep = score > model.score_threshold
+    if model._keep is not None:
+        keep &= torch.isin(cls, model._keep)
+    p, score, cls = p[keep], score[keep], cls[keep]
+    boxes = cxcywh_to_xyxy(p[:, :4])
+    idx = batched_nms(boxes, score, cls, model.iou_threshold)[: model.max_detections]
+    h, w = frame.shape[:2]
+    scale = min(640 / h, 640 / w)
+    pad_x, pad_y = (640 - round(w * scale)) // 2, (640 - round(h * scale)) // 2
+    out = []
+    for b, s, c in zip(boxes[idx].tolist(), score[idx].tolist(), cls[idx].tolist(), strict=True):
+        x1, y1, x2, y2 = b
+        box = (
+            min(max((x1 - pad_x) / scale, 0), w), min(max((y1 - pad_y) / scale, 0), h),
+            min(max((x2 - pad_x) / scale, 0), w), min(max((y2 - pad_y) / scale, 0), h),
+        )  # fmt: skip
+        out.append((model.classes[c], s, box))
+    return out
+
+
+@pytest.mark.parametrize("extra", [{}, {"class_filter": ["dog", "eel"]}, {"score_threshold": 0.9}])
+def test_batch_decoding_matches_the_plain_algorithm(tmp_path, extra):
+    g = torch.Generator().manual_seed(7)
+    n, b = 600, 3
+    boxes = torch.rand(b, 4, n, generator=g) * torch.tensor([640, 640, 120, 120]).view(1, 4, 1)
+    preds = torch.cat([boxes, torch.rand(b, 3, n, generator=g)], 1)  # 3 classes, many above 0.25
+    frames = [FRAME, np.zeros((480, 640, 3), np.uint8), np.zeros((360, 640, 3), np.uint8)]
+    model = load_model(
+        spec(save(PerFrame(preds), tmp_path / "m.torchscript"), classes=["cat", "dog", "eel"],
+             max_detections=300, **extra)
+    )  # fmt: skip
+    got = run_model(model, frames)
+    for i, frame in enumerate(frames):
+        want = plain_decode(model, preds[i], frame)
+        assert len(want) > (0 if extra.get("score_threshold") else 20)
+        assert [(d.label, d.score) for d in got[i]] == [(lab, s) for lab, s, _ in want]
+        for d, (_, _, box) in zip(got[i], want, strict=True):
+            assert d.box == pytest.approx(box, abs=1e-3)

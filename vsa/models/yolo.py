@@ -96,8 +96,14 @@ class TorchScriptYolo:
 
     def postprocess(self, raw: Any, batch: Batch) -> list[list[Detection]]:
         preds, protos = self._split(raw)
+        # The best class score of every candidate of the whole batch in one reduction, without
+        # the class index: ``amax`` is ~10x faster than ``max`` with indices over [B, C, N]
+        # (2.2 -> 0.2 ms per frame for 80 classes on one CPU thread), and most candidates are
+        # below the threshold, so the index is found only for those above it.
+        nc = len(self.classes)
+        above = preds[:, 4 : 4 + nc].amax(1).float() > self.score_threshold  # [B, N]
         return [
-            self._decode_one(preds[i], None if protos is None else protos[i], box)
+            self._decode_one(preds[i], above[i], None if protos is None else protos[i], box)
             for i, box in enumerate(batch.boxes)
         ]
 
@@ -169,15 +175,16 @@ class TorchScriptYolo:
 
     # --- decoding ----------------------------------------------------------------------------
     def _decode_one(
-        self, preds: torch.Tensor, protos: torch.Tensor | None, lb: Letterbox
+        self, preds: torch.Tensor, above: torch.Tensor, protos: torch.Tensor | None, lb: Letterbox
     ) -> list[Detection]:
+        """One frame's detections; ``preds`` [C, N], ``above`` [N]: the candidates whose best
+        class score passes the threshold."""
         nc = len(self.classes)
-        p = preds.float().transpose(0, 1)  # [N, C]
+        p = preds[:, above].float().transpose(0, 1)  # [k, C]
         score, cls = p[:, 4 : 4 + nc].max(1)
-        keep = score > self.score_threshold
         if self._keep is not None:
-            keep &= torch.isin(cls, self._keep)
-        p, score, cls = p[keep], score[keep], cls[keep]
+            wanted = torch.isin(cls, self._keep)
+            p, score, cls = p[wanted], score[wanted], cls[wanted]
         if len(score) > MAX_CANDIDATES:
             top = score.topk(MAX_CANDIDATES).indices
             p, score, cls = p[top], score[top], cls[top]
