@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vsa.models.base import Detection, run_model  # noqa: E402
+from vsa.models.base import Detection, letterbox_batch, run_model  # noqa: E402
 from vsa.models.builtin import BuiltinModel  # noqa: E402
 from vsa.models.yolo import TorchScriptYolo  # noqa: E402
 from vsa.sources.synthetic import ShapesScene, SyntheticParams  # noqa: E402
@@ -83,6 +83,33 @@ def throughput(model, images: list[np.ndarray], seconds: float) -> dict[int, flo
     return out
 
 
+def upload_ab(device: torch.device, seconds: float) -> list[str]:
+    """Preprocessing alone, 16 frames of 1280x720 into 640x640: each frame converted and sent
+    on its own against one staging buffer and one transfer (the default on CUDA), alternating
+    twice; the same tensor both ways is checked first."""
+    batch = [ShapesScene(SyntheticParams(seed=i, width=1280, height=720, pace=False)).render(i)[0]
+             for i in range(16)]  # fmt: skip
+    plain = letterbox_batch(batch, (640, 640), device, staged=False).tensor
+    staged = letterbox_batch(batch, (640, 640), device, staged=True).tensor
+    same = torch.equal(plain, staged)
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for mode in (False, True, False, True):
+        n, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            letterbox_batch(batch, (640, 640), device, staged=mode)
+            n += len(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates[mode].append(n / (time.perf_counter() - started))
+    return [
+        f"preprocess {device.type} 16x1280x720 -> 640x640, frames/s: per frame "
+        + " / ".join(f"{r:.0f}" for r in rates[False])
+        + ", staged "
+        + " / ".join(f"{r:.0f}" for r in rates[True])
+        + f" ({'same tensor' if same else 'TENSORS DIFFER'})"
+    ]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -130,6 +157,9 @@ def main() -> int:
         for name, model in models.items():
             rates = throughput(model, images, args.seconds)
             print(f"{name:<18}" + "".join(f"{rates[bs]:>9.1f}" for bs in BATCH_SIZES))
+        for line in upload_ab(torch.device("cuda" if cuda else "cpu"), args.seconds):
+            print(line)
+            ok &= "DIFFER" not in line
     return 0 if ok else 1
 
 

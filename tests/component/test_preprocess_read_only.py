@@ -149,3 +149,23 @@ def test_models_give_the_same_detections_for_read_only_frames(name: str, tmp_pat
         warnings.simplefilter("error", UserWarning)  # "The given NumPy array is not writable"
         from_store = run_model(model, [read_only(f) for f in frames])
     same_detections(writable, from_store)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_the_staged_upload_gives_the_same_tensor(dtype):
+    """One staging buffer and one transfer per batch (the CUDA path, forced here on the CPU):
+    the same tensor, bit for bit, as converting and sending each frame, for frames of mixed
+    sizes, read-only and strided; and a later, smaller batch reuses the buffer without
+    leaving the earlier batch's pixels in its tensor."""
+    wider = random_frame(364, 1280, seed=1)
+    view = wider[2:362, ::2]
+    view.setflags(write=False)
+    frames = [read_only(random_frame(h, w, seed=i)) for i, (h, w) in enumerate(SIZES)] + [view]
+    for batch in (frames, frames[::-1][:3], frames[:1]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            staged = letterbox_batch(batch, (320, 320), CPU, dtype, staged=True)
+        plain = letterbox_batch(batch, (320, 320), CPU, dtype, staged=False)
+        assert staged.boxes == plain.boxes
+        assert torch.equal(staged.tensor, plain.tensor)
+        assert torch.equal(staged.tensor, letterbox_before(batch, (320, 320), dtype))
