@@ -9,6 +9,8 @@ actor's task name (``ray::source:...``, ``ray::IDLE`` in the inference actor). L
 
     python scripts/cpu_by_thread.py                       # pass-through model, N = 8, lossless
     python scripts/cpu_by_thread.py --model builtin --n 4 --realtime
+    python scripts/cpu_by_thread.py --realtime --fps 1    # what the engine costs per second
+                                                          # whatever its frame rate (fixed cost)
     VSA_TRANSPORT=ray python scripts/cpu_by_thread.py     # frames through Ray's object store
 """
 
@@ -59,7 +61,8 @@ def main() -> int:
         "--model", default="passthrough", choices=("passthrough", "builtin", "yolo")
     )
     parser.add_argument("--n", type=int, default=8, help="streams")
-    parser.add_argument("--realtime", action="store_true", help="paced at 15 fps, realtime mode")
+    parser.add_argument("--realtime", action="store_true", help="paced at --fps, realtime mode")
+    parser.add_argument("--fps", type=float, default=15.0, help="each stream's frame rate")
     parser.add_argument("--warmup-s", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
@@ -88,7 +91,7 @@ def main() -> int:
                 {
                     "id": f"s{i}",
                     "mode": mode,
-                    "uri": f"synthetic://shapes?seed={i}&width=640&height=360&fps=15"
+                    "uri": f"synthetic://shapes?seed={i}&width=640&height=360&fps={args.fps:g}"
                     f"&frames=1000000&pace={pace}",
                 }
                 for i in range(args.n)
@@ -112,20 +115,25 @@ def main() -> int:
     frames = max(e1 - e0, 1)
     print(
         f"{args.model}, N = {args.n}, {mode}, VSA_TRANSPORT={transport()}: "
-        f"{frames / elapsed:.1f} frames/s over {elapsed:.0f} s; CPU ms per emitted frame"
+        f"{frames / elapsed:.1f} frames/s over {elapsed:.0f} s; CPU ms per emitted frame "
+        "and cores (CPU seconds per second)"
     )
     per_process: collections.Counter = collections.Counter()
     for key, total in c1.items():
         per_process[key[0]] += total - c0.get(key, 0.0)
-    print(f"  {'all processes':44} {1000 * sum(per_process.values()) / frames:7.2f}")
+
+    def row(cpu: float) -> str:
+        return f"{1000 * cpu / frames:9.2f} ms {cpu / elapsed:7.3f}"
+
+    print(f"  {'all processes':44} {row(sum(per_process.values()))}")
     for name, cpu in per_process.most_common():
         if cpu * 1000 / frames >= 0.05:
-            print(f"  {name:44} {1000 * cpu / frames:7.2f}")
+            print(f"  {name:44} {row(cpu)}")
     print("  by thread name:")
     for key in sorted(c1, key=lambda k: c0.get(k, 0.0) - c1[k]):
         cpu = c1[key] - c0.get(key, 0.0)
         if cpu * 1000 / frames >= 0.05:
-            print(f"    {key[0]:24} {key[1]:18} {1000 * cpu / frames:7.2f}")
+            print(f"    {key[0]:24} {key[1]:18} {row(cpu)}")
     return 0
 
 

@@ -193,14 +193,26 @@ class BatchFormer(Generic[T]):
             else:
                 self._running.pop(key, None)
 
-    def time_until_ready(self) -> float | None:
-        """0 when a batch is ready now, the seconds until one will be, or None when empty."""
+    def time_until_ready(self, fill: int | None = None, patience_s: float = 0.0) -> float | None:
+        """0 when a batch is ready now, the seconds until one will be, or None when empty.
+
+        ``fill`` (``fair_share`` with several batches at once): a batch of that many frames is
+        ready at once, and one short of it waits up to ``patience_s`` (if longer than
+        ``max_wait_s``) for the rest: the cameras whose result just went back and whose next
+        frame is on its way. Closed without them, the batch would be smaller, end sooner and
+        bring its cameras round more often than the others (on a CPU a batch's time grows
+        with its size)."""
         waited = self.oldest_wait()
         if waited is None:
             return None
-        if self._size >= self.max_batch_size or self.all_in():
+        if (
+            self._size >= self.max_batch_size
+            or (fill is not None and self._size >= fill)
+            or self.all_in()
+        ):
             return 0.0
-        return max(0.0, self.max_wait_s - waited)
+        wait_s = self.max_wait_s if fill is None else max(self.max_wait_s, patience_s)
+        return max(0.0, wait_s - waited)
 
     def ready(self) -> bool:
         return self.time_until_ready() == 0.0

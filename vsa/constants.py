@@ -22,6 +22,9 @@ SNAPSHOT_S = 1.0  # the controller refreshes the endpoint's snapshot of every ru
 FRESH_S = 0.3  # the endpoint waits this long for the controller's own answer, then the snapshot
 ENDPOINT_TIMEOUT_S = 5.0  # a client waits this long for the endpoint, then goes through Ray
 
+# --- inference (vsa/inference/engine.py) -------------------------------------------------------
+FAIR_WAIT = 0.5  # several batches at once: one short of its fair share waits this many batch times
+
 # --- supervision (vsa/supervision/watchdog.py) -------------------------------------------------
 STATUS_TIMEOUT_S = 10.0  # the longest wait for a status or health answer
 

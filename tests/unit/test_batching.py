@@ -520,3 +520,83 @@ def test_a_fair_share_splits_realtime_cameras_evenly_across_concurrent_batches()
     assert (first, second) == (["a", "b"], ["c", "d"])
     former.add("lossless", "x")  # a stream without credit: batches fill up as before
     assert former.fair_share(2) is None
+
+
+def simulate_cameras(fair: bool, seconds: float = 900.0, seed: int = 3) -> dict[str, int]:
+    """Results per camera: four realtime cameras (one frame in flight each), two batches at
+    once on a CPU (a batch takes 0.25 s per frame), each camera's next frame arriving 2-12 ms
+    after its result, one time in five 20-100 ms; the former driven as ``InferenceEngine._next_batch`` drives it (``fair``:
+    a batch short of its fair share waits up to half a batch time; otherwise ``max_wait``)."""
+    import heapq
+    import random
+
+    from vsa.constants import FAIR_WAIT
+
+    rng = random.Random(seed)
+    clock = FakeClock(0.0)
+    former = BatchFormer(8, 0.020, clock=clock)
+    results = dict.fromkeys("abcd", 0)
+    events: list[tuple[float, int, str, object]] = []
+    seq = 0
+
+    def at(t: float, kind: str, data: object) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(events, (t, seq, kind, data))
+
+    for cam in results:
+        at(rng.uniform(0.0, 0.06), "frame", cam)
+    running, batch_s = 0, 0.5
+    while events and clock.now < seconds:
+        t, _, kind, data = heapq.heappop(events)
+        clock.now = max(clock.now, t)
+        if kind == "frame":
+            former.add(data, data, credit=1)
+        elif kind == "done":
+            running -= 1
+            former.batch_done(data)
+            for (_, cam), n in data.items():
+                results[cam] += n
+                # the camera's newest frame goes out when the result is back: a few ms, and
+                # sometimes tens (the source waits for a core on a saturated host)
+                late = rng.random() < 0.2
+                at(
+                    clock.now + rng.uniform(*((0.02, 0.1) if late else (0.002, 0.012))),
+                    "frame",
+                    cam,
+                )
+        while running < 2:  # a model thread is free
+            share = former.fair_share(2)
+            delay = (
+                former.time_until_ready(share, FAIR_WAIT * batch_s)
+                if fair
+                else former.time_until_ready()
+            )
+            if delay is None:
+                break
+            if delay > 0:
+                at(clock.now + max(delay, 1e-6), "wake", None)  # past float rounding
+                break
+            batch, _ = former.take_fresh(lambda item: False, share)
+            running += 1
+            at(clock.now + 0.25 * len(batch), "done", dict(former.last_taken))
+    return results
+
+
+def spread(results: dict[str, int]) -> float:
+    counts = list(results.values())
+    return (max(counts) - min(counts)) / (sum(counts) / len(counts))
+
+
+def test_cameras_get_the_same_rate_when_a_short_batch_waits_for_its_fair_share():
+    """With two batches at once, a batch closed after max_wait without a camera whose next
+    frame was on its way is smaller, ends sooner and brings its cameras round more often
+    (here two cameras settle in batches of one and get 1.5 times the others' rate; the
+    benchmark measured spreads of 7-16 %). Waiting up to half a batch time for the fair share
+    keeps the pairs whole: every camera within 2 % of the others. The price is the model
+    thread's wait for a late camera, ~5 % of the throughput here, where a batch of two costs
+    exactly two of one (on a real CPU it costs less)."""
+    before, after = simulate_cameras(fair=False), simulate_cameras(fair=True)
+    assert spread(before) > 0.2, before
+    assert spread(after) < 0.02, after
+    assert sum(after.values()) >= 0.93 * sum(before.values()), (before, after)

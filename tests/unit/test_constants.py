@@ -20,6 +20,7 @@ PINNED = {
     "KEEP_FINISHED": 50,
     "SNAPSHOT_S": 1.0,
     "HEARTBEAT_S": 1.0,
+    "FAIR_WAIT": 0.5,
     "FRESH_S": 0.3,
     "ENDPOINT_TIMEOUT_S": 5.0,
     "STATUS_TIMEOUT_S": 10.0,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from vsa.batching import BatchFormer
+from vsa.constants import FAIR_WAIT
 from vsa.core.frames import FrameResult
 from vsa.errors import ModelError
 
@@ -111,6 +112,7 @@ class InferenceEngine:
         self.frames = 0
         self.model_s = 0.0
         self.model_cpu_s = 0.0  # CPU of the model threads in their batches (torch helpers not)
+        self.batch_s = 0.0  # a recent batch's wall time (moving average; 0 before the first)
         self.stale = 0
         self.running = 0  # frames in the batches the model is working on
         self._inflight = 0  # batches running
@@ -225,7 +227,10 @@ class InferenceEngine:
             # realtime cameras (one frame in flight each) fill at most that many batches
             self.threads.load(former.senders(), former.fair_share(1))
         full = self._inflight >= self.workers
-        delay = None if full else former.time_until_ready()
+        # batches at once: realtime cameras split evenly, and a batch short of its share waits
+        # (up to FAIR_WAIT batch times) for the cameras whose next frame is on its way
+        share = None if self.workers == 1 else former.fair_share(self.workers)
+        delay = None if full else former.time_until_ready(share, FAIR_WAIT * self.batch_s)
         if full or delay is None or delay > 0:
             self._wake.clear()  # set by a new frame or a finished batch
             try:
@@ -238,8 +243,7 @@ class InferenceEngine:
         now = self._wall_clock()
         batch, skipped = former.take_fresh(
             lambda i: i.future.done() or (i.deadline is not None and i.deadline < now),
-            # batches at once: cameras split evenly, or those in small batches get more fps
-            None if self.workers == 1 else former.fair_share(self.workers),
+            share,  # or cameras in small batches get more fps
         )
         stale = [i for i in skipped if not i.future.done()]
         for item in stale:
@@ -310,6 +314,7 @@ class InferenceEngine:
         batch_no = self.batches
         self.frames += len(batch)
         self.model_s += elapsed
+        self.batch_s = elapsed if not self.batch_s else 0.8 * self.batch_s + 0.2 * elapsed
         if self.threads is not None:
             self.threads.record(len(batch), busy_s)
         if self._on_batch is not None:
