@@ -664,6 +664,25 @@ def measure_tb(args: argparse.Namespace) -> dict[str, Any]:
     return run_child("tb", child, "T(B)")
 
 
+def measure_t_after(args: argparse.Namespace, cfg: Config, mean_batch: float | None) -> dict | None:
+    """T(B) of this configuration's model again, right after its runs (cameras closed), at the
+    batch sizes around the mean batch the engine formed and at the run's frame size: the host's
+    speed moves by up to 2x within a session, and eta_model divides by this T, measured as
+    close to the engine's run as the run allows. None for the pass-through model."""
+    if cfg.model == "passthrough" or not mean_batch:
+        return None
+    lo = max(1, math.floor(mean_batch))
+    hi = min(args.max_batch, max(lo, math.ceil(mean_batch)))
+    child = {
+        "threads": args.torch_threads,
+        "size": SIZES[cfg.size],
+        "batches": sorted({lo, hi}),
+        "min_s": 0.6 if args.quick else 2.0,
+        "models": {cfg.model: args.model_specs[cfg.model]},
+    }
+    return run_child("tb", child, f"T(B) after {cfg.label}")
+
+
 def t_of(tb: dict[str, Any], model: str, b: float) -> float | None:
     """T(b) in frames/s: per-batch time interpolated linearly between measured batch sizes."""
     rows = tb.get(model)
@@ -1028,8 +1047,12 @@ def scrape_stream_cpu(
 
 def derive(row: dict[str, Any], tb: dict[str, Any], passthrough: dict[tuple, float]) -> None:
     e, cfg = row["engine"], row["config"]
-    t = t_of(tb, cfg["model"], e.get("mean_batch") or 1.0)
+    # T measured right after the run where there is one (``measure_t_after``), else the T(B)
+    # measured at the start
+    t = t_of(row.get("T_after") or tb, cfg["model"], e.get("mean_batch") or 1.0)
+    t_start = t_of(tb, cfg["model"], e.get("mean_batch") or 1.0)
     row["T_at_mean_batch"] = None if t is None else round(t, 2)
+    row["T_at_mean_batch_start"] = None if t_start is None else round(t_start, 2)
     row["eta_model"] = round(e["fps"] / t, 3) if t and cfg["model"] != "passthrough" else None
     ref = passthrough.get((cfg["kind"], cfg["n"], cfg["size"])) or passthrough.get(
         ("synthetic", cfg["n"], cfg["size"])
@@ -1467,7 +1490,11 @@ def main() -> int:
             finally:
                 if cams is not None:
                     cams.close()
-            rows.append({"label": cfg.label, "config": asdict(cfg), "engine": eng, "naive": naive})
+            t_after = measure_t_after(args, cfg, eng.get("mean_batch"))
+            rows.append(
+                {"label": cfg.label, "config": asdict(cfg), "engine": eng, "naive": naive,
+                 "T_after": t_after}
+            )  # fmt: skip
             print(
                 f"[{k + 1}/{len(configs)}] {cfg.label}: engine {eng['fps']:.1f} fps"
                 + (f", naive {naive['fps']:.1f} fps" if naive else "")

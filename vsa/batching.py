@@ -97,6 +97,8 @@ class BatchFormer(Generic[T]):
         self._senders: dict[tuple[Hashable, Hashable], tuple[int | None, float]] = {}
         # frames of the batches taken and not done yet, and of the batch taken last
         self._running: dict[tuple[Hashable, Hashable], int] = {}
+        # when a stream's frames last came back (batch_done) and it has sent none since
+        self._returned: dict[tuple[Hashable, Hashable], float] = {}
         self.last_taken: dict[tuple[Hashable, Hashable], int] = {}
         self.horizon_s = horizon_s
 
@@ -118,6 +120,7 @@ class BatchFormer(Generic[T]):
         stream has in flight at once (None: unknown, it may send more at any time).
         """
         self._senders[(group, stream)] = (credit, self._clock())
+        self._returned.pop((group, stream), None)
         g = self._groups.get(group)
         if g is None:
             g = self._groups[group] = _Group()
@@ -151,6 +154,7 @@ class BatchFormer(Generic[T]):
         for key, (credit, seen) in list(self._senders.items()):
             if seen < cutoff:
                 del self._senders[key]  # gone quiet: stopped, or slower than the horizon
+                self._returned.pop(key, None)
                 continue
             if credit is None:
                 return False
@@ -183,10 +187,16 @@ class BatchFormer(Generic[T]):
     def batch_done(self, taken: dict[tuple[Hashable, Hashable], int] | None = None) -> None:
         """A batch has finished: its streams may send again. ``taken``: that batch's
         ``last_taken`` where several run at once; None: every batch taken so far."""
+        now = self._clock()
+        for key in [k for k, t in self._returned.items() if now - t > self.horizon_s]:
+            del self._returned[key]
         if taken is None:
+            for key in self._running:
+                self._returned[key] = now
             self._running.clear()
             return
         for key, n in taken.items():
+            self._returned[key] = now
             left = self._running.get(key, 0) - n
             if left > 0:
                 self._running[key] = left
@@ -197,11 +207,12 @@ class BatchFormer(Generic[T]):
         """0 when a batch is ready now, the seconds until one will be, or None when empty.
 
         ``fill`` (``fair_share`` with several batches at once): a batch of that many frames is
-        ready at once, and one short of it waits up to ``patience_s`` (if longer than
-        ``max_wait_s``) for the rest: the cameras whose result just went back and whose next
-        frame is on its way. Closed without them, the batch would be smaller, end sooner and
-        bring its cameras round more often than the others (on a CPU a batch's time grows
-        with its size)."""
+        ready at once, and one short of it waits, beyond ``max_wait_s``, up to ``patience_s``
+        after their results came back for the streams whose results just came back and that
+        have not sent since (their next frame is on its way). Closed without them, the batch
+        would be smaller, end sooner and bring its cameras round more often than the others
+        (on a CPU a batch's time grows with its size). A stream whose result came back longer
+        than ``patience_s`` ago (a camera slower than the model, or gone) is not waited for."""
         waited = self.oldest_wait()
         if waited is None:
             return None
@@ -211,8 +222,13 @@ class BatchFormer(Generic[T]):
             or self.all_in()
         ):
             return 0.0
-        wait_s = self.max_wait_s if fill is None else max(self.max_wait_s, patience_s)
-        return max(0.0, wait_s - waited)
+        wait_s = max(0.0, self.max_wait_s - waited)
+        if fill is not None and patience_s > 0:
+            now = self._clock()
+            coming = [t for t in self._returned.values() if now - t < patience_s]
+            if coming:
+                wait_s = max(wait_s, max(coming) + patience_s - now)
+        return wait_s
 
     def ready(self) -> bool:
         return self.time_until_ready() == 0.0

@@ -169,3 +169,33 @@ def test_the_staged_upload_gives_the_same_tensor(dtype):
         assert staged.boxes == plain.boxes
         assert torch.equal(staged.tensor, plain.tensor)
         assert torch.equal(staged.tensor, letterbox_before(batch, (320, 320), dtype))
+
+
+def test_the_staged_path_leaves_what_it_cannot_take_to_the_per_frame_path(monkeypatch):
+    """A batch over the staging cap, or a frame that is not uint8 (H, W, 3), goes frame by frame
+    (the same tensor as ever), instead of being cast or failing."""
+    import vsa.models.base as base
+
+    frames = [random_frame(360, 640, s) for s in range(3)]
+    expected = letterbox_before(frames, (320, 320))
+    monkeypatch.setattr(base, "STAGING_MAX", frames[0].nbytes * 2)  # three frames do not fit
+    assert base._staged_upload(frames, CPU) is None
+    assert torch.equal(letterbox_batch(frames, (320, 320), CPU, staged=True).tensor, expected)
+    gray = np.zeros((8, 8), np.uint8)
+    wide = np.zeros((8, 8, 3), np.uint16)
+    assert base._staged_upload([frames[0], gray], CPU) is None
+    assert base._staged_upload([wide], CPU) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this host")
+def test_staged_batches_back_to_back_on_cuda():
+    """The page-locked buffer is reused only after the last transfer out of it finished: two
+    batches of different frames sent one right after the other each give their own tensor."""
+    cuda = torch.device("cuda")
+    first = [random_frame(720, 1280, s) for s in range(4)]
+    second = [random_frame(720, 1280, s + 10) for s in range(4)]
+    a = letterbox_batch(first, (640, 640), cuda, staged=True).tensor
+    b = letterbox_batch(second, (640, 640), cuda, staged=True).tensor
+    torch.cuda.synchronize()
+    assert torch.equal(a, letterbox_batch(first, (640, 640), cuda, staged=False).tensor)
+    assert torch.equal(b, letterbox_batch(second, (640, 640), cuda, staged=False).tensor)

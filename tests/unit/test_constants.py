@@ -21,6 +21,7 @@ PINNED = {
     "SNAPSHOT_S": 1.0,
     "HEARTBEAT_S": 1.0,
     "FAIR_WAIT": 0.5,
+    "FAIR_WAIT_MAX_S": 0.25,
     "FRESH_S": 0.3,
     "ENDPOINT_TIMEOUT_S": 5.0,
     "STATUS_TIMEOUT_S": 10.0,

@@ -128,6 +128,7 @@ def submit(engine: InferenceEngine, stream: str, values: Sequence[int], **kw: An
         kw.get("deadlines"),
         kw.get("priority", 0),
         kw.get("group", stream.split("/", 1)[0]),
+        kw.get("credit"),
     )
     return asyncio.get_running_loop().create_task(coro)
 
@@ -462,3 +463,44 @@ def test_the_model_threads_cpu_in_their_batches_is_counted(executor, clock):
         await engine.close()
 
     run(main())
+
+
+def test_with_two_batches_at_once_a_short_batch_waits_for_a_camera_on_its_way(clock):
+    """Four cameras, one frame in flight each, two model threads: once every result went back,
+    the first camera's next frame does not run alone (its batch would end sooner and bring it
+    round more often); it waits for its fair share, and runs as soon as a second one is in.
+    With one model thread, the same frame runs at once (max_wait 0)."""
+    from vsa.inference.threads import Split, ThreadTuner
+
+    async def scenario(workers: int) -> list[list[int]]:
+        pool = ThreadPoolExecutor(2, thread_name_prefix="model")
+        try:
+            engine = InferenceEngine(
+                "key",
+                SimpleNamespace(name="fake"),  # type: ignore[arg-type]
+                BatchFormer(8, 0.0, clock),
+                FakeRunner(8),
+                pool,
+                clock=clock,
+                wall_clock=FakeClock(0.0),
+                timer=Ticker(),
+                threads=ThreadTuner([Split(workers, 1)], clock),
+            )
+            engine.start()
+            first = [submit(engine, cam, [k], credit=1) for k, cam in enumerate("abcd")]
+            await results(*first)
+            alone = submit(engine, "a", [10], credit=1)
+            await settle()
+            await asyncio.sleep(0.05)  # real time: the engine would have run a ready batch
+            if workers > 1:
+                assert not alone.done()
+                await results(alone, submit(engine, "b", [11], credit=1))
+            else:
+                await results(alone)
+            await engine.close()
+            return engine.runner.calls
+        finally:
+            pool.shutdown(wait=True)
+
+    assert asyncio.run(scenario(2))[-1] == [10, 11]
+    assert asyncio.run(scenario(1))[-1] == [10]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from vsa.batching import BatchFormer
-from vsa.constants import FAIR_WAIT
+from vsa.constants import FAIR_WAIT, FAIR_WAIT_MAX_S
 from vsa.core.frames import FrameResult
 from vsa.errors import ModelError
 
@@ -228,9 +228,11 @@ class InferenceEngine:
             self.threads.load(former.senders(), former.fair_share(1))
         full = self._inflight >= self.workers
         # batches at once: realtime cameras split evenly, and a batch short of its share waits
-        # (up to FAIR_WAIT batch times) for the cameras whose next frame is on its way
+        # (up to FAIR_WAIT batch times, FAIR_WAIT_MAX_S at most) for the cameras whose result
+        # just came back: their next frame is on its way
         share = None if self.workers == 1 else former.fair_share(self.workers)
-        delay = None if full else former.time_until_ready(share, FAIR_WAIT * self.batch_s)
+        patience = min(FAIR_WAIT * self.batch_s, FAIR_WAIT_MAX_S)
+        delay = None if full else former.time_until_ready(share, patience)
         if full or delay is None or delay > 0:
             self._wake.clear()  # set by a new frame or a finished batch
             try:
@@ -314,7 +316,8 @@ class InferenceEngine:
         batch_no = self.batches
         self.frames += len(batch)
         self.model_s += elapsed
-        self.batch_s = elapsed if not self.batch_s else 0.8 * self.batch_s + 0.2 * elapsed
+        if self.batches > 1:  # the first batch (warm-up, a cold model) is not typical
+            self.batch_s = elapsed if not self.batch_s else 0.8 * self.batch_s + 0.2 * elapsed
         if self.threads is not None:
             self.threads.record(len(batch), busy_s)
         if self._on_batch is not None:

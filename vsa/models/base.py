@@ -91,7 +91,7 @@ def letterbox_batch(
     height, width = size
     if staged is None:
         staged = device.type == "cuda"
-    on_device = _staged_upload(frames, device) if staged else None
+    on_device = _staged_upload(frames, device) if staged else None  # None: frame by frame
     out = torch.empty((len(frames), 3, height, width), dtype=dtype, device=device)
     boxes = []
     for i, frame in enumerate(frames):
@@ -137,27 +137,37 @@ class _Staging(threading.local):
 
 _staging = _Staging()
 STAGING_STEP = 8 << 20  # the buffer grows in steps of 8 MiB (a 16-frame 720p batch: 42 MiB)
+STAGING_MAX = 256 << 20  # a larger batch goes frame by frame (page-locked memory is scarce)
 
 
-def _staged_upload(frames: Sequence[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+def _staged_upload(frames: Sequence[np.ndarray], device: torch.device) -> list[torch.Tensor] | None:
     """The uint8 BGR (H, W, 3) frames as uint8 RGB (3, H, W) tensors on ``device``: copied
     side by side into this thread's staging buffer, sent in one transfer, the channels swapped
-    on the device."""
-    cuda = device.type == "cuda"
+    on the device. None (the caller goes frame by frame) for a batch larger than
+    ``STAGING_MAX`` or a frame that is not uint8 (H, W, 3)."""
+    if not all(f.dtype == np.uint8 and f.ndim == 3 and f.shape[2] == 3 for f in frames):
+        return None
     total = sum(f.shape[0] * f.shape[1] * 3 for f in frames)
+    if total > STAGING_MAX:
+        return None
+    cuda = device.type == "cuda"
     if _staging.sent is not None:
         _staging.sent.synchronize()  # the last batch has left the buffer
         _staging.sent = None
     if _staging.buffer is None or _staging.buffer.numel() < total:
         n = -(-total // STAGING_STEP) * STAGING_STEP
         _staging.buffer = None  # free the old one first
-        _staging.buffer = torch.empty(n, dtype=torch.uint8, pin_memory=cuda)
+        try:
+            _staging.buffer = torch.empty(n, dtype=torch.uint8, pin_memory=cuda)
+        except RuntimeError:  # no page-locked memory left: pageable (a slower transfer)
+            _staging.buffer = torch.empty(n, dtype=torch.uint8)
     host = _staging.buffer.numpy()
     spans = []
     at = 0
     for frame in frames:
         h, w = frame.shape[:2]
-        np.copyto(host[at : at + h * w * 3].reshape(h, w, 3), frame)  # any strides, read-only too
+        target = host[at : at + h * w * 3].reshape(h, w, 3)
+        np.copyto(target, frame, casting="no")  # any strides, read-only too
         spans.append((at, h, w))
         at += h * w * 3
     sent = _staging.buffer[:total].to(device, non_blocking=True)
