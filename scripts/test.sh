@@ -5,9 +5,10 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 # Debian packages: ffprobe (checks our MP4s), GStreamer's RTSP server (the live-source tests
 # run a real one under the system python3, which has the gi bindings) and Prometheus (the
-# metrics test scrapes Ray's endpoint with it; the test starts its own on 127.0.0.1).
+# metrics test scrapes Ray's endpoint with it; the test starts its own on 127.0.0.1), and the
+# linter shellcheck (the image and deploy scripts are checked with it).
 DEB=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-     gstreamer1.0-plugins-ugly gstreamer1.0-rtsp prometheus)
+     gstreamer1.0-plugins-ugly gstreamer1.0-rtsp prometheus shellcheck)
 missing=()
 for pkg in "${DEB[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -607,7 +607,7 @@ def test_deploy_refuses_bad_usage(args, message):
 
 
 def test_shell_scripts_pass_shellcheck():
-    """Optional: shellcheck is not a requirement of the project."""
+    """CI installs shellcheck (scripts/test.sh); elsewhere it is optional."""
     shellcheck = shutil.which("shellcheck")
     if not shellcheck:
         pytest.skip("shellcheck is not installed")
