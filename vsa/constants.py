@@ -25,6 +25,7 @@ ENDPOINT_TIMEOUT_S = 5.0  # a client waits this long for the endpoint, then goes
 # --- inference (vsa/inference/engine.py) -------------------------------------------------------
 FAIR_WAIT = 0.5  # several batches at once: one short of its fair share waits this many batch times
 FAIR_WAIT_MAX_S = 0.25  # and never longer than this (a realtime frame goes stale at 1 s)
+ALIGN_WAIT = 0.2  # a ready fair share waits this many batch times for a batch about to end
 
 # --- supervision (vsa/supervision/watchdog.py) -------------------------------------------------
 STATUS_TIMEOUT_S = 10.0  # the longest wait for a status or health answer

@@ -22,6 +22,7 @@ PINNED = {
     "HEARTBEAT_S": 1.0,
     "FAIR_WAIT": 0.5,
     "FAIR_WAIT_MAX_S": 0.25,
+    "ALIGN_WAIT": 0.2,
     "FRESH_S": 0.3,
     "ENDPOINT_TIMEOUT_S": 5.0,
     "STATUS_TIMEOUT_S": 10.0,

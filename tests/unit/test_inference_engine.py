@@ -504,3 +504,97 @@ def test_with_two_batches_at_once_a_short_batch_waits_for_a_camera_on_its_way(cl
 
     assert asyncio.run(scenario(2))[-1] == [10, 11]
     assert asyncio.run(scenario(1))[-1] == [10]
+
+
+class GatedRunner(FakeRunner):
+    """A call whose first frame value has a gate waits for it (one per batch)."""
+
+    def __init__(self, max_batch_size: int = 8) -> None:
+        super().__init__(max_batch_size)
+        self.gates: dict[int, threading.Event] = {}
+
+    def run(self, frames: Sequence[np.ndarray]) -> list[list[Any]]:
+        gate = self.gates.get(int(frames[0][0, 0]))
+        if gate is not None:
+            assert gate.wait(WAIT_S)
+        return super().run(frames)
+
+
+@pytest.mark.parametrize(
+    ("ran_s", "other_ends", "waits"),
+    [
+        (0.9, True, True),  # the other batch is about to end: wait for it, then run
+        (0.9, False, True),  # ... but not longer than ALIGN_WAIT batch times
+        (0.3, False, False),  # the other batch has far to go: run at once
+    ],
+)
+def test_a_ready_cohort_waits_for_a_batch_about_to_end_so_cohorts_stay_in_step(
+    clock, ran_s: float, other_ends: bool, waits: bool
+):
+    """Four cameras, one frame in flight each, two model threads (a batch takes 1 s): the
+    cohort whose batch ended first is ready again while the other batch still runs. On a shared
+    CPU the threads do not run equally fast, and each cohort stays on its own thread, so the
+    cohort on the faster one would get more fps run after run; it waits for a batch that is
+    about to end (the cohorts stay in step), up to ALIGN_WAIT batch times, and not for one
+    that has far to go."""
+    from vsa.constants import ALIGN_WAIT
+    from vsa.inference.threads import Split, ThreadTuner
+
+    async def scenario() -> None:
+        pool = ThreadPoolExecutor(2, thread_name_prefix="model")
+        runner = GatedRunner()
+        try:
+            engine = InferenceEngine(
+                "key",
+                SimpleNamespace(name="fake"),  # type: ignore[arg-type]
+                BatchFormer(8, 0.0, clock),
+                runner,
+                pool,
+                clock=clock,
+                wall_clock=FakeClock(0.0),
+                timer=clock,
+                threads=ThreadTuner([Split(2, 1)], clock),
+            )
+            engine.start()
+
+            # warm-up: two batches of 1 s (the first batch is not counted in the batch time)
+            for first in (0, 10):
+                runner.gates = {first: threading.Event(), first + 2: threading.Event()}
+                tasks = [submit(engine, cam, [first + k], credit=1) for k, cam in enumerate("abcd")]
+                await until(lambda: engine.running == 4)
+                clock.advance(1.0)
+                for gate in runner.gates.values():
+                    gate.set()
+                await results(*tasks)
+            assert engine.batch_s == pytest.approx(1.0)
+
+            runner.gates = {20: threading.Event(), 22: threading.Event()}
+            tasks = [submit(engine, cam, [20 + k], credit=1) for k, cam in enumerate("abcd")]
+            await until(lambda: engine.running == 4)
+            clock.advance(ran_s)
+            runner.gates[20].set()  # cohort a+b ends first, and sends again at once
+            await results(*tasks[:2])
+            nxt = [submit(engine, cam, [30 + k], credit=1) for k, cam in enumerate("ab")]
+            await settle()
+            await asyncio.sleep(0.05)  # real time: the engine would have run a ready batch
+            assert ([30, 31] in runner.calls) is not waits
+            if waits and other_ends:
+                runner.gates[22].set()
+                await results(*tasks[2:], *nxt)
+                assert runner.calls.index([22, 23]) < runner.calls.index([30, 31])
+            elif waits:
+                clock.advance(ALIGN_WAIT * 1.0 + 0.01)  # past the longest wait
+                await results(*nxt)
+                assert [22, 23] not in runner.calls
+                runner.gates[22].set()
+            else:
+                await results(*nxt)
+                runner.gates[22].set()
+            await results(*tasks)
+            await engine.close()
+        finally:
+            for gate in runner.gates.values():
+                gate.set()
+            pool.shutdown(wait=True)
+
+    asyncio.run(scenario())

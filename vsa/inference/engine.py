@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from vsa.batching import BatchFormer
-from vsa.constants import FAIR_WAIT, FAIR_WAIT_MAX_S
+from vsa.constants import ALIGN_WAIT, FAIR_WAIT, FAIR_WAIT_MAX_S
 from vsa.core.frames import FrameResult
 from vsa.errors import ModelError
 
@@ -119,6 +119,7 @@ class InferenceEngine:
         self._batches: set[asyncio.Task] = set()
         self._busy_mark = 0.0  # timer: last batch end, or the start of a busy period
         self._running_since: dict[int, float] = {}  # id(batch) -> clock at its start
+        self._aligning_since: float | None = None  # a ready batch waits for one about to end
         self.last_progress = clock()  # batch done, or work arrived
 
     @property
@@ -233,6 +234,8 @@ class InferenceEngine:
         share = None if self.workers == 1 else former.fair_share(self.workers)
         patience = min(FAIR_WAIT * self.batch_s, FAIR_WAIT_MAX_S)
         delay = None if full else former.time_until_ready(share, patience)
+        if delay == 0 and share is not None:
+            delay = self._align_delay()
         if full or delay is None or delay > 0:
             self._wake.clear()  # set by a new frame or a finished batch
             try:
@@ -247,6 +250,7 @@ class InferenceEngine:
             lambda i: i.future.done() or (i.deadline is not None and i.deadline < now),
             share,  # or cameras in small batches get more fps
         )
+        self._aligning_since = None
         stale = [i for i in skipped if not i.future.done()]
         for item in stale:
             item.future.set_result(None)
@@ -261,6 +265,32 @@ class InferenceEngine:
         )
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
+
+    def _align_delay(self) -> float:
+        """Seconds a ready fair share waits for a batch about to end, 0 to run it now.
+
+        With realtime cameras and several batches at once, each camera comes round once per
+        batch of its own cohort, and the cohorts settle on the model threads: the cameras whose
+        batch just ended find the thread that ran it free, and the other cohort's still busy.
+        Threads do not run equally fast on a shared CPU (one shares its core with a camera
+        server, decoding or drawing more than the other: 5-6 % measured), so a cohort on the
+        faster thread gets that much more fps, run after run. A ready batch therefore waits for
+        a batch that has run at least ``1 - ALIGN_WAIT`` of a batch time, up to ``ALIGN_WAIT``
+        batch times (``FAIR_WAIT_MAX_S`` at most): the cohorts stay in step and every camera
+        gets the same rate, for the faster thread's idle time. Where the threads differ by more
+        than that, the cohorts drift apart again and the throughput is kept."""
+        if not self._running_since or self.batch_s <= 0:
+            self._aligning_since = None
+            return 0.0
+        now = self._clock()
+        limit = min(ALIGN_WAIT * self.batch_s, FAIR_WAIT_MAX_S)
+        if self._aligning_since is None:
+            if not any(
+                now - since >= self.batch_s - limit for since in self._running_since.values()
+            ):
+                return 0.0
+            self._aligning_since = now
+        return max(0.0, self._aligning_since + limit - now)
 
     async def _run_batch(
         self, batch: list[_Item], stale: int, taken: dict[Any, int], idle: bool
