@@ -275,8 +275,8 @@ class InferenceEngine:
         Threads do not run equally fast on a shared CPU (one shares its core with a camera
         server, decoding or drawing more than the other: 5-6 % measured), so a cohort on the
         faster thread gets that much more fps, run after run. A ready batch therefore waits for
-        a batch that has run at least ``1 - ALIGN_WAIT`` of a batch time, up to ``ALIGN_WAIT``
-        batch times (``FAIR_WAIT_MAX_S`` at most): the cohorts stay in step and every camera
+        a batch due to end within ``ALIGN_WAIT`` batch times (``FAIR_WAIT_MAX_S`` at most), and
+        no longer than that from when it began waiting: the cohorts stay in step and every camera
         gets the same rate, for the faster thread's idle time. Where the threads differ by more
         than that, the cohorts drift apart again and the throughput is kept."""
         if not self._running_since or self.batch_s <= 0:
