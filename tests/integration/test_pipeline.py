@@ -91,12 +91,17 @@ def test_mixed_run_finishes_with_playable_video_and_complete_jsonl(client, clips
 
 
 def test_results_are_attributed_to_the_right_stream_and_frame(client, clips, tmp_path):
-    """Several file sources batched together: JSONL frame k == the model run alone on decoded frame k."""
+    """Several file sources batched together: JSONL frame k == the model run alone on decoded frame k.
+
+    Each source has at most 2 frames in flight and a batch takes up to 8 (or what waited
+    300 ms), so a batch of more than 2 frames holds several streams. With 8 in flight each, one
+    stream's two chunks of 4 fill a batch alone, and the streams can settle into taking turns
+    with single-stream batches (seen in CI), which would not test attribution at all."""
     spec = _spec(
         tmp_path,
         "attribution",
-        [{"id": name, "uri": str(path)} for name, path in clips.items()],
-        batching={"max_batch_size": 8, "max_wait_ms": 100},
+        [{"id": name, "uri": str(path), "max_in_flight": 2} for name, path in clips.items()],
+        batching={"max_batch_size": 8, "max_wait_ms": 300},
     )
     run_id = client.submit(spec)["run_id"]
     run = client.wait(run_id, timeout_s=240).to_dict()
