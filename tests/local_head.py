@@ -11,13 +11,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
@@ -28,7 +29,7 @@ class LocalHead:
         self.temp = tempfile.mkdtemp(prefix="vsar", dir="/tmp")  # socket paths stay short
         # every port of its own: Ray's fixed defaults (the dashboard agent's 52365, ...) would
         # meet those of another cluster on the host, or of one still going away
-        self.port, *self.ports = (_free_port() for _ in range(5))
+        self.port, *self.ports = free_ports(5)  # all different
         self.address = f"127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         self.env.update(
@@ -89,12 +90,6 @@ class LocalHead:
         """The run's status, None while the engine does not answer."""
         done = self.vsa("status", run_id, "--json")
         return json.loads(done.stdout)["runs"][0] if done.returncode == 0 else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _kill(pid: int, sig: int) -> None:

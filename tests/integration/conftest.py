@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.ports import free_port, free_ports  # noqa: F401 - the tests import them from here
 
 REPO = Path(__file__).resolve().parents[2]
 RECOVERY_S = 20.0
@@ -31,13 +32,6 @@ def require(what: str, env: str, why: str | None) -> None:
     if os.environ.get(env) == "1":
         pytest.fail(f"{what} is required ({env}=1): {why}")
     pytest.skip(why)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(

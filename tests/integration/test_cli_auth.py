@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, cli_env, free_port, wait_for
+from tests.integration.conftest import REPO, cli_env, free_ports, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -99,19 +99,19 @@ def auth_cluster() -> Iterator[AuthCluster]:
     home = temp_dir / "home"
     home.mkdir()
     token = secrets.token_hex(24)
-    port = free_port()
-    ports = {
-        "--port": port,
-        "--dashboard-port": free_port(),
-        "--ray-client-server-port": free_port(),
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-    }
-    worker_ports = ",".join(str(free_port()) for _ in range(8))
+    port, *others = free_ports(17)  # all different: ray start refuses a port given twice
+    flags = [
+        "--dashboard-port",
+        "--ray-client-server-port",
+        "--node-manager-port",
+        "--object-manager-port",
+        "--metrics-export-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+    ]
+    ports = {"--port": port, **dict(zip(flags, others[: len(flags)], strict=True))}
+    worker_ports = ",".join(str(p) for p in others[len(flags) :])
     command = [RAY, "start", "--head", "--block", "--temp-dir", str(temp_dir)]
     command += [str(x) for kv in ports.items() for x in kv]
     command += ["--worker-port-list", worker_ports, "--num-cpus", "1", "--disable-usage-stats"]
