@@ -99,8 +99,8 @@ def auth_cluster() -> Iterator[AuthCluster]:
     home = temp_dir / "home"
     home.mkdir()
     token = secrets.token_hex(24)
-    port, *others = free_ports(17)  # all different: ray start refuses a port given twice
     flags = [
+        "--port",
         "--dashboard-port",
         "--ray-client-server-port",
         "--node-manager-port",
@@ -110,8 +110,9 @@ def auth_cluster() -> Iterator[AuthCluster]:
         "--dashboard-agent-grpc-port",
         "--runtime-env-agent-port",
     ]
-    ports = {"--port": port, **dict(zip(flags, others[: len(flags)], strict=True))}
-    worker_ports = ",".join(str(p) for p in others[len(flags) :])
+    chosen = free_ports(len(flags) + 8)  # all different: ray start refuses a port given twice
+    ports = dict(zip(flags, chosen, strict=False))
+    port, worker_ports = ports["--port"], ",".join(str(p) for p in chosen[len(flags) :])
     command = [RAY, "start", "--head", "--block", "--temp-dir", str(temp_dir)]
     command += [str(x) for kv in ports.items() for x in kv]
     command += ["--worker-port-list", worker_ports, "--num-cpus", "1", "--disable-usage-stats"]
