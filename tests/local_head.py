@@ -47,7 +47,18 @@ class LocalHead:
             env=self.env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         if done.returncode != 0:
-            raise RuntimeError("ray start --head failed:\n" + done.stdout + done.stderr)
+            raise RuntimeError(
+                "ray start --head failed:\n" + done.stdout + done.stderr + self._log_tails()
+            )
+
+    def _log_tails(self, lines: int = 15) -> str:
+        """The ends of this cluster's GCS, raylet and agent logs (why a start failed)."""
+        out = []
+        for name in ("gcs_server.out", "raylet.out", "raylet.err", "dashboard_agent.log"):
+            for path in sorted(Path(self.temp).glob(f"**/session_latest/logs/{name}")):
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"\n--- {path.name} (last {len(tail)} lines) ---\n" + "\n".join(tail))
+        return "".join(out)
 
     def stop(self, grace_s: float = 30.0) -> int:
         """What ``ray stop`` does (SIGTERM, then SIGKILL after ``grace_s``) to this cluster's
