@@ -156,6 +156,41 @@ def test_unreadable_names_file(tmp_path: Path):
         load_classes(str(tmp_path))
 
 
+# --- names that came from a file are never shown --------------------------------------------
+
+
+def test_names_of_a_file_are_counted_never_shown(tmp_path: Path):
+    """A one-token file (the engine's own secret.key) is a valid names file: the error of an
+    unknown class_filter name used to show 40 of the key's 44 characters (issue 23, item 7)."""
+    key = tmp_path / "secret.key"
+    token = "q0Zt3cUMnUtU2J4vW0m8Jf1sN5yR7kLx9pA6dE2hB4c="  # Fernet-like, 44 characters
+    key.write_text(token + "\n")
+    names = load_classes(str(key))
+    assert names == [token]
+    shown = preview_names(names)
+    assert shown == (
+        f"the 1 name of {key} (not shown: errors never print a names file; open the file to see them)"
+    )
+    assert token[:8] not in shown
+    many = tmp_path / "names.txt"
+    many.write_text("".join(f"secret{i}\n" for i in range(80)))
+    shown = preview_names(load_classes(str(many)))
+    assert shown.startswith(f"the 80 names of {many} (not shown") and "secret" not in shown.replace(
+        str(tmp_path), ""
+    )
+
+
+@pytest.mark.parametrize(("name", "content"), [("n.yaml", "- tok3n\n"), ("n.json", '["tok3n"]')])
+def test_names_of_structured_files_are_not_shown(tmp_path: Path, name: str, content: str):
+    path = tmp_path / name
+    path.write_text(content)
+    assert "tok3n" not in preview_names(load_classes(str(path)))
+
+
+def test_names_of_a_list_are_still_shown():
+    assert preview_names(load_classes(["cat", "dog"])) == "cat, dog"
+
+
 # --- lists and embedded names --------------------------------------------------------------
 
 LIST_CASES = [
@@ -184,7 +219,7 @@ def test_names_from_data(data: object, message: str | None):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_class_filter_error_shows_a_preview(tmp_path: Path):
+def test_class_filter_error_counts_the_names_of_a_file(tmp_path: Path):
     torch = pytest.importorskip("torch")
     from vsa.config import ModelSpec
     from vsa.models import load_model
@@ -209,7 +244,8 @@ def test_class_filter_error_shows_a_preview(tmp_path: Path):
     )
     with pytest.raises(ModelError) as info:
         load_model(spec)
-    shown = ", ".join(f"class{i:02d}-{'n' * 32}…" for i in range(10))
     assert str(info.value) == (
-        f"model.class_filter: unknown class '{'q' * 40}…' (model classes: {shown}, … and 40 more)"
+        f"model.class_filter: unknown class '{'q' * 40}…' (model classes: the 50 names of "
+        f"{names} (not shown: errors never print a names file; open the file to see them))"
     )
+    assert "class0" not in str(info.value)

@@ -2,7 +2,9 @@
 
 A names file is checked to look like one (small UTF-8 text of short printable names) before
 its names are used, and errors never quote its content: a run file that names ``/etc/passwd``
-as its classes must not make the client print that file.
+as its classes must not make the client print that file. Nor once it passed as one: a file of
+one token per line (the engine's own ``secret.key``) is a valid names file, so the names read
+from a file are counted in errors, never shown (:func:`preview_names`).
 """
 
 from __future__ import annotations
@@ -33,8 +35,24 @@ def short_name(name: str, width: int = PREVIEW_WIDTH) -> str:
     return name if len(name) <= width else name[:width] + "…"
 
 
+class FileNames(list[str]):
+    """Class names read from a names file; ``path`` is the file. :func:`preview_names` never
+    shows them: the file may be anything the user can read (a key, a token per line)."""
+
+    path: str = ""
+
+
 def preview_names(names: Sequence[str], limit: int = PREVIEW_NAMES) -> str:
-    """A few names for an error message: ``a, b, c, … and 90 more``, each cut to 40 characters."""
+    """A few names for an error message: ``a, b, c, … and 90 more``, each cut to 40 characters.
+
+    Names from a names file (:class:`FileNames`) are counted, not shown: ``the 80 names of
+    /path/names.txt (not shown: …)``.
+    """
+    if isinstance(names, FileNames):
+        return (
+            f"the {len(names)} name{'' if len(names) == 1 else 's'} of {names.path} "
+            "(not shown: errors never print a names file; open the file to see them)"
+        )
     shown = ", ".join(short_name(str(n)) for n in names[:limit])
     if len(names) > limit:
         shown += f", … and {len(names) - limit} more"
@@ -179,4 +197,6 @@ def load_classes(classes: list[str] | str) -> list[str]:
             f"{path}: does not look like a class names file ({exc.args[0]}): "
             "give one name per line, or a YAML/JSON list"
         ) from None
-    return names
+    result = FileNames(names)
+    result.path = str(path)
+    return result
