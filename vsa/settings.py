@@ -49,7 +49,7 @@ def inference_gpus(cluster_gpus: float, env: Mapping[str, str] | None = None) ->
     if value == "auto":
         return 1 if cluster_gpus >= 1 else 0
     if value not in ("0", "1"):
-        raise VsaError(f"VSA_INFERENCE_GPUS must be auto, 0 or 1, not {value!r}")
+        raise VsaError(f"VSA_INFERENCE_GPUS must be auto, 0 or 1, not {_shown(value)}")
     return int(value)
 
 
@@ -70,16 +70,17 @@ def torch_threads(env: Mapping[str, str] | None = None, cpus: int | None = None)
     value = _env(env).get("VSA_TORCH_THREADS", "auto").strip()
     if value == "auto":
         return available_cpus() if cpus is None else max(1, cpus)
-    if not value.isdigit() or int(value) < 1:
-        raise VsaError(f"VSA_TORCH_THREADS must be auto or a positive integer, not {value!r}")
-    return int(value)
+    number = _digits(value)
+    if number is None or number < 1:
+        raise VsaError(f"VSA_TORCH_THREADS must be auto or a positive integer, not {_shown(value)}")
+    return number
 
 
 def transport(env: Mapping[str, str] | None = None) -> str:
     """``auto`` (the same-host channel where it can be used) or ``ray``."""
     value = _env(env).get("VSA_TRANSPORT", "auto").strip().lower()
     if value not in ("auto", "ray"):
-        raise VsaError(f"VSA_TRANSPORT must be auto or ray, not {value!r}")
+        raise VsaError(f"VSA_TRANSPORT must be auto or ray, not {_shown(value)}")
     return value
 
 
@@ -98,20 +99,38 @@ def model_splits(env: Mapping[str, str] | None = None, cpus: int | None = None) 
     )
 
 
+def _digits(value: str) -> int | None:
+    """``value`` as a number when it is ASCII digits only, else None. ``str.isdigit`` also
+    holds for '²' and '١٢', which ``int`` refuses or reads: a setting is written in ASCII."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    try:
+        return int(value)
+    except ValueError:  # more digits than int() converts
+        return None
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """``repr(value)``, cut, for an error message."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} chars)"
+
+
 def _positive_int(env: Mapping[str, str], name: str, default: int, auto: bool = False) -> int:
     value = env.get(name, str(default)).strip()
-    if not value.isdigit() or int(value) < 1:
+    number = _digits(value)
+    if number is None or number < 1:
         what = "auto or a positive integer" if auto else "a positive integer"
-        raise VsaError(f"{name} must be {what}, not {value!r}")
-    return int(value)
+        raise VsaError(f"{name} must be {what}, not {_shown(value)}")
+    return number
 
 
 def data_plane_nice(env: Mapping[str, str] | None = None) -> int:
     """The nice value of the data-plane actors (``VSA_DATA_PLANE_NICE``, 0-19, default 19)."""
     value = _env(env).get("VSA_DATA_PLANE_NICE", "19").strip()
-    if not value.isdigit() or int(value) > 19:
-        raise VsaError(f"VSA_DATA_PLANE_NICE must be an integer from 0 to 19, not {value!r}")
-    return int(value)
+    number = _digits(value)
+    if number is None or number > 19:
+        raise VsaError(f"VSA_DATA_PLANE_NICE must be an integer from 0 to 19, not {_shown(value)}")
+    return number
 
 
 def max_sources_per_run(env: Mapping[str, str] | None = None) -> int:
@@ -155,7 +174,7 @@ def _roots(env: Mapping[str, str], name: str) -> list[str]:
     roots = [p for p in env.get(name, "").strip().split(":") if p.strip()]
     for root in roots:
         if not os.path.isabs(root):
-            raise VsaError(f"{name} must hold absolute paths, not {root!r}")
+            raise VsaError(f"{name} must hold absolute paths, not {_shown(root)}")
     return roots
 
 
@@ -171,5 +190,5 @@ def log_level(env: Mapping[str, str] | None = None) -> str:
     """The controller's log level (``VSA_LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR)."""
     value = _env(env).get("VSA_LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if value not in LOG_LEVELS:
-        raise VsaError(f"VSA_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+        raise VsaError(f"VSA_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {_shown(value)}")
     return value
