@@ -971,23 +971,31 @@ def _plain_type(tp: Any) -> Any:
     return tp
 
 
+def _nested_models(tp: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside one field's type (``list[X]``, ``X | None``, ``Annotated``)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    return [m for arg in get_args(tp) for m in _nested_models(arg)]
+
+
+def run_file_models() -> list[type[BaseModel]]:
+    """Every model reachable from :class:`RunSpec`, breadth first in field order."""
+    found: list[type[BaseModel]] = [RunSpec]
+    for model in found:  # grows while it is walked
+        for field in model.model_fields.values():
+            found += [m for m in _nested_models(field.annotation) if m not in found]
+    return found
+
+
 def markdown_reference() -> str:
-    """The run-file reference, generated from the schema."""
+    """The run-file reference, generated from the schema: every model a run file can hold."""
     lines = [
         "# Run-file reference",
         "",
         "Generated from `vsa/config.py` by `python -m vsa.config --markdown`.",
         "",
     ]
-    for model in (
-        RunSpec,
-        SourceSpec,
-        ReconnectSpec,
-        ModelSpec,
-        BatchingSpec,
-        VideoSinkSpec,
-        JsonlSinkSpec,
-    ):
+    for model in run_file_models():
         lines += [f"## {model.__name__}", "", (model.__doc__ or "").strip(), ""]
         lines += ["| field | type | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
