@@ -43,6 +43,7 @@ from vsa import CODE_FINGERPRINT, __version__, settings
 from vsa.constants import FRESH_S, HEARTBEAT_S, SNAPSHOT_S
 from vsa.control.endpoint import StatusEndpoint, endpoint_path, write_endpoint
 from vsa.control.priority import raise_priority
+from vsa.fsutil import UnsafeDirectory
 from vsa.supervision.core import ControllerCore
 from vsa.supervision.store import DiskRunStore, MirroredRunStore
 
@@ -52,7 +53,11 @@ log = logging.getLogger("vsa.controller")
 def _own_state_dir(wait_s: float = 10.0) -> DiskRunStore | None:
     """The state directory's run store, owned by this controller; None (logged) when another
     engine on this host owns it: then runs live in this cluster's GCS only and do not
-    survive it. A predecessor being replaced may hold it a moment longer: waited for."""
+    survive it. A predecessor being replaced may hold it a moment longer: waited for.
+
+    A state directory (or its ``runs/``) that other users can write to is refused, logged as
+    an error naming the path and the ``chmod`` that makes it private: they could plant links
+    there and make this engine overwrite other files with run records."""
     try:
         disk = DiskRunStore(settings.runs_dir())
         deadline = time.monotonic() + wait_s
@@ -66,6 +71,13 @@ def _own_state_dir(wait_s: float = 10.0) -> DiskRunStore | None:
                 return None
             time.sleep(0.2)
         return disk
+    except UnsafeDirectory as exc:
+        log.error(
+            "refusing the state directory: %s; until then this cluster's runs are kept in its "
+            "GCS only and will not survive ray stop",
+            exc,
+        )
+        return None
     except Exception as exc:  # noqa: BLE001 - no state directory: runs in the GCS only
         log.warning("cannot use the state directory (%s): runs are kept in the GCS only", exc)
         return None

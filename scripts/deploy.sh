@@ -85,19 +85,22 @@ version=$(awk -F'"' '/^\[/ { section = $0 } section == "[project]" && /^version 
 [[ "$version" =~ ^[0-9A-Za-z][0-9A-Za-z.+_-]*$ ]] || die "no usable [project] version in pyproject.toml: '$version'"
 local_host=0
 case "$host" in localhost | 127.0.0.1 | ::1) local_host=1 ;; esac
-stage="/tmp/vsa-deploy-$version-$target"
 
 # What runs on HOST: root, or passwordless sudo (-n: an error instead of a password prompt).
+# Its files wait in $1: a private directory `mktemp -d` made on HOST for this deploy (mode
+# 0700, a random name), never a predictable /tmp name another user of HOST could create
+# first or plant a link at; it is removed when the script ends, however it ends.
 # shellcheck disable=SC2016 # expanded on HOST, not here
 prologue='set -euo pipefail
-SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"'
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+stage=$1
+trap "rm -rf -- \"$stage\"" EXIT'
 
 if [ "$wheel" = 0 ]; then
   tag="vsa:$version-$target"
   tarball="dist/vsa-$version-$target.tar.gz"
   files=("$tarball")
   remote="$prologue
-stage=$stage
 \$SUDO docker load --input \"\$stage/vsa-$version-$target.tar.gz\"
 rm -rf \"\$stage\"
 # the volumes, owned by the image's user (uid 10001)
@@ -145,7 +148,6 @@ else
     install_flags=""
   fi
   remote="$prologue
-stage=$stage
 venv=$venv
 id vsa >/dev/null 2>&1 || \$SUDO useradd --system --user-group --home-dir /var/lib/vsa --shell /usr/sbin/nologin vsa
 \$SUDO install -d -o vsa -g vsa -m 0755 /data/out
@@ -192,14 +194,19 @@ if [ "$dry_run" = 0 ]; then
     [ -f "$file" ] || die "$file is missing$([ "$wheel" = 1 ] || echo "; build it first: scripts/build_image.sh $target")"
   done
 fi
+# The staging directory: made by mktemp -d on HOST (its path is known only then), the files
+# copied into it, its path given to the script there as $1.
+make_stage=(mktemp -d /tmp/vsa-deploy.XXXXXXXXXX)
 if [ "$local_host" = 1 ]; then
-  copy=(bash -c "rm -rf $stage && mkdir -p $stage && cp ${files[*]} $stage/")
-  execute=(bash -s)
+  copy=(cp --)
+  dest=""
+  execute=(bash -s --)
 else
   ssh_opts=(-o BatchMode=yes -o ConnectTimeout=15)
-  copy_dir=(ssh "${ssh_opts[@]}" "$host" "rm -rf $stage && mkdir -p $stage")
-  copy=(scp "${ssh_opts[@]}" "${files[@]}" "$host:$stage/")
-  execute=(ssh "${ssh_opts[@]}" "$host" bash -s)
+  make_stage=(ssh "${ssh_opts[@]}" "$host" "${make_stage[@]}")
+  copy=(scp "${ssh_opts[@]}")
+  dest="$host:"
+  execute=(ssh "${ssh_opts[@]}" "$host" bash -s --)
 fi
 
 # Parsed whole before it runs, without stdin: nothing on HOST reads the rest of the script.
@@ -208,15 +215,21 @@ $remote
 } </dev/null"
 
 if [ "$dry_run" = 1 ]; then
-  [ "$local_host" = 1 ] || show "${copy_dir[@]}"
-  show "${copy[@]}"
-  echo "$(show "${execute[@]}") <<'EOF'"
+  # shellcheck disable=SC2016 # $stage: shown as a shell would run it
+  echo "stage=\$($(show "${make_stage[@]}"))"
+  echo "$(show "${copy[@]}" "${files[@]}") \"$dest\$stage/\""
+  echo "$(show "${execute[@]}") \"\$stage\" <<'EOF'"
   echo "$remote"
   echo "EOF"
   exit 0
 fi
-if [ "$local_host" = 0 ]; then
-  "${copy_dir[@]}" || die "ssh $host failed"
+stage=$("${make_stage[@]}") || die "making a staging directory on $host failed (mktemp -d)"
+[[ "$stage" =~ ^/[A-Za-z0-9._/-]+$ ]] || die "mktemp -d on $host gave no usable path: '$stage'"
+if ! "${copy[@]}" "${files[@]}" "$dest$stage/"; then
+  if [ "$local_host" = 1 ]; then rm -rf -- "$stage"; else
+    # shellcheck disable=SC2029 # the path mktemp made there, checked above
+    ssh "${ssh_opts[@]}" "$host" rm -rf -- "$stage" || true
+  fi
+  die "copying to $host failed"
 fi
-"${copy[@]}" || die "copying to $host failed"
-"${execute[@]}" <<<"$remote" || die "the deploy on $host failed (its output is above)"
+"${execute[@]}" "$stage" <<<"$remote" || die "the deploy on $host failed (its output is above)"

@@ -142,7 +142,9 @@ def _create_key(path: Path) -> bytes:
         except FileExistsError:
             pass
         tmp = parent / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # created new, with a random name: never an existing file, nor through a planted link
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600)
         try:
             try:
                 os.write(fd, Fernet.generate_key() + b"\n")

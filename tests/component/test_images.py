@@ -536,6 +536,7 @@ def test_deploy_dry_run_on_localhost(target):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "ssh " not in out and "scp " not in out  # localhost: here
+    assert "stage=$(mktemp -d /tmp/vsa-deploy.XXXXXXXXXX)" in out  # private, never predictable
     body = remote_script(out)
     bash_syntax_ok(body)
     tag = f"vsa:{VERSION}-{target}"
@@ -561,10 +562,18 @@ def test_deploy_dry_run_over_ssh():
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert f"scp -o BatchMode=yes -o ConnectTimeout=15 dist/vsa-{VERSION}-jetson.tar.gz " in out
-    assert f"admin@edge-1:/tmp/vsa-deploy-{VERSION}-jetson/" in out
-    assert "ssh -o BatchMode=yes -o ConnectTimeout=15 admin@edge-1 bash -s <<'EOF'" in out
+    # staged in a private directory mktemp -d makes on the host, never a predictable /tmp name
+    make_stage = "stage=$(ssh -o BatchMode=yes -o ConnectTimeout=15 admin@edge-1 mktemp -d "
+    assert make_stage + "/tmp/vsa-deploy.XXXXXXXXXX)" in out
+    assert '"admin@edge-1:$stage/"' in out and "/tmp/vsa-deploy-" not in out
+    assert (
+        "ssh -o BatchMode=yes -o ConnectTimeout=15 admin@edge-1 bash -s -- \"$stage\" <<'EOF'"
+        in out
+    )
+    assert out.index("mktemp -d") < out.index("scp ")
     body = remote_script(out)
     bash_syntax_ok(body)
+    assert 'stage=$1\ntrap "rm -rf -- \\"$stage\\"" EXIT' in body  # removed however it ends
     assert "--runtime nvidia --shm-size 6g" in body
     assert out.index("scp ") < out.index("bash -s")
 

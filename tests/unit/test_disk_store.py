@@ -12,6 +12,8 @@ import pytest
 
 from tests.unit.fakes import FakeClock
 from tests.unit.test_supervision_store import new_record
+from vsa.errors import VsaError
+from vsa.fsutil import UnsafeDirectory
 from vsa.runstate import RunState
 from vsa.supervision.runbook import RunBook
 from vsa.supervision.store import DiskRunStore, MemoryRunStore, MirroredRunStore, RunStore
@@ -149,3 +151,87 @@ def test_one_engine_owns_a_state_directory_at_a_time(tmp_path: Path):
     assert second.lock()
     assert not first.lock()
     second.unlock()
+
+
+# --- nobody else's links, nobody else's directory (issue 23, item 2) -------------------------
+
+
+def test_a_link_planted_at_the_old_temp_name_never_makes_a_record_overwrite_a_file(
+    tmp_path: Path,
+):
+    """The temporary name was ``.<run id>.json.<pid>.tmp``, opened O_CREAT|O_TRUNC: a link
+    planted there made the engine (often root) write a run record over the link's target."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    store = DiskRunStore(tmp_path / "state" / "runs")
+    store.lock()
+    (store.directory / f".r1.json.{os.getpid()}.tmp").symlink_to(victim)
+    store.put("r1", "record")
+    assert victim.read_text() == "precious"
+    assert store.get("r1") == "record"
+    store.unlock()
+
+
+def test_record_temp_names_are_random(tmp_path: Path, monkeypatch):
+    store = DiskRunStore(tmp_path / "runs")
+    names = []
+    real_replace = os.replace
+    monkeypatch.setattr(
+        os, "replace", lambda s, d: (names.append(Path(s).name), real_replace(s, d))
+    )
+    store.put("r1", "a")
+    store.put("r1", "b")
+    assert len(set(names)) == 2 and all(n.startswith(".r1.json.") for n in names)
+    assert all(str(os.getpid()) not in n.split(".") for n in names)
+
+
+def test_the_heartbeat_and_the_lock_never_follow_a_planted_link(tmp_path: Path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    os.utime(victim, (1_000_000, 1_000_000))
+    store = DiskRunStore(tmp_path / "runs")
+    store.put("r1", "x")
+    (store.directory / "alive").symlink_to(victim)
+    with pytest.raises(OSError):
+        store.beat()
+    assert victim.stat().st_mtime == 1_000_000 and victim.read_text() == "precious"
+    assert store.last_beat() != victim.stat().st_mtime  # the link's own time, not the target's
+    (store.directory / ".lock").symlink_to(tmp_path / "created-through-the-link")
+    with pytest.raises(OSError):
+        store.lock()
+    assert not (tmp_path / "created-through-the-link").exists()
+
+
+@pytest.mark.parametrize("which, mode", [("state", 0o777), ("runs", 0o757), ("runs", 0o770)])
+def test_a_state_directory_others_can_write_is_refused_naming_the_chmod(
+    tmp_path: Path, which: str, mode: int
+):
+    state = tmp_path / "state"
+    (state / "runs").mkdir(parents=True)
+    state.chmod(0o700)
+    (state / "runs").chmod(0o700)
+    unsafe = state if which == "state" else state / "runs"
+    unsafe.chmod(mode)
+    store = DiskRunStore(state / "runs")
+    with pytest.raises(UnsafeDirectory) as err:
+        store.lock()
+    message = str(err.value)
+    assert str(unsafe) in message and f"chmod go-w {unsafe}" in message
+    assert isinstance(err.value, VsaError)
+    with pytest.raises(UnsafeDirectory):
+        store.put("r1", "x")
+    with pytest.raises(UnsafeDirectory):
+        store.beat()
+    assert os.listdir(state / "runs") == []  # nothing written: no lock, no record, no heartbeat
+    unsafe.chmod(0o700)  # fixed as the message says: accepted
+    assert store.lock()
+    store.put("r1", "x")
+    store.unlock()
+
+
+def test_a_private_state_directory_is_accepted_and_new_ones_are_made_private(tmp_path: Path):
+    store = DiskRunStore(tmp_path / "new-state" / "runs")
+    assert store.lock()
+    for path in (tmp_path / "new-state", tmp_path / "new-state" / "runs"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    store.unlock()

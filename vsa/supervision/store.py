@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from vsa.fsutil import atomic_write, check_private_dir
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 HEARTBEAT = "alive"
@@ -75,13 +78,19 @@ class DiskRunStore:
     a temporary file, flushed to disk, renamed over the old one, the directory flushed): a
     crash at any moment leaves the previous record or the new one, never a torn one.
 
-    The directory is created 0700 and the files 0600 (records hold sealed credentials and
-    output paths). A run id that is not a plain file name is stored hex-encoded (``x-...``).
+    The directory and its parent (the state directory) are created 0700 and the files 0600
+    (records hold sealed credentials and output paths); either directory that other users can
+    write to (or that another user owns) is refused (:class:`vsa.fsutil.UnsafeDirectory`,
+    naming the ``chmod`` to run) before anything is written. Records are written through a
+    temporary file with a random name created new (:func:`vsa.fsutil.atomic_write`), and no
+    file here is opened through a symbolic link. A run id that is not a plain file name is
+    stored hex-encoded (``x-...``).
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self._lock_fd: int | None = None
+        self._checked = False  # the directories were found private
 
     def lock(self) -> bool:
         """Own the directory (an exclusive ``flock`` on ``.lock``, held until this process
@@ -92,8 +101,10 @@ class DiskRunStore:
 
         if self._lock_fd is not None:
             return True
+        self._checked = False  # check again: the directories may have changed since
         self._ensure_dir()
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.directory / ".lock", flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -108,7 +119,15 @@ class DiskRunStore:
             self._lock_fd = None
 
     def _ensure_dir(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Create the directory and its parent (0700) and, once, refuse them when other users
+        can write to them (UnsafeDirectory)."""
+        if self._checked:
+            return
+        self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_private_dir(self.directory.parent, "the state directory")
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        check_private_dir(self.directory, "the state directory's runs/")
+        self._checked = True
 
     def _path(self, run_id: str) -> Path:
         plain = _PLAIN_ID.fullmatch(run_id) and not run_id.startswith("x-")
@@ -122,26 +141,7 @@ class DiskRunStore:
 
     def put(self, run_id: str, text: str) -> None:
         self._ensure_dir()
-        path = self._path(run_id)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self._sync_dir()
-
-    def _sync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        atomic_write(self._path(run_id), text, 0o600)
 
     def get(self, run_id: str) -> str | None:
         try:
@@ -169,12 +169,19 @@ class DiskRunStore:
     def beat(self) -> None:
         """Mark the controller alive now (the heartbeat file's modification time)."""
         self._ensure_dir()
-        (self.directory / HEARTBEAT).touch()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(self.directory / HEARTBEAT, flags, 0o600)  # never through a link
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PermissionError(f"{self.directory / HEARTBEAT} is not a regular file")
+            os.utime(fd)
+        finally:
+            os.close(fd)
 
     def last_beat(self) -> float | None:
         """When a controller last marked itself alive (wall clock); None if never."""
         try:
-            return (self.directory / HEARTBEAT).stat().st_mtime
+            return os.stat(self.directory / HEARTBEAT, follow_symlinks=False).st_mtime
         except FileNotFoundError:
             return None
 
@@ -202,11 +209,16 @@ class MirroredRunStore:
             raise error
 
     def get(self, run_id: str) -> str | None:
+        error: Exception | None = None
         try:
             text = self.truth.get(run_id)
-        except Exception:  # noqa: BLE001 - an unreadable disk: the copy may have it
-            text = None
-        return text if text is not None else self.copy.get(run_id)
+        except Exception as exc:  # noqa: BLE001 - an unreadable disk: the copy may have it
+            text, error = None, exc
+        if text is None:
+            text = self.copy.get(run_id)
+        if text is None and error is not None:
+            raise error  # why the truth's record cannot be read, not "there is none"
+        return text
 
     def list(self) -> list[str]:
         ids: list[str] = []
