@@ -117,6 +117,7 @@ class RayHandles:
         sealed_uri: str | None,
         resume: bool,
         node: str | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> RaySource:
         from actors.source import SourceActor
 
@@ -135,7 +136,16 @@ class RayHandles:
                 lifetime="detached",
                 max_restarts=-1,
                 **options,
-            ).remote(run_id, spec, source_id, _actor(inference), engine_key, sealed_uri, resume)
+            ).remote(
+                run_id,
+                spec,
+                source_id,
+                _actor(inference),
+                engine_key,
+                sealed_uri,
+                resume,
+                carried,
+            )
         )
 
     def get_inference(self, name: str = DEFAULT_SLOT) -> RayInference | None:

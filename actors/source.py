@@ -30,11 +30,14 @@ from vsa.constants import DROPS_SUMMARY_S, INFERENCE_WAIT_S
 from vsa.control.priority import lower_data_plane
 from vsa.core.frames import Frame
 from vsa.secrets import unseal
-from vsa.sinks import open_sinks
+from vsa.sinks import open_sinks, output_paths
 from vsa.sinks.jsonl import count_lines, last_record
 from vsa.sources import SourceOptions, open_source
+from vsa.sources.base import input_identity
 from vsa.sources.errors import SourceError
 from vsa.stream import StreamSettings, StreamWorker
+from vsa.stream.outputs import EarlierOutputs
+from vsa.uri import file_path, scheme_of
 
 log = logging.getLogger("vsa.source")
 
@@ -57,10 +60,14 @@ class SourceActor:
         engine_key: str,
         sealed_uri: str | None = None,
         resume: bool = False,
+        carried: dict[str, Any] | None = None,
     ) -> None:
         """``run`` holds masked URIs; ``sealed_uri`` is this source's URI with its credentials,
         sealed by the controller (``vsa.secrets``) and opened only here. ``resume``: continue the
-        run's files like a restarted actor (the controller recreates a lost actor with it)."""
+        run's files like a restarted actor (the controller recreates a lost actor with it);
+        ``carried``: then, the source's last saved status (its counters over every earlier
+        incarnation, the ``input`` file's identity), so that files deleted and an input file
+        replaced while the engine was down are found."""
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
@@ -101,6 +108,24 @@ class SourceActor:
                 if options.resume_after_pts is None
                 else f", the source after {options.resume_after_pts:.3f} s",
             )
+        carried = carried if restarted else None
+        # a local input file's identity: a resumed run checks it is still the file it read
+        self.input: dict[str, Any] | None = None
+        if scheme_of(source.uri) == "file":
+            expected = (carried or {}).get("input")
+            if isinstance(expected, dict):
+                options.expect_input = self.input = expected  # checked when the source opens
+            else:
+                try:
+                    self.input = input_identity(file_path(source.uri))
+                except OSError:  # unreadable: opening it says why
+                    self.input = None
+        earlier = None
+        if carried:  # the files the carried counters say hold frames must still be there
+            earlier = EarlierOutputs(
+                int(carried.get("frames_emitted") or 0),
+                output_paths(spec.sinks, spec.output_dir, source_id),
+            )
         uri, opener = source.uri, open_source
         if sealed_uri is not None:
             try:
@@ -116,7 +141,11 @@ class SourceActor:
             ),
             self._submit,
             StreamSettings.from_spec(
-                source, spec.degradation.window_s, options=options, index_offset=offset
+                source,
+                spec.degradation.window_s,
+                options=options,
+                index_offset=offset,
+                earlier=earlier,
             ),
             opener=opener,
             on_emit=self._emitted,
@@ -128,6 +157,8 @@ class SourceActor:
         self._frame_bytes = 0
         self.metrics = StreamMetrics(run_id, source_id)
         self.worker.start()
+        if self.worker.carried_lost:  # earlier files gone: counted here, not by the carry-over
+            self.resumed = {**(self.resumed or {}), "output_lost": self.worker.carried_lost}
         threading.Thread(target=self._report, name="metrics", daemon=True).start()
 
     def _emitted(self, frame: Frame, latency_s: float) -> None:
@@ -197,6 +228,7 @@ class SourceActor:
             **self.worker.status(),
             "incarnation": self.incarnation,
             "resumed": self.resumed,
+            "input": self.input,
             "transport": self._sender.transport,
         }
 

@@ -161,6 +161,8 @@ SOURCE_ERRORS: tuple[SourceErrorSpec, ...] = (
     _Row("SECRET_UNAVAILABLE", "SecretUnavailable",       _N,    None,  # not the camera refusing: no PermissionError
          "the source's sealed credentials cannot be opened (the engine's key file is missing "
          "or was replaced)"),
+    _Row("SOURCE_CHANGED",     "SourceChanged",           _P,    None,  # a resumed input file is another one
+         "a resumed input file is not the one the run read before the engine restart"),
     _Row("ERROR",              "UnexpectedSourceError",   _T,    RuntimeError,  # "any other category"
          "an unexpected error"),
 )

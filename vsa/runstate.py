@@ -61,17 +61,22 @@ def carry_over(
 
     ``previous``: the last status polled from the dead incarnation (with the counts of the ones
     before it); ``resumed``: what the new incarnation read from the stream's JSONL, ``frame``
-    (the next frame number) and ``emitted`` (its lines), or None without a JSONL. What the dead
+    (the next frame number) and ``emitted`` (its lines), or None without a JSONL; with
+    ``output_lost`` the frames the new incarnation counts itself because their files are gone. What the dead
     process had decoded and not written is ``lost`` (counted as ``source_lost``), so that
     decoded == emitted + dropped holds across the restart. A file or generator source resumes
     right after the last frame written, so those frames are decoded again by the new process.
     """
     drops = sum(previous.get("drops", {}).values())
     polled = previous.get("frames_decoded", 0)
-    if resumed:
+    if resumed and "emitted" in resumed:
         emitted = resumed["emitted"]
         decoded = max(polled, resumed["frame"], emitted + drops)
     else:  # no JSONL: the last poll is all we know
         emitted = previous.get("frames_emitted", 0)
         decoded = max(polled, emitted + drops)
+    # ``output_lost``: frames written into files deleted while the engine was down, which the
+    # new incarnation counts itself (decoded and dropped as output_lost): not carried here
+    gone = min(emitted, int((resumed or {}).get("output_lost", 0)))
+    emitted, decoded = emitted - gone, decoded - gone
     return emitted, decoded, decoded - emitted - drops

@@ -52,6 +52,7 @@ WIRE = {
     "IO_ERROR": False,
     "SINK_ERROR": True,
     "SECRET_UNAVAILABLE": True,
+    "SOURCE_CHANGED": True,
     "ERROR": False,
 }
 

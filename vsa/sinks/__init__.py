@@ -214,6 +214,19 @@ def open_sinks(
     return sinks
 
 
+def output_paths(specs: Sequence[SinkSpec], output_dir: str | Path, source_id: str) -> list[Path]:
+    """The first file of each of a stream's sinks (``open_sinks`` names them): a resumed
+    stream that wrote frames finds each of them there (later segments come after the first)."""
+    out = Path(output_dir)
+    paths = []
+    for spec in specs:
+        if isinstance(spec, VideoSinkSpec):
+            paths.append(out / f"{source_id}.mp4")
+        elif isinstance(spec, JsonlSinkSpec):
+            paths.append(out / f"{source_id}.jsonl")
+    return paths
+
+
 def __getattr__(name: str) -> Any:
     # ``VideoSink`` lives in vsa.sinks.video (PyAV, OpenCV), imported only when asked for so
     # that this package, and the JSONL sink, import without them.
@@ -233,4 +246,5 @@ __all__ = [
     "VideoSink",
     "frame_record",
     "open_sinks",
+    "output_paths",
 ]

@@ -37,7 +37,7 @@ import numpy as np
 from vsa import uri as uri_mod
 from vsa.core.frames import Frame
 from vsa.flow import Decimator
-from vsa.sources.base import SourceOptions, frame_too_large, resume_threshold
+from vsa.sources.base import SourceOptions, check_input, frame_too_large, resume_threshold
 from vsa.sources.errors import SourceError, classify
 
 # A keyframe wait longer than this many packets means the keyframe flags cannot be trusted
@@ -91,6 +91,8 @@ class AvSource:
             av_options,
             (options.open_timeout_s, read_timeout),
         )
+        if scheme == "file" and options.expect_input is not None:  # a resumed local file
+            check_input(target, options.expect_input, target)
         self._container = av.open(target, options=av_options, timeout=self._open_args[1])
         try:
             if not self._container.streams.video:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +35,10 @@ class SourceOptions:
     # neither yielded nor reported to ``on_skip``. Files and synthetic sources honour it;
     # network streams ignore it. A frame with no pts cannot be compared and is always yielded.
     resume_after_pts: float | None = None
+    # Set by the stream layer when a resumed file source must still be the file the run read
+    # before the engine went down: its ``input_identity`` then. A local file whose identity
+    # differs fails to open with ``SOURCE_CHANGED`` (other sources ignore it).
+    expect_input: Mapping[str, Any] | None = None
 
     @classmethod
     def from_spec(
@@ -57,6 +63,47 @@ def resume_threshold(resume_after_pts: float, fps: float | None) -> float:
     that the last frame written is not yielded again because of float rounding.
     """
     return resume_after_pts + (0.25 / fps if fps else 0.001)
+
+
+IDENTITY_BYTES = 64 * 1024  # hashed from the start of an input file
+
+
+def input_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What says a local input file is still the same one: its size, its modification time
+    (ns) and the SHA-256 of its first 64 KiB. Raises ``OSError`` when it cannot be read."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        head = f.read(IDENTITY_BYTES)
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "sha256": hashlib.sha256(head).hexdigest(),
+    }
+
+
+def check_input(path: str | os.PathLike[str], expected: Mapping[str, Any], shown: str) -> None:
+    """Raise ``SOURCE_CHANGED`` when the file at ``path`` is no longer the one ``expected``
+    describes (an ``input_identity``); ``shown``: the path as messages may show it."""
+    try:
+        now: dict[str, Any] = input_identity(path)
+    except FileNotFoundError:
+        raise SourceError(
+            "SOURCE_CHANGED",
+            f"the input file {shown} was removed while the engine was down; the run's outputs "
+            "hold its frames up to the restart: submit a new run for a new file",
+        ) from None
+    changes = [
+        f"{key} {str(expected[key])[:16]} -> {str(now[key])[:16]}"  # a hash: its start
+        for key in ("size", "mtime_ns", "sha256")
+        if key in expected and expected[key] != now[key]
+    ]
+    if changes:
+        raise SourceError(
+            "SOURCE_CHANGED",
+            f"the input file {shown} changed while the engine was down ({', '.join(changes)}); "
+            "resuming would append another file's frames to the run's outputs: submit a new "
+            "run for the new file",
+        )
 
 
 def frame_too_large(width: int, height: int, limit: int) -> SourceError:

@@ -66,6 +66,12 @@ class Books:
         with self.lock:
             return self.ledger.lose_output(frames), self.machine.failed
 
+    def lost_earlier(self, frames: int) -> None:
+        """Frames earlier incarnations wrote into files that are gone: this incarnation counts
+        them (decoded and ``output_lost``), the carried counters no longer do."""
+        with self.lock:
+            self.ledger.skip(DropCause.OUTPUT_LOST, frames)
+
     # --- the state machine -----------------------------------------------------------------
     def fail(self, error: SourceError) -> None:
         with self.lock:

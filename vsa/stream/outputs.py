@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from vsa.core.frames import Frame, FrameResult
 from vsa.sinks import OutputLost, Sink
@@ -55,3 +57,25 @@ class Outputs:
                 on_lost(exc)
             except Exception as exc:  # noqa: BLE001
                 log.error("%s closing a sink failed: %s", self.name, exc)
+
+
+@dataclass(frozen=True)
+class EarlierOutputs:
+    """A resumed stream's files as its earlier incarnations left them: ``paths``, the first
+    file of each sink, and ``frames``, how many frames the carried counters say were written
+    (``frames_emitted`` of the saved status)."""
+
+    frames: int
+    paths: Sequence[Path]
+
+    def lost(self) -> OutputLost | None:
+        """The loss when a file the counters say holds frames is gone (deleted while the
+        engine was down, with its directory or alone): all ``frames``; None otherwise."""
+        if self.frames <= 0:
+            return None
+        gone = [Path(p) for p in self.paths if not Path(p).exists()]
+        if not gone:
+            return None
+        names = ", ".join(str(p) for p in gone)
+        reason = f"{names} (written before the engine restart) was deleted while it was down"
+        return OutputLost(gone[0], reason, self.frames)

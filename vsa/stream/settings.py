@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from vsa.config import ReconnectSpec
 from vsa.core.frames import Frame, FrameResult
 from vsa.sources import FrameSource, SourceOptions
+from vsa.stream.outputs import EarlierOutputs
 
 
 class Pending(Protocol):
@@ -33,6 +34,8 @@ class StreamSettings:
     reconnect: ReconnectSpec = field(default_factory=ReconnectSpec)
     options: SourceOptions = field(default_factory=SourceOptions)
     index_offset: int = 0  # a restarted source goes on numbering where it was
+    # a resumed stream: its earlier incarnations' files, checked before it starts (output_lost)
+    earlier: EarlierOutputs | None = None
 
     @classmethod
     def from_spec(cls, source: Any, window_s: float, **overrides: Any) -> StreamSettings:

@@ -24,6 +24,7 @@ from vsa.reconnect import Backoff
 from vsa.schema import DropCause, SourceState
 from vsa.sinks import Sink
 from vsa.sources import open_source
+from vsa.sources.errors import SourceError
 from vsa.stream.books import Books
 from vsa.stream.connection import stop_grace_s
 from vsa.stream.decoder import Decoder
@@ -57,6 +58,7 @@ class StreamWorker:
         self.name = f"run={run_id} source={source_id}"
         self._submit, self._clock = submit, clock
         self.stopping = threading.Event()
+        self.carried_lost = 0  # frames of earlier incarnations whose files are gone
         self.books = Books(self.name, s.index_offset, s.latency_window_s, clock)
         # the caller's options stay as they were: this stream's copy reports to its books
         self.options = dataclasses.replace(s.options, on_skip=self.books.skipped, max_fps=s.max_fps)
@@ -125,8 +127,30 @@ class StreamWorker:
         self.writer.pending.put((chunk, pending))
 
     def start(self) -> None:
+        if self._earlier_lost():
+            return  # FAILED before it connected: nothing to decode, nothing to write
         for thread in self._threads:
             thread.start()
+
+    def _earlier_lost(self) -> bool:
+        """A resumed stream whose earlier files are gone (deleted while the engine was down)
+        fails as a mid-run deletion does: ``SINK_ERROR``, the frames they held moved to
+        ``output_lost`` (``carried_lost``: the carried counters must drop them)."""
+        earlier = self.settings.earlier
+        lost = None if earlier is None else earlier.lost()
+        if lost is None:
+            return False
+        self.carried_lost = lost.frames_lost
+        self.books.lost_earlier(lost.frames_lost)
+        self.books.fail(
+            SourceError(
+                "SINK_ERROR", f"{lost.reason}; {lost.frames_lost} frames written to it are lost"
+            )
+        )
+        self.stopping.set()
+        self.outputs.ready.set()  # never opened
+        self.books.finish(True)
+        return True
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop decoding, write every frame already in flight, close the sinks.

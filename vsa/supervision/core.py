@@ -419,6 +419,8 @@ class ControllerCore:
             record.sealed.get(source_id),
             resume,
             None if slot is None else slot.node,
+            # what it resumes from: its last saved status (counters, its input file's identity)
+            record.sources.get(source_id) if resume else None,
         )
 
     async def _kill_named_inference(self, names: list[str]) -> None:

@@ -108,10 +108,11 @@ class Handles(Protocol):
         sealed_uri: str | None,
         resume: bool,
         node: str | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> SourceHandle:
         """Create the (detached, restartable) source actor of ``run_id``/``source_id``, on
         ``node`` when it can (its inference actor's: frames stay on their node); ``resume``:
-        continue the run's files."""
+        continue the run's files; ``carried``: then, the source's last saved status."""
         ...
 
     def get_inference(self, name: str = DEFAULT_SLOT) -> InferenceHandle | None:
