@@ -32,7 +32,6 @@ import concurrent.futures
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -41,7 +40,7 @@ from actors.handles import RayHandles, call_recover, cluster_paths, this_actor_r
 from actors.store import GcsRunStore
 from vsa import CODE_FINGERPRINT, __version__, settings
 from vsa.constants import FRESH_S, HEARTBEAT_S, SNAPSHOT_S
-from vsa.control.endpoint import StatusEndpoint, endpoint_path, write_endpoint
+from vsa.control.endpoint import StatusEndpoint, publish
 from vsa.control.priority import raise_priority
 from vsa.fsutil import UnsafeDirectory
 from vsa.supervision.core import ControllerCore
@@ -110,7 +109,17 @@ class Controller:
             last_alive = self._disk.last_beat()
             store = MirroredRunStore(self._disk, store)
         self._core = ControllerCore(
-            RayHandles(), store, restarted=self.restarted, last_alive=last_alive
+            RayHandles(),
+            store,
+            restarted=self.restarted,
+            last_alive=last_alive,
+            state_dir=None if self._disk is None else str(self._disk.directory),
+            volatile=None
+            if self._disk is not None
+            else (
+                f"no state directory ({settings.runs_dir()} is not this engine's, see the "
+                "controller's log): kept in this cluster's GCS only, lost on ray stop"
+            ),
         )
         log.info(
             "controller %s (code %s) %s, pid %d, nice %d%s",
@@ -171,9 +180,9 @@ class Controller:
         try:
             self._endpoint = StatusEndpoint(status, host=settings.status_host())
             url = self._endpoint.start()
-            path = endpoint_path(Path(session))
-            write_endpoint(
-                path,
+            # <session>/vsa/controller.json, and ~/.vsa/endpoints/<host>_<GCS port>.json for
+            # a client whose RAY_TMPDIR is not this cluster's (ray start --temp-dir)
+            path, unindexed = publish(
                 {
                     "url": url,
                     "token": self._endpoint.token,
@@ -182,6 +191,7 @@ class Controller:
                     "version": __version__,
                     "fingerprint": self._fingerprint,
                 },
+                session,
             )
         except Exception as exc:  # noqa: BLE001 - status still goes through Ray
             log.warning(
@@ -189,6 +199,11 @@ class Controller:
             )
             return
         log.info("status endpoint on %s (where and its token: %s)", url, path)
+        if unindexed:
+            log.warning(
+                "%s: a client finds the status endpoint only with this cluster's RAY_TMPDIR",
+                unindexed,
+            )
         loop.create_task(self._keep_snapshot())
 
     async def _keep_snapshot(self) -> None:
@@ -224,6 +239,11 @@ class Controller:
         """Refuse new runs and stop every active run's sources for a restart; the runs resume
         when the engine starts again (see ``ControllerCore.drain``)."""
         return await self._core.drain(timeout_s)
+
+    async def resume_drained(self) -> dict[str, Any]:
+        """End a drain on this engine: new runs are accepted and the drained runs resume (see
+        ``ControllerCore.resume_drained``)."""
+        return await self._core.resume_drained()
 
     async def stop(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
         """Stop a run; ``timeout_s`` bounds the wait for results in flight."""

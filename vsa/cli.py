@@ -315,8 +315,11 @@ class StatusReader:
     (``vsa.control.endpoint``: no Ray driver, an answer in milliseconds even on a saturated
     host), else the controller through Ray.
 
-    The endpoint is used when no address is given (nor ``RAY_ADDRESS``) or the address given
-    is the cluster whose endpoint this host has; otherwise, or when it does not answer, Ray.
+    The endpoint is that of the cluster addressed (``--address``, ``RAY_ADDRESS``, else the
+    one ``auto`` joins), found in this user's index by its GCS port or in the newest Ray
+    session (``vsa.control.endpoint.locate``); without one, or when it does not answer, Ray,
+    with a line on stderr saying why when there is something to say (an endpoint of another
+    cluster, one that did not answer).
     ``strict``: an endpoint that was found but does not answer raises
     :class:`ControllerUnavailable` instead of going through Ray (``--follow`` says "controller
     restarting" and retries, where a Ray call would hang until the controller is back).
@@ -324,7 +327,7 @@ class StatusReader:
 
     def __init__(self, args: argparse.Namespace, client: Any = None, local: bool = False) -> None:
         self.args, self._client, self._local = args, client, local
-        self.endpoint = not local and _endpoint_allowed(args.address)
+        self.endpoint, self._why = (None, None) if local else _find_endpoint(args.address)
 
     def client(self) -> Any:
         if self._client is None:
@@ -336,12 +339,16 @@ class StatusReader:
             from vsa.control.endpoint import NoEndpoint, Unavailable, read_status
 
             try:
-                return read_status(run)
+                return read_status(run, self.endpoint)
             except NoEndpoint:
                 pass  # none here, or not this user's to read: through Ray
             except Unavailable as exc:
                 if strict:
                     raise ControllerUnavailable(str(exc)) from None
+                self._why = f"{exc}; asking through Ray (slower)"
+        if self._why:  # once: why this status is slow, and how to avoid it
+            print(f"vsa: {self._why}", file=sys.stderr)
+            self._why = None
         try:
             return self.client().status_dicts(run)
         except VsaError as exc:
@@ -365,24 +372,14 @@ class StatusReader:
         return runs[0]
 
 
-def _endpoint_allowed(address: str | None) -> bool:
-    """Whether the endpoint on this host serves the cluster ``address`` names (``auto``: the
-    cluster ``ray start`` last recorded in ``ray_current_cluster``, when there is one)."""
-    from vsa.control.endpoint import Unavailable, current_cluster, read_endpoint
+def _find_endpoint(address: str | None) -> tuple[Any, str | None]:
+    """(the endpoint file of the cluster ``address`` names, or None; why status then goes
+    through Ray, when that is worth a line): ``--address``, else ``RAY_ADDRESS``, else the
+    cluster ``auto`` joins (``vsa.control.endpoint.locate``)."""
+    from vsa.control.endpoint import locate
     from vsa.hostconfig import environ
 
-    address = address or environ().get("RAY_ADDRESS") or "auto"
-    if address == "auto":
-        address = current_cluster() or "auto"
-        if address == "auto":
-            return True
-    try:
-        gcs = str(read_endpoint().get("gcs_address") or "")
-    except Unavailable:
-        return False
-    local = ("127.0.0.1", "localhost", gcs.rpartition(":")[0])
-    host, _, port = address.rpartition(":")
-    return bool(gcs) and host in local and port == gcs.rpartition(":")[2]
+    return locate(address or environ().get("RAY_ADDRESS") or "auto")
 
 
 class LiveTable:
@@ -409,14 +406,44 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         if not runs:
             raise RunNotFound(f"no run with id or name '{args.run}' (see `vsa list`)")
         return follow(reader, runs[0].id, out)
-    runs = reader.status(args.run)
+    runs, problems = _runs_and_problems(reader, args.run)
     if args.json:
-        print(json.dumps(status_json(runs), indent=2), file=out)
-    elif not runs:
+        doc = status_json(runs)
+        if problems:
+            doc["problems"] = problems
+        print(json.dumps(doc, indent=2), file=out)
+        return 0
+    if not runs:
         print("no runs", file=out)
     else:
         print("\n\n".join(render_run(r) for r in runs), file=out)
+    if problems:
+        print(("\n" if runs else "") + "\n".join(problem_lines(problems)), file=out)
     return 0
+
+
+def _runs_and_problems(
+    reader: StatusReader, run: str | None = None
+) -> tuple[list[RunStatus], list[dict[str, Any]]]:
+    """The runs, typed, and the saved records the controller could not load (its answer's
+    ``problems``; none from a controller that does not say)."""
+    from vsa.schema import runs_from_dict, typed
+
+    doc = reader.status_dicts(run)
+    problems = doc.get("problems") if isinstance(doc, dict) else None
+    if not isinstance(problems, list):
+        problems = []
+    return typed(runs_from_dict, doc), [p for p in problems if isinstance(p, dict)]
+
+
+def problem_lines(problems: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per saved record the controller could not load, with why."""
+    return [
+        f"saved record {p['record']} could not be loaded: {p.get('reason')}"
+        if p.get("record")
+        else f"saved runs could not be loaded: {p.get('reason')}"
+        for p in problems
+    ]
 
 
 def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
@@ -426,7 +453,7 @@ def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
-    runs = StatusReader(args).status()
+    runs, problems = _runs_and_problems(StatusReader(args))
     if args.json:
         print(
             json.dumps(
@@ -448,7 +475,14 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
         print("no runs", file=out)
     for r in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
-        print(f"{r.id}  {r.state.value:<8}  {when}  {len(r.sources)} sources", file=out)
+        line = f"{r.id}  {r.state.value:<8}  {when}  {len(r.sources)} sources"
+        if any(w.startswith("not durable") for w in r.warnings):
+            line += "  NOT DURABLE (see vsa status)"
+        if r.state is RunState.FAILED and r.error:
+            line += f"  {r.error if len(r.error) <= 160 else r.error[:157] + '...'}"
+        print(line, file=out)
+    for line in problem_lines(problems):
+        print(line, file=out)
     return 0
 
 
@@ -457,13 +491,28 @@ def cmd_drain(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         print(json.dumps(answer), file=out)
     else:
-        runs = ", ".join(answer["drained"]) or "none"
-        print(
-            f"drained in {answer['took_s']:.1f} s: {runs}; new runs are refused. Restart the "
-            "engine (ray stop; ray start --head; any vsa command, or vsa serve): the runs resume",
-            file=out,
-        )
+        print(drain_text(answer), file=out)
     return 0
+
+
+def drain_text(answer: dict[str, Any]) -> str:
+    """What ``vsa drain`` prints: the runs drained, and those that could not be saved (they
+    would not resume: never promised)."""
+    not_saved = list(answer.get("not_saved") or [])
+    runs = ", ".join(answer["drained"]) or "none"
+    text = f"drained in {answer['took_s']:.1f} s: {runs}; new runs are refused."
+    restart = "Restart the engine (ray stop; ray start --head; any vsa command, or vsa serve)"
+    if not not_saved:
+        return f"{text} {restart}: the runs resume"
+    resuming = [r for r in answer["drained"] if r not in not_saved]
+    text += (
+        f"\nNOT SAVED: {', '.join(not_saved)}: not saved where runs outlive the engine (why: "
+        "the warning in vsa status): these runs would NOT resume after a restart; free space "
+        "(or fix the state directory) and run vsa drain again"
+    )
+    if resuming:
+        text += f"\n{restart}: {', '.join(resuming)} resume"
+    return text
 
 
 def cmd_config(args: argparse.Namespace, out: TextIO) -> int:

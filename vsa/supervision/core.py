@@ -29,6 +29,7 @@ What it does (the failure policy in docs/failure-policy.md):
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import secrets
@@ -66,7 +67,7 @@ from vsa.supervision.handles import (
     error_name,
 )
 from vsa.supervision.pool import place, rehome
-from vsa.supervision.runbook import RunBook, RunRecord, seal_sources
+from vsa.supervision.runbook import RunBook, RunRecord, seal_sources, why
 from vsa.supervision.store import RunStore
 from vsa.supervision.watchdog import (
     ActorDied,
@@ -132,9 +133,15 @@ class ControllerCore:
         sleep: Sleep = asyncio.sleep,
         to_thread: ToThread = asyncio.to_thread,
         memory: Callable[[], int | None] = available_memory,
+        state_dir: str | None = None,
+        volatile: str | None = None,
     ) -> None:
         self.handles = handles
-        self.book = RunBook(store, clock=clock, monotonic=monotonic)
+        # where the store keeps its truth (the state directory's runs/), for messages
+        self.state_dir = state_dir
+        # volatile: why the store does not outlive the engine (no state directory): runs are
+        # accepted, each shown as not durable
+        self.book = RunBook(store, clock=clock, monotonic=monotonic, volatile=volatile)
         self.restarted = restarted
         self.last_alive = last_alive  # when a controller was last alive before this one
         self.draining = False
@@ -229,6 +236,8 @@ class ControllerCore:
             if actor is not None:
                 self.pool[name] = actor
         for record in active:
+            if not await self._still_allowed(record):
+                continue
             try:
                 model, ready = await self._ensure_engine(record.spec)
                 record.model = {**(record.model or {}), **model}
@@ -267,11 +276,43 @@ class ControllerCore:
             self.book.save(record)  # a failure is logged: the run goes on
         self._ensure_supervisor()
 
+    async def _still_allowed(self, record: RunRecord) -> bool:
+        """Check a saved active run as a submit is checked (its output_dir against the system
+        directories and ``VSA_OUTPUT_ROOTS`` now, writable; its file sources against
+        ``VSA_INPUT_ROOTS`` now) before it resumes. One that fails is not resumed: FAILED with
+        ``not resumed: <why>``, an event, its source actors (if they outlived a controller
+        restart) removed, no report written into its output_dir."""
+        try:
+            check_input_files(
+                [
+                    (src.id, uri_file_path(src.uri))
+                    for src in record.spec.sources
+                    if scheme_of(src.uri) == "file"
+                ],
+                settings.input_roots(),
+            )
+            await self._to_thread(check_output_dir, record.spec.output_dir, settings.output_roots())
+        except Exception as exc:  # noqa: BLE001 - a VsaError says why; anything else too
+            reason = str(exc) if isinstance(exc, VsaError) else why(exc)
+            record.error = f"not resumed: {reason}"
+            record.event("not_resumed", reason=reason)
+            for source in record.spec.sources:
+                try:
+                    actor = self.handles.get_source(record.id, source.id)
+                    if actor is not None:
+                        actor.kill()
+                except Exception:  # noqa: BLE001 - gone already
+                    pass
+            await self._finish(record, RunState.FAILED, report=False)
+            return False
+        return True
+
     # --- queries -------------------------------------------------------------------------
     async def status(self, run: str | None = None) -> dict[str, Any]:
         await self.ready()
         runs = [self.book.find(run)] if run else self.book.ordered()
-        return {"runs": [r.summary() for r in runs]}
+        # the saved records that could not be loaded (vsa list and vsa status show them)
+        return {"runs": [r.summary() for r in runs], "problems": list(self.book.problems)}
 
     # --- commands ------------------------------------------------------------------------
     async def submit(self, run: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
@@ -338,10 +379,11 @@ class ControllerCore:
             record.model, ready = await self._ensure_engine(spec)
             record.engine_key = record.model.pop("key")
             record.placement = place([s.id for s in spec.sources], self._load(), ready)
+            # durable before anything of it runs: a run that could not resume is refused
+            await self._save_new(record)
             for source in spec.sources:
                 record.actors[source.id] = self._start_source(record, source.id)
             self.book.add(record)
-            self.book.save(record)
             record.monitor = asyncio.get_running_loop().create_task(self._monitor(record))
             self.book.forget_old(KEEP_FINISHED)
             self._ensure_supervisor()
@@ -353,6 +395,42 @@ class ControllerCore:
             record.model["device"],
         )
         return {"run_id": run_id, "model": record.model}
+
+    async def _save_new(self, record: RunRecord) -> None:
+        """Save a submitted run before its sources start; when it cannot be saved, nothing of it
+        is left (its copy, if one store took it, is deleted; its model is unloaded unless
+        another run uses it) and the submit is refused with the store's error and what to do."""
+        try:
+            self.book.put(record)
+        except Exception as exc:  # noqa: BLE001 - refused below, with why
+            try:
+                self.book.store.delete(record.id)
+            except Exception:  # noqa: BLE001 - the copy that took it, if any, is best effort
+                pass
+            await self._release_engine(record)
+            code = getattr(exc, "errno", None)
+            todo = (
+                "make it writable or set VSA_STATE_DIR"
+                if code in (errno.EROFS, errno.EACCES, errno.EPERM)
+                else "free space or set VSA_STATE_DIR"
+            )
+            where = self.state_dir or "the run store"
+            log.error("run=%s refused: cannot be saved to %s: %s", record.id, where, why(exc))
+            raise VsaError(
+                f"cannot save the run to {where}: {why(exc)}: {todo} (nothing of the run was "
+                "started: a run that could not resume after a restart is refused)"
+            ) from None
+
+    async def _release_engine(self, record: RunRecord) -> None:
+        """Unload the run's model from every inference actor unless an active run uses it
+        (called with the submit lock held)."""
+        if not record.engine_key or self.book.engine_in_use(record.engine_key):
+            return
+        for actor in list(self.pool.values()):
+            try:
+                await actor.release_engine(record.engine_key, 30)
+            except Exception as exc:  # noqa: BLE001 - a model left loaded is not worth failing a run
+                log.warning("run=%s could not unload its model: %s", record.id, exc)
 
     async def stop(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
         """Stop a run: sources stop decoding, write what is in flight and close their files.
@@ -376,33 +454,111 @@ class ControllerCore:
         stop does (frames in flight written, files closed, each MP4 segment finalized) and
         release them, **without ending the runs**: they stay active in the store and resume,
         same ids, files continued, when the engine starts again (``ray stop`` / ``ray start``,
-        an upgrade, a reboot). Returns the drained run ids and the seconds it took."""
+        an upgrade, a reboot). Returns the drained run ids, ``not_saved``: the drained runs
+        that could not be saved (they would not resume; a drain again retries their save) and
+        the seconds it took."""
         await self.ready()
         check_stop_timeout(timeout_s)
-        self.draining = True
+        assert self._submit_lock is not None
+        async with self._submit_lock:  # a submit under way is in the book, and drained, first
+            self.draining = True
         started = self._monotonic()
         runs = [r for r in self.book.active() if not r.stop_requested and not r.drained]
-        await asyncio.gather(*(self._drain_run(r, timeout_s) for r in runs))
+        # drained earlier, but their save failed: saved again
+        retry = [r for r in self.book.active() if r.drained and r.unsaved is not None]
+        done = await asyncio.gather(*(self._drain_run(r, timeout_s) for r in runs))
+        drained = [r for r, ok in zip(runs, done, strict=True) if ok]
+        for record in retry:
+            self.book.save(record)
+        not_saved = [r.id for r in (*drained, *retry) if r.unsaved is not None]
         took = round(self._monotonic() - started, 2)
-        log.info("drained %d runs in %.2f s: new runs are refused", len(runs), took)
-        return {"drained": [r.id for r in runs], "took_s": took}
+        log.info("drained %d runs in %.2f s: new runs are refused", len(drained), took)
+        if not_saved:
+            log.error("drained runs not saved (they would not resume): %s", ", ".join(not_saved))
+        return {"drained": [r.id for r in drained], "not_saved": not_saved, "took_s": took}
 
-    async def _drain_run(self, record: RunRecord, timeout_s: float) -> None:
+    async def _drain_run(self, record: RunRecord, timeout_s: float) -> bool:
+        """Stop the run's sources for a restart; False when the run ended meanwhile (a ``vsa
+        stop``, a failure): it is left as it ended, not drained."""
         if record.monitor is not None:
             record.monitor.cancel()
         states = {sid: dict(status) for sid, status in record.sources.items()}
         await self._stop_sources(record, timeout_s)
+        if record.state.terminal:
+            return False
         record.stop_requested = False
         for sid, status in record.sources.items():
             if states.get(sid, {}).get("state") not in ENDED:
                 # stopped for the restart, not ended: the resumed source starts again
                 status["state"] = SourceState.CONNECTING.value
+                status["fps"] = 0.0  # not the last rate seen: nothing flows until it resumes
         for actor in record.actors.values():
             actor.kill()
         record.actors.clear()
         record.drained = True
         record.event("drained", note="resumes when the engine starts again")
         self.book.save(record)
+        return True
+
+    async def resume_drained(self, wait_s: float = 120.0) -> dict[str, Any]:
+        """End a drain without an engine restart: new runs are accepted again and every drained
+        run resumes the way recovery resumes the runs of a new engine (``_load_saved_runs``,
+        over the records the drain saved): same ids, source actors started again with
+        ``resume`` (files continued), counters carried over, the event ``recovered`` with
+        ``down_s`` counted from the drain. For ``vsa serve`` started again on a Ray head it did
+        not start, where this controller (detached) outlived the service that drained it.
+
+        A stop or a drain still under way ends first (``wait_s`` at most, else refused):
+        recovery takes every active run as one to resume. A finished run's source actors still
+        waiting for their metrics flush are removed now, as recovery does. Nothing drained:
+        only the refusal of new runs ends. ``{"draining": whether it was, "resumed": [run
+        ids]}``."""
+        await self.ready()
+        # one at a time (two services starting at once): the second finds nothing drained
+        async with vars(self).setdefault("_resume_lock", asyncio.Lock()):
+            return await self._resume_drained(wait_s)
+
+    async def _resume_drained(self, wait_s: float) -> dict[str, Any]:
+        was = self.draining
+        if not any(r.drained for r in self.book.active()):
+            self.draining = False
+            return {"draining": was, "resumed": []}
+        deadline = self._monotonic() + wait_s
+        while busy := [r.id for r in self.book.active() if r.stop_requested or not r.drained]:
+            if self._monotonic() > deadline:
+                raise VsaError(
+                    f"runs {', '.join(busy)} are still being stopped or drained: "
+                    "resume the drained runs once they are done"
+                )
+            await self._sleep(0.1)
+        drained = self.book.active()  # each one drained
+        for record in drained:  # their actors were killed: recovery must not take one up
+            for source in record.spec.sources:
+                lookup = lambda r=record.id, s=source.id: self.handles.get_source(r, s)  # noqa: E731
+                if lookup() is not None:
+                    await self._until_gone(lookup)
+        ids = {r.id for r in drained}
+        store, last_alive = self.book.store, self.last_alive
+
+        class Drained:  # the store as recovery reads it: the drained runs only
+            def list(self) -> list[str]:
+                return [i for i in store.list() if i in ids]
+
+            def __getattr__(self, name: str) -> Any:  # put, get, delete: the store's own
+                return getattr(store, name)
+
+        self.book.store = Drained()  # type: ignore[assignment]
+        self.last_alive = max(
+            (e["t"] for r in drained for e in r.events if e["event"] == "drained"),
+            default=last_alive,
+        )
+        try:
+            await self._load_saved_runs()
+        finally:
+            self.book.store, self.last_alive = store, last_alive
+            self.draining = False
+        log.info("resumed %d drained runs: new runs are accepted", len(ids))
+        return {"draining": was, "resumed": [r.id for r in drained]}
 
     # --- the engine's actors -------------------------------------------------------------
     def _inference_of(self, record: RunRecord, source_id: str) -> InferenceHandle | None:
@@ -734,19 +890,25 @@ class ControllerCore:
         await self._move_streams([record], slot, "its node left the cluster", node_gone=True)
         return record.placement.get(sid) != slot
 
-    async def _finish(self, record: RunRecord, state: RunState) -> None:
+    async def _finish(self, record: RunRecord, state: RunState, report: bool = True) -> None:
+        """End the run in ``state``: its report (unless ``report`` is False: its output_dir is
+        not to be written), every source terminal, its actors reaped, its model unloaded
+        unless another run uses it."""
         if record.state.terminal:
             return
         if state is RunState.FAILED and not record.error:
             record.error = record.sources_error()
+        record.end_sources(state)  # a terminal run has terminal sources, no live rates
         # the report is written before the run reads as ended, so whoever sees the final state
         # finds the report too
         finished_at = self._clock()
         try:
-            report = build_report(record.final_summary(state, finished_at), record.series)
-            paths = await self._to_thread(write_report, record.spec.output_dir, report)
-            record.report = [str(p) for p in paths]
-            log.info("run=%s report: %s", record.id, ", ".join(record.report))
+            if report:
+                summary = record.final_summary(state, finished_at)
+                built = build_report(summary, record.series)
+                paths = await self._to_thread(write_report, record.spec.output_dir, built)
+                record.report = [str(p) for p in paths]
+                log.info("run=%s report: %s", record.id, ", ".join(record.report))
         except Exception as exc:  # noqa: BLE001 - a report is not worth failing the run over
             # written atomically: an earlier report.json stays whole
             record.event("report_failed", reason=mask_uri(f"{type(exc).__name__}: {exc}"))
@@ -761,13 +923,7 @@ class ControllerCore:
         self.book.save(record)
         assert self._submit_lock is not None
         async with self._submit_lock:  # a submit in progress may be about to use this model
-            in_use = self.book.engine_in_use(record.engine_key)
-            if record.engine_key and not in_use:
-                for actor in list(self.pool.values()):
-                    try:
-                        await actor.release_engine(record.engine_key, 30)
-                    except Exception as exc:  # noqa: BLE001 - a model left loaded is not worth failing a run
-                        log.warning("run=%s could not unload its model: %s", record.id, exc)
+            await self._release_engine(record)
 
     async def _reap(self, actors: list[SourceHandle]) -> None:
         await self._sleep(METRICS_FLUSH_S)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -26,16 +27,17 @@ from vsa.config import RunSpec
 from vsa.constants import KEEP_FINISHED
 from vsa.degradation import DegradationTracker
 from vsa.errors import RunNotFound
-from vsa.runstate import RunState, carry_over, derive_run_state, run_reason
-from vsa.schema import DropCause
+from vsa.runstate import ENDED, RunState, carry_over, derive_run_state, run_reason
+from vsa.schema import DropCause, SourceState
 from vsa.secrets import needs_sealing, seal
 from vsa.supervision.store import RunStore
-from vsa.uri import mask_source_uri
+from vsa.uri import mask_source_uri, mask_uri
 
 # the controller's logger: the lines a record logs read as they did when it lived there
 log = logging.getLogger("vsa.controller")
 KV_VERSION = 1
 COUNTERS = ("frames_decoded", "frames_inferred", "frames_emitted")
+UNSAVED = "unsaved"  # the kind of the warning of a run whose last save failed
 
 
 def seal_sources(spec: RunSpec) -> tuple[RunSpec, dict[str, str]]:
@@ -118,6 +120,8 @@ class RunRecord:
     degradation: DegradationTracker = field(init=False)
     warnings: dict[str, tuple[float, str]] = field(default_factory=dict)  # kind -> (until, text)
     saved_at: float = 0.0  # monotonic
+    # why its last save failed (it would not resume after an engine restart); None once saved
+    unsaved: str | None = None
     series: dict[str, list[list[float]]] = field(default_factory=dict)  # for report.png
     sampled_at: float = 0.0
     report: list[str] = field(default_factory=list)  # the report files, once written
@@ -179,6 +183,21 @@ class RunRecord:
         self.sources[sid]["state"] = state
         self.sources[sid]["error"] = error
 
+    def end_sources(self, state: RunState) -> None:
+        """The run ends in ``state``: each source not in a terminal state gets one (FAILED for
+        a failed run, else STOPPED: a drained run stopped, a run failed before its sources
+        ran), and no source shows its last rate as live (fps 0)."""
+        ended = SourceState.FAILED if state is RunState.FAILED else SourceState.STOPPED
+        for sid, status in self.sources.items():
+            if status.get("state") not in ENDED:
+                transition = {"t": round(self.clock(), 3), "state": ended.value}
+                self.sources[sid] = status = {
+                    **status,
+                    "state": ended.value,
+                    "transitions": [*status.get("transitions", []), transition],
+                }
+            status["fps"] = 0.0
+
     def assess(self) -> RunState:
         """After a poll: sample the series, derive the run's state from its sources and, unless
         that state is terminal, update the degradation (an event when its set of conditions
@@ -213,6 +232,24 @@ class RunRecord:
         if kind not in self.warnings or self.warnings[kind][0] < self.clock():
             self.event("warning", reason=text)
         self.warnings[kind] = (self.clock() + hold_s, text)
+
+    def save_failed(self, reason: str, what: str = "save_failed") -> None:
+        """Its last save failed (``what``: or the store does not outlive the engine,
+        ``not_durable``): an event (when it was durable until now) and a warning in the status
+        until a save succeeds (:meth:`saved`)."""
+        if self.unsaved is None:
+            self.event(what, reason=reason)
+        self.unsaved = reason
+        why_not = reason if what == "not_durable" else f"the run could not be saved ({reason})"
+        text = f"not durable: {why_not}; it would not resume after an engine restart"
+        self.warnings[UNSAVED] = (math.inf, text)
+
+    def saved(self) -> None:
+        """A save succeeded: durable again (an event when it was not)."""
+        if self.unsaved is not None:
+            self.event("saved", note="durable again")
+        self.unsaved = None
+        self.warnings.pop(UNSAVED, None)
 
     # --- state, events -------------------------------------------------------------------
     def enter(self, state: RunState) -> None:
@@ -308,6 +345,8 @@ class RunRecord:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> RunRecord:
         d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"not a run record (a JSON {type(d).__name__}, not an object)")
         if d.get("v") != KV_VERSION:
             raise ValueError(f"saved run format {d.get('v')} (this controller reads {KV_VERSION})")
         record = cls(
@@ -330,6 +369,18 @@ class RunRecord:
         return record
 
 
+def why(exc: BaseException) -> str:
+    """One line saying why a record could not be read or written."""
+    if isinstance(exc, KeyError):
+        return f"missing key {exc.args[0]!r}" if exc.args else "a key is missing"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc})"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return mask_uri(text if len(text) <= 400 else text[:397] + "...")
+
+
 class RunBook:
     """The controller's runs by id (in the order they were added or loaded), each saved to a
     :class:`RunStore` under its id."""
@@ -340,9 +391,16 @@ class RunBook:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        volatile: str | None = None,
     ) -> None:
         self.store = store
+        # why ``store`` does not outlive the engine (no state directory), else None: every
+        # record saved is then not durable
+        self.volatile = volatile
         self.runs: dict[str, RunRecord] = {}
+        # the saved records :meth:`load` could not read: {"record": run id (None: the store
+        # itself), "reason": why}, for the status
+        self.problems: list[dict[str, str | None]] = []
         self._clock = clock
         self._monotonic = monotonic
 
@@ -350,22 +408,28 @@ class RunBook:
         return len(self.runs)
 
     def load(self) -> list[RunRecord]:
-        """Read every saved record into the book and return them; a record this version
-        cannot read is skipped (logged), and an unreadable store reads as empty (logged)."""
+        """Read every saved record into the book and return them. A record this version cannot
+        read is skipped, logged and kept in ``problems`` with why (shown by ``vsa list`` and
+        ``vsa status``); an unreadable store reads as empty (logged, a problem too)."""
+        self.problems = []
         try:
             ids = self.store.list()
         except Exception as exc:  # noqa: BLE001 - no durable state: start empty
             log.warning("cannot read saved runs: %s", exc)
+            self.problems.append({"record": None, "reason": f"cannot read saved runs: {why(exc)}"})
             return []
         loaded = []
         for run_id in ids:
             try:
                 text = self.store.get(run_id)
                 if text is None:
-                    raise KeyError("the record vanished")
+                    raise LookupError("listed by the store, but gone when it was read")
                 record = RunRecord.from_json(text, clock=self._clock, monotonic=self._monotonic)
+                if record.id != run_id:
+                    raise ValueError(f"it holds run {record.id!r}, not {run_id!r}")
             except Exception as exc:  # noqa: BLE001 - skip what this version cannot read
-                log.warning("skipping saved run %s: %s", run_id, exc)
+                log.warning("skipping saved run %s: %s", run_id, why(exc))
+                self.problems.append({"record": run_id, "reason": why(exc)})
                 continue
             self.runs[record.id] = record
             loaded.append(record)
@@ -374,14 +438,24 @@ class RunBook:
     def add(self, record: RunRecord) -> None:
         self.runs[record.id] = record
 
+    def put(self, record: RunRecord) -> None:
+        """Save ``record`` or raise why it could not be (a submit refuses the run then)."""
+        record.saved_at = record.monotonic()
+        self.store.put(record.id, record.to_json())
+        if self.volatile is None:
+            record.saved()
+        else:
+            record.save_failed(self.volatile, "not_durable")
+
     def save(self, record: RunRecord) -> bool:
         """Save ``record`` (its ``saved_at`` is set first); False, logged, when it could not be
-        saved: the run goes on, only recovery would suffer."""
-        record.saved_at = record.monotonic()
+        saved: the run goes on, but it is not durable: a ``save_failed`` event and a warning in
+        its status until a later save succeeds."""
         try:
-            self.store.put(record.id, record.to_json())
+            self.put(record)
         except Exception as exc:  # noqa: BLE001
-            log.warning("run=%s could not be saved: %s", record.id, exc)
+            log.warning("run=%s could not be saved: %s", record.id, why(exc))
+            record.save_failed(why(exc))
             return False
         return True
 
