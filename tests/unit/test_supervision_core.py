@@ -144,9 +144,10 @@ class FakeSource:
         sealed_uri: str | None,
         resume: bool,
         node: str | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> None:
         self.cluster, self.run_id, self.spec, self.id = cluster, run_id, spec, source_id
-        self.node = node
+        self.node, self.carried = node, carried  # carried: the saved status it resumes from
         self.inference, self.engine_key = inference, engine_key
         self.sealed_uri, self.resume = sealed_uri, resume
         self.answer: dict[str, Any] = status(source_id, "CONNECTING")
