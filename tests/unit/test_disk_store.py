@@ -235,3 +235,23 @@ def test_a_private_state_directory_is_accepted_and_new_ones_are_made_private(tmp
     for path in (tmp_path / "new-state", tmp_path / "new-state" / "runs"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
     store.unlock()
+
+
+def test_a_record_planted_as_a_link_is_not_followed_and_is_reported(tmp_path: Path):
+    """A record file is one the store wrote: a link in runs/ (to a record with another
+    output_dir, to any file) is not read through, and the run is a problem with the reason."""
+    store = DiskRunStore(tmp_path / "runs")
+    store.put("real", "{}")
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text('{"v": 1}')
+    os.symlink(elsewhere, store.directory / "planted.json")
+    fifo = store.directory / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="symbolic link: not followed"):
+        store.get("planted")
+    with pytest.raises(OSError, match="not a regular file"):
+        store.get("fifo")  # opened without blocking, then refused
+    book = RunBook(store)
+    book.load()
+    reasons = {p["record"]: p["reason"] for p in book.problems}
+    assert "symbolic link" in reasons["planted"] and "regular file" in reasons["fifo"]

@@ -342,7 +342,7 @@ def test_a_record_the_disk_cannot_read_is_reported_with_the_disks_error_not_as_v
     assert book.load() == []
     reasons = {p["record"]: p["reason"] for p in book.problems}
     assert reasons["latin-1"].startswith("not UTF-8 text")
-    assert "Is a directory" in reasons["folder-1"]
+    assert "not a regular file" in reasons["folder-1"]
     assert not any("vanished" in r or "gone" in r for r in reasons.values())
 
 

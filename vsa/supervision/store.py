@@ -12,6 +12,7 @@ and a controller skips, with a log line, the records it cannot read.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -22,6 +23,7 @@ from vsa.fsutil import atomic_write, check_private_dir
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 HEARTBEAT = "alive"
+MAX_RECORD_BYTES = 16 * 1024 * 1024  # a record is a few KiB; a planted giant is not read
 
 
 @runtime_checkable
@@ -144,10 +146,29 @@ class DiskRunStore:
         atomic_write(self._path(run_id), text, 0o600)
 
     def get(self, run_id: str) -> str | None:
+        """The record's text. A record is a plain file this store wrote: a symbolic link, a
+        FIFO or a file larger than :data:`MAX_RECORD_BYTES` planted in the directory is an
+        error (reported with the run), never followed or read."""
+        path = self._path(run_id)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            return self._path(run_id).read_text(encoding="utf-8")
+            fd = os.open(path, flags)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(f"{path} is a symbolic link: not followed") from None
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"{path} is not a regular file")
+            if info.st_size > MAX_RECORD_BYTES:
+                raise OSError(f"{path} is {info.st_size} bytes, over {MAX_RECORD_BYTES}")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                return f.read(MAX_RECORD_BYTES + 1).decode("utf-8")
+        finally:
+            os.close(fd)
 
     def list(self) -> list[str]:
         try:
