@@ -21,6 +21,8 @@ KEEP_FINISHED = 50  # ended runs kept in the controller's book (and the GCS); ol
 SNAPSHOT_S = 1.0  # the controller refreshes the endpoint's snapshot of every run this often
 FRESH_S = 0.3  # the endpoint waits this long for the controller's own answer, then the snapshot
 ENDPOINT_TIMEOUT_S = 5.0  # a client waits this long for the endpoint, then goes through Ray
+ENDPOINT_READ_TIMEOUT_S = 5.0  # the endpoint closes a connection silent (or not reading) this long
+ENDPOINT_MAX_CONNECTIONS = 32  # connections the endpoint serves at once, each on a thread
 
 # --- inference (vsa/inference/engine.py) -------------------------------------------------------
 FAIR_WAIT = 0.5  # several batches at once: one short of its fair share waits this many batch times

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -18,12 +20,14 @@ import pytest
 
 from tests.unit.test_cli_args import STOPPED_RUN
 from vsa.cli import StatusReader, build_parser, follow
-from vsa.constants import FRESH_S
+from vsa.constants import ENDPOINT_MAX_CONNECTIONS, FRESH_S
 from vsa.control.endpoint import (
     StatusEndpoint,
     Unavailable,
     endpoint_path,
     find_run,
+    http_get,
+    publish,
     read_status,
     write_endpoint,
 )
@@ -49,6 +53,7 @@ def answer(runs: list[dict]):
 def ray_tmp(tmp_path: Path, monkeypatch) -> Path:
     """Ray's temp directory for this test; the endpoint file goes in its newest session."""
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the endpoint index of this test only
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return tmp_path
 
@@ -176,6 +181,111 @@ def test_follow_says_the_controller_is_restarting_and_goes_on(ray_tmp: Path, mon
     finally:
         if second is not None:
             second.close()
+
+
+def test_the_cli_finds_the_endpoint_of_the_cluster_it_addresses_and_says_why_not(
+    ray_tmp: Path,
+):
+    """Issue 23 items 1 and 11: the newest session's endpoint is another cluster's (a ray
+    start --head elsewhere on the host, or one started with --temp-dir=DIR that this client's
+    RAY_TMPDIR does not name): the endpoint of the cluster addressed is found in the index by
+    its GCS address; an address with no endpoint of its own says in one line why it is slow."""
+    other = serve(ray_tmp, answer([UP_RUN]))  # session_latest: 127.0.0.1:6379's
+    mine = StatusEndpoint(answer([STOPPED_RUN]))
+    try:
+        info = {"url": mine.start(), "token": mine.token, "gcs_address": "10.0.0.5:41000"}
+        info["pid"] = os.getpid()
+        assert publish(info, ray_tmp / "elsewhere" / "session_1")[1] is None
+        for address in ("127.0.0.1:41000", "10.0.0.5:41000"):
+            done = cli_without_ray(ray_tmp, "status", "--json", "--address", address)
+            assert done.returncode == 0, done.stderr
+            assert [r["id"] for r in json.loads(done.stdout)["runs"]] == ["r1-1"]
+            assert [r["state"] for r in json.loads(done.stdout)["runs"]] == ["STOPPED"]
+            assert done.stderr == ""  # the normal case says nothing
+        done = cli_without_ray(ray_tmp, "status", "--json")  # auto: the newest session's
+        assert done.returncode == 0 and json.loads(done.stdout)["runs"][0]["state"] == "UP"
+        done = cli_without_ray(ray_tmp, "status", "--address", "127.0.0.1:7000")
+        assert done.returncode != 0  # through Ray, which this process cannot import
+        assert done.stderr.splitlines()[0] == (
+            "vsa: the controller's status endpoint on this host serves the cluster at "
+            "127.0.0.1:6379, not 127.0.0.1:7000; asking 127.0.0.1:7000 through Ray (slower)"
+        )
+    finally:
+        mine.close()
+        other.close()
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (read end-of-file or a reset); never blocks."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1024) == b""
+    except OSError:
+        return True
+
+
+def test_idle_connections_are_bounded_timed_out_and_never_keep_status_out(ray_tmp: Path):
+    """Issue 23 item 8: connections that send nothing hold a thread each, at most
+    ENDPOINT_MAX_CONNECTIONS of them (a new one takes the place of the oldest idle one),
+    each for the read timeout at most; a status with the token still answers in under 1 s."""
+    endpoint = StatusEndpoint(answer([STOPPED_RUN]), read_timeout_s=2.0)
+    url = endpoint.start()
+    path = endpoint_path(ray_tmp / "ray" / "session_latest")
+    write_endpoint(path, {"url": url, "token": endpoint.token, "gcs_address": "127.0.0.1:6379"})
+    host, port = url.removeprefix("http://").split(":")
+    threads_before = threading.active_count()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(ENDPOINT_MAX_CONNECTIONS + 40):
+            idle.append(socket.create_connection((host, int(port)), timeout=10))
+        _wait(lambda: endpoint.connections == ENDPOINT_MAX_CONNECTIONS, "the bound reached")
+        _wait(
+            lambda: threading.active_count() <= threads_before + ENDPOINT_MAX_CONNECTIONS,
+            "the threads of evicted connections gone",
+        )
+        # the oldest were let go for the newer ones
+        _wait(lambda: all(_closed(s) for s in idle[:40]), "the oldest idle connections closed")
+        for _ in range(5):  # each one takes the place of an idle connection
+            started = time.monotonic()
+            assert read_status("r1") == {"runs": [STOPPED_RUN]}
+            assert time.monotonic() - started < 1.0
+            assert threading.active_count() <= threads_before + ENDPOINT_MAX_CONNECTIONS + 1
+        # the rest are closed by the server after the read timeout
+        _wait(lambda: all(_closed(s) for s in idle), "idle connections timed out", 60)
+        _wait(lambda: endpoint.connections == 0, "no connection left")
+    finally:
+        for sock in idle:
+            sock.close()
+        endpoint.close()
+
+
+def test_connections_beyond_the_bound_all_serving_are_answered_503_at_once(ray_tmp: Path):
+    release = threading.Event()
+
+    def slow(run: str | None) -> dict:
+        release.wait(60)
+        return {"runs": [STOPPED_RUN]}
+
+    endpoint = StatusEndpoint(slow, max_connections=2)
+    url = endpoint.start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            busy = [pool.submit(http_get, f"{url}/v1/status", endpoint.token, 60) for _ in range(2)]
+            _wait(lambda: endpoint.connections == 2, "two requests being served")
+            _wait(lambda: not endpoint._server._waiting, "both requests read")
+            started = time.monotonic()
+            code, body = http_get(f"{url}/v1/status", endpoint.token, 30)
+            assert code == 503 and b"too many connections" in body
+            assert time.monotonic() - started < 1.0
+            release.set()
+            assert [f.result(60)[0] for f in busy] == [200, 200]
+        _wait(lambda: endpoint.connections == 0, "no connection left")
+        assert http_get(f"{url}/v1/status", endpoint.token, 30)[0] == 200
+    finally:
+        release.set()
+        endpoint.close()
 
 
 def _wait(condition, what: str, timeout: float = 30.0) -> None:

@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from tests.integration.conftest import RECOVERY_S, REPO, cli_env, wait_for
+from tests.local_head import LocalHead
 from vsa.client import _call
 from vsa.config import parse_run, resolve_paths
 from vsa.control.endpoint import Unavailable, read_endpoint, read_status
@@ -42,8 +43,11 @@ def endpoint_file(ray_cluster) -> Path:
     return Path(ray_cluster["session_dir"]) / "vsa" / "controller.json"
 
 
-def cli_without_ray(*args: str) -> subprocess.CompletedProcess:
-    """``vsa ARGS`` in a process that cannot import Ray."""
+def cli_without_ray(ray_cluster, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``vsa ARGS --address <the test's cluster>`` in a process that cannot import Ray. The
+    address is given: without one the CLI addresses the cluster ``ray start`` last recorded
+    on this host, which need not be the test's (``scripts/demo.sh`` leaves one running)."""
+    args = (*args, "--address", ray_cluster["gcs_address"])
     code = (
         "import sys; sys.modules['ray'] = None\n"
         f"from vsa.cli import main\nsys.exit(main({list(args)!r}))"
@@ -54,7 +58,7 @@ def cli_without_ray(*args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
         cwd=REPO,
-        env=cli_env(),
+        env=cli_env(**env),
     )
 
 
@@ -70,13 +74,13 @@ def test_vsa_status_is_answered_by_the_controller_without_a_ray_driver(
         assert info["url"].startswith("http://127.0.0.1:")
         assert info["pid"] == _call(client.controller.version.remote())["pid"]
 
-        done = cli_without_ray("status", run_id, "--json")
+        done = cli_without_ray(ray_cluster, "status", run_id, "--json")
         assert done.returncode == 0, done.stderr
         (run,) = json.loads(done.stdout)["runs"]
         assert run["id"] == run_id and run["state"] in ("UP", "WAITING")
         assert [s["id"] for s in run["sources"]] == ["cam0", "cam1"]
         assert all(s["frames_emitted"] >= 5 for s in run["sources"])
-        done = cli_without_ray("list")
+        done = cli_without_ray(ray_cluster, "list")
         assert done.returncode == 0 and run_id in done.stdout, done.stderr
 
         for headers in ({}, {"Authorization": "Bearer not-the-token"}):
@@ -88,14 +92,41 @@ def test_vsa_status_is_answered_by_the_controller_without_a_ray_driver(
         client.stop(run_id)
 
 
+def test_status_finds_its_cluster_beside_another_one_recorded_as_current(
+    ray_cluster, client, tmp_path
+):
+    """Issue 23 items 1 and 11: another cluster runs on the host, started by ``ray start
+    --head`` in a temp dir of its own and recorded there as the current one (what the demo's
+    leaves in /tmp/ray), and the client's RAY_TMPDIR is that temp dir, not the one the test's
+    cluster runs in: ``vsa status --address <the test's cluster>`` is still answered by the
+    test's controller without a Ray driver (found by its GCS address in ~/.vsa/endpoints)."""
+    run_id = submit(client, tmp_path, "beside")
+    other = LocalHead(tmp_path / "other-state")
+    try:
+        other.start()
+        current = Path(other.temp) / "ray" / "ray_current_cluster"
+        assert current.read_text().strip().endswith(f":{other.port}")
+        done = cli_without_ray(ray_cluster, "status", run_id, "--json", RAY_TMPDIR=other.temp)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        (run,) = json.loads(done.stdout)["runs"]
+        assert run["id"] == run_id and run["state"] in ("UP", "WAITING")
+        done = cli_without_ray(ray_cluster, "list", RAY_TMPDIR=other.temp)
+        assert done.returncode == 0 and run_id in done.stdout, done.stderr
+    finally:
+        other.close()
+        client.stop(run_id)
+
+
 def test_data_plane_actors_run_at_a_lower_priority_than_the_controller(client, tmp_path):
     run_id = submit(client, tmp_path, "nice", n=1)
     try:
         source_pid = int(client.run(run_id).sources[0].incarnation.split("-")[0])
         (inference_pid,) = [
             p.pid
-            for p in psutil.process_iter(["cmdline"])
-            if (p.info["cmdline"] or [""])[0].startswith("ray::InferenceActor")
+            # this cluster's (ray.init started it from this process): not another one's
+            for p in psutil.Process().children(recursive=True)
+            if (_cmdline(p) or [""])[0].startswith("ray::InferenceActor")
         ]
         controller_pid = _call(client.controller.version.remote())["pid"]
         # VSA_DATA_PLANE_NICE's default; threads started after the actor's own start follow
@@ -109,6 +140,13 @@ def test_data_plane_actors_run_at_a_lower_priority_than_the_controller(client, t
             assert max(controller) < 19, controller
     finally:
         client.stop(run_id)
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # ended meanwhile
+        return []
 
 
 def nices(pid: int) -> list[int]:
@@ -128,7 +166,8 @@ def test_follow_goes_on_through_a_controller_restart(ray_cluster, client, tmp_pa
     recovery bound, and the follow ends normally when the run is stopped."""
     run_id = submit(client, tmp_path, "follow-restart")
     follower = subprocess.Popen(
-        [sys.executable, "-m", "vsa", "status", run_id, "--follow"],
+        [sys.executable, "-m", "vsa", "status", run_id, "--follow"]
+        + ["--address", ray_cluster["gcs_address"]],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -147,7 +186,10 @@ def test_follow_goes_on_through_a_controller_restart(ray_cluster, client, tmp_pa
         def answers_again():
             try:
                 info = read_endpoint(endpoint_file(ray_cluster))
-                return info["pid"] != old["pid"] and read_status(run_id)["runs"]
+                return (
+                    info["pid"] != old["pid"]
+                    and read_status(run_id, endpoint_file(ray_cluster))["runs"]
+                )
             except Unavailable:
                 return False
 

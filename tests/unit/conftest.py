@@ -145,3 +145,8 @@ def _no_status_endpoint(monkeypatch, tmp_path_factory):
     directory (where ``vsa.control.endpoint`` looks) is an empty one."""
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path_factory.getbasetemp() / "no-ray"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # nor the endpoint index (~/.vsa/endpoints) of the clusters running on this host
+    from vsa.control import endpoint
+
+    no_index = tmp_path_factory.getbasetemp() / "no-index"
+    monkeypatch.setattr(endpoint, "index_dir", lambda: no_index)

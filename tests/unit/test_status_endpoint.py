@@ -10,13 +10,17 @@ from pathlib import Path
 import pytest
 
 from vsa import settings
-from vsa.cli import _endpoint_allowed
+from vsa.cli import _find_endpoint
+from vsa.control import endpoint as endpoint_module
 from vsa.control.endpoint import (
     NoEndpoint,
     StatusAnswers,
     Unavailable,
     endpoint_path,
     find_run,
+    index_path,
+    locate,
+    publish,
     read_endpoint,
     write_endpoint,
 )
@@ -129,12 +133,16 @@ def test_a_missing_or_broken_endpoint_file_is_unavailable(tmp_path: Path, conten
         read_endpoint(path)
 
 
-def _endpoint_for(monkeypatch, tmp_path: Path, gcs: str, current: str | None = None) -> None:
+def _endpoint_for(monkeypatch, tmp_path: Path, gcs: str, current: str | None = None) -> Path:
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.setattr(endpoint_module, "index_dir", lambda: tmp_path / "index")  # its own
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     session = tmp_path / "ray" / "session_latest"
-    write_endpoint(endpoint_path(session), {"url": "u", "token": "t", "gcs_address": gcs})
+    path = endpoint_path(session)
+    write_endpoint(path, {"url": "u", "token": "t", "gcs_address": gcs})
     if current is not None:
         (tmp_path / "ray" / "ray_current_cluster").write_text(current + "\n")
+    return path
 
 
 @pytest.mark.parametrize(
@@ -148,19 +156,110 @@ def _endpoint_for(monkeypatch, tmp_path: Path, gcs: str, current: str | None = N
         ("localhost:6379", None, True),
         ("10.0.0.9:6379", None, False),  # another host
         ("127.0.0.1:7000", None, False),  # another cluster on this host
+        ("ray://127.0.0.1:6379", None, False),  # Ray client: no endpoint here
     ],
 )
 def test_the_cli_reads_the_endpoint_only_for_the_cluster_it_serves(
     monkeypatch, tmp_path: Path, address, current, allowed
 ):
-    _endpoint_for(monkeypatch, tmp_path, "10.0.0.5:6379", current)
-    assert _endpoint_allowed(address) is allowed
+    path = _endpoint_for(monkeypatch, tmp_path, "10.0.0.5:6379", current)
+    found, _why = _find_endpoint(address)
+    assert found == (path if allowed else None)
 
 
 def test_ray_address_in_the_environment_counts_like_address(monkeypatch, tmp_path: Path):
     _endpoint_for(monkeypatch, tmp_path, "10.0.0.5:6379")
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
-    assert _endpoint_allowed(None) is False
+    assert _find_endpoint(None)[0] is None
+
+
+def test_an_endpoint_of_another_cluster_says_why_status_goes_through_ray(monkeypatch, tmp_path):
+    _endpoint_for(monkeypatch, tmp_path, "10.0.0.5:6379", current="10.0.0.5:7000")
+    found, why = _find_endpoint(None)
+    assert found is None
+    assert "serves the cluster at 10.0.0.5:6379, not 10.0.0.5:7000" in why
+
+
+def _layout(monkeypatch, tmp_path: Path) -> tuple[Path, Path]:
+    """Two clusters on this host as Ray lays them out: one of ``ray start --head`` in the
+    default temp dir (recorded in its ray_current_cluster, session_latest its session), one
+    of ``ray start --head --temp-dir=DIR`` (both files under DIR, which no client reads);
+    each controller published its endpoint. Returns (the default one's, DIR's)."""
+    default, other = tmp_path / "default", tmp_path / "elsewhere"
+    monkeypatch.setattr(endpoint_module, "index_dir", lambda: tmp_path / "index")
+    monkeypatch.setenv("RAY_TMPDIR", str(default))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    paths = []
+    for temp, gcs in ((default / "ray", "10.0.0.5:6379"), (other, "10.0.0.5:41000")):
+        session = temp / "session_2024-01-01_00-00-00_000000_1"
+        info = {"url": f"http://127.0.0.1:{gcs[-4:]}", "token": "t", "gcs_address": gcs}
+        info["pid"] = os.getpid()  # a controller that runs
+        _path, problem = publish(info, session)
+        assert problem is None
+        (temp / "session_latest").symlink_to(session)
+        (temp / "ray_current_cluster").write_text(gcs)
+        paths.append(index_path(gcs))
+    return paths[0], paths[1]
+
+
+def test_a_cluster_started_with_its_own_temp_dir_is_found_by_its_gcs_address(
+    monkeypatch, tmp_path: Path
+):
+    """ray start --temp-dir=DIR, a client without RAY_TMPDIR: the index has the endpoint."""
+    default, elsewhere = _layout(monkeypatch, tmp_path)
+    assert locate("127.0.0.1:41000") == (elsewhere, None)
+    assert locate("10.0.0.5:41000") == (elsewhere, None)
+    assert locate("localhost:6379") == (default, None)
+    assert locate("auto") == (default, None)  # ray_current_cluster of the default temp dir
+    stat_dir = os.stat(elsewhere.parent)
+    assert stat.S_IMODE(stat_dir.st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(elsewhere).st_mode) == 0o600
+    assert [p.name for p in elsewhere.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_auto_with_nothing_recorded_uses_the_only_live_endpoint_or_says_why_not(
+    monkeypatch, tmp_path: Path
+):
+    default, elsewhere = _layout(monkeypatch, tmp_path)
+    (tmp_path / "default" / "ray" / "ray_current_cluster").unlink()
+    (tmp_path / "default" / "ray" / "session_latest").unlink()  # a fresh host: nothing there
+    found, why = locate("auto")
+    assert found is None and "several clusters" in why and "--address" in why
+    default.unlink()
+    assert locate("auto") == (elsewhere, None)
+
+
+def test_an_endpoint_whose_controller_ended_is_not_used(monkeypatch, tmp_path: Path):
+    monkeypatch.setattr(endpoint_module, "_alive", lambda info: info.get("pid") != os.getpid())
+    _default, _elsewhere = _layout(monkeypatch, tmp_path)
+    assert locate("127.0.0.1:41000") == (None, None)  # nothing live to tell about either
+
+
+def test_an_index_entry_of_another_host_or_user_is_not_used(monkeypatch, tmp_path: Path):
+    _default, elsewhere = _layout(monkeypatch, tmp_path)
+    info = read_endpoint(elsewhere)
+    write_endpoint(elsewhere, {**info, "host": "another-host"})  # a home shared between hosts
+    assert locate("127.0.0.1:41000")[0] is None
+    write_endpoint(elsewhere, info)
+    real_fstat = os.fstat
+
+    def foreign(fd):
+        st = real_fstat(fd)
+        return os.stat_result((st.st_mode, *st[1:4], 12345, *st[5:]))  # another user's file
+
+    monkeypatch.setattr(os, "fstat", foreign)
+    assert locate("127.0.0.1:41000")[0] is None
+
+
+def test_publishing_removes_index_entries_of_controllers_that_ended(monkeypatch, tmp_path):
+    _default, elsewhere = _layout(monkeypatch, tmp_path)
+    monkeypatch.setattr(
+        endpoint_module, "_alive", lambda info: info["gcs_address"] != "10.0.0.5:41000"
+    )
+    info = {"url": "u", "token": "t", "gcs_address": "10.0.0.5:50000", "pid": os.getpid()}
+    publish(info, tmp_path / "third" / "session")
+    names = sorted(p.name for p in elsewhere.parent.iterdir())
+    assert names == sorted([index_path("x:6379").name, index_path("x:50000").name])
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, 19), ("0", 0), ("19", 19), (" 5 ", 5)])
@@ -207,11 +306,11 @@ def _reader(monkeypatch, failure: Exception | None):
     from vsa import cli
     from vsa.control import endpoint
 
-    def read_status(run=None):
+    def read_status(run=None, path=None):
         raise failure
 
     monkeypatch.setattr(endpoint, "read_status", read_status)
-    monkeypatch.setattr(cli, "_endpoint_allowed", lambda address: True)
+    monkeypatch.setattr(cli, "_find_endpoint", lambda address: (Path("endpoint.json"), None))
     ray_client = _RayClient()
     return cli.StatusReader(argparse.Namespace(address=None), client=ray_client), ray_client
 
