@@ -49,8 +49,9 @@ from vsa.supervision.store import DiskRunStore, MirroredRunStore
 log = logging.getLogger("vsa.controller")
 
 
-def _own_state_dir(wait_s: float = 10.0) -> DiskRunStore | None:
-    """The state directory's run store, owned by this controller; None (logged) when another
+def _own_state_dir(wait_s: float = 10.0) -> tuple[DiskRunStore | None, str]:
+    """The state directory's run store, owned by this controller, and ``""``; ``(None, why)``
+    (logged too; ``why`` is shown with every run as the reason it is not durable) when another
     engine on this host owns it: then runs live in this cluster's GCS only and do not
     survive it. A predecessor being replaced may hold it a moment longer: waited for.
 
@@ -62,24 +63,22 @@ def _own_state_dir(wait_s: float = 10.0) -> DiskRunStore | None:
         deadline = time.monotonic() + wait_s
         while not disk.lock():
             if time.monotonic() > deadline:
-                log.warning(
-                    "another engine on this host owns %s: this cluster's runs are kept in "
-                    "its GCS only and will not survive ray stop (set VSA_STATE_DIR for it)",
-                    disk.directory,
+                why = (
+                    f"another engine on this host owns {disk.directory} (set VSA_STATE_DIR "
+                    "for this cluster)"
                 )
-                return None
+                log.warning("%s: runs are kept in this cluster's GCS only", why)
+                return None, why
             time.sleep(0.2)
-        return disk
+        return disk, ""
     except UnsafeDirectory as exc:
-        log.error(
-            "refusing the state directory: %s; until then this cluster's runs are kept in its "
-            "GCS only and will not survive ray stop",
-            exc,
-        )
-        return None
+        why = f"the state directory is refused: {exc}"
+        log.error("%s; until then runs are kept in this cluster's GCS only", why)
+        return None, why
     except Exception as exc:  # noqa: BLE001 - no state directory: runs in the GCS only
-        log.warning("cannot use the state directory (%s): runs are kept in the GCS only", exc)
-        return None
+        why = f"the state directory cannot be used: {exc}"
+        log.warning("%s: runs are kept in this cluster's GCS only", why)
+        return None, why
 
 
 def _log_level() -> str:
@@ -102,7 +101,7 @@ class Controller:
         # Ray starts workers at nice 15; the control plane goes first where it may
         prioritized = raise_priority(0)
         self.restarted = this_actor_restarted()
-        self._disk: DiskRunStore | None = _own_state_dir()
+        self._disk, no_disk = _own_state_dir()
         store: Any = GcsRunStore()
         last_alive = None
         if self._disk is not None:
@@ -116,10 +115,7 @@ class Controller:
             state_dir=None if self._disk is None else str(self._disk.directory),
             volatile=None
             if self._disk is not None
-            else (
-                f"no state directory ({settings.runs_dir()} is not this engine's, see the "
-                "controller's log): kept in this cluster's GCS only, lost on ray stop"
-            ),
+            else f"{no_disk}; kept in this cluster's GCS only, lost on ray stop",
         )
         log.info(
             "controller %s (code %s) %s, pid %d, nice %d%s",
