@@ -1,7 +1,8 @@
 """Does the control plane answer while the data plane saturates the host? Measured for real.
 
-Starts a Ray head (``ray start --head``, stopped at the end; ``--running`` uses the cluster
-already there), submits an overload (by default 6 realtime synthetic cameras at 1280x720 @ 30
+Starts a Ray head (``ray start --head``; stopped at the end, its own processes only, not
+``ray stop``, which would stop every Ray cluster on the host: ``vsa.rayhead``; ``--running``
+uses the cluster already there), submits an overload (by default 6 realtime synthetic cameras at 1280x720 @ 30
 fps through the built-in model: far more than a 2-core host infers) with the real CLI, and
 while it runs measures, each with the CLI a user would type (a fresh process per call):
 
@@ -198,24 +199,27 @@ def main() -> int:
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
 
+    head = None
     if not args.running:
-        started = subprocess.run(
-            ["ray", "start", "--head", "--disable-usage-stats", "--include-dashboard=true"],
-            capture_output=True,
-            text=True,
-            # a private state directory: its runs are never resumed by a later engine
+        from vsa.errors import VsaError
+        from vsa.rayhead import OwnHead
+
+        # a private state directory: its runs are never resumed by a later engine
+        head = OwnHead(
+            ["--include-dashboard=true"],
             env={**cli_env(), "VSA_STATE_DIR": tempfile.mkdtemp(prefix="vsa-state-")},
         )
-        if started.returncode != 0:
-            sys.stderr.write(started.stdout + started.stderr)
-            sys.exit("control_plane: `ray start --head` failed (is a cluster running? --running)")
+        try:
+            head.start()
+        except VsaError as exc:
+            sys.exit(f"control_plane: {exc} (is a cluster running? --running)")
     results: dict[str, Any] = {"streams": args.streams, "size": args.size, "fps": args.fps}
     try:
         with tempfile.TemporaryDirectory(prefix="vsa-cp-") as tmp:
             results.update(measure(args, w, h, Path(tmp)))
     finally:
-        if not args.running:
-            subprocess.run(["ray", "stop", "--force"], capture_output=True, env=cli_env())
+        if head is not None:
+            head.stop(grace_s=0)  # what --force did: SIGKILL, to this head's processes only
     return report(results, args.json)
 
 

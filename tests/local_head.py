@@ -3,22 +3,24 @@ anything else on the host by its own ``RAY_TMPDIR`` (session directory, ``ray_cu
 and port, driven through the ``vsa`` CLI; it can be stopped, started again and crashed (every
 process carrying that ``RAY_TMPDIR`` in its environment, which the head's daemons and every
 worker inherit, is SIGKILLed; ``stop`` sends them SIGTERM as ``ray stop`` would, without
-touching other clusters). Used by ``tests/restart`` and ``scripts/restart_cycle.py``."""
+touching other clusters: ``vsa.rayhead``, which ``vsa serve`` uses for the head it starts).
+Used by ``tests/restart`` and ``scripts/restart_cycle.py``."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.ports import free_ports
+from vsa import rayhead
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
@@ -60,30 +62,19 @@ class LocalHead:
                 out.append(f"\n--- {path.name} (last {len(tail)} lines) ---\n" + "\n".join(tail))
         return "".join(out)
 
+    def processes(self) -> list[psutil.Process]:
+        """This cluster's processes (and whatever else carries its ``RAY_TMPDIR``: a ``vsa``
+        command or ``vsa serve`` started with :attr:`env`)."""
+        return rayhead.find(f"RAY_TMPDIR={self.temp}")
+
     def stop(self, grace_s: float = 30.0) -> int:
         """What ``ray stop`` does (SIGTERM, then SIGKILL after ``grace_s``) to this cluster's
         processes only: ``ray stop`` itself stops every Ray cluster on the host."""
-        return self._signal(signal.SIGTERM, grace_s, then=signal.SIGKILL)
+        return rayhead.terminate(self.processes(), grace_s)
 
     def crash(self) -> int:
         """SIGKILL every process of this cluster; how many there were."""
-        return self._signal(signal.SIGKILL, 60.0)
-
-    def _signal(self, sig: int, wait_s: float, then: int | None = None) -> int:
-        entry = f"RAY_TMPDIR={self.temp}".encode()
-        victims = [pid for pid in _pids() if entry in _environ(pid)]
-        for pid in victims:
-            _kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while any(_alive(p) for p in victims) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if then is not None:
-            for pid in victims:
-                if _alive(pid):
-                    _kill(pid, then)
-            while any(_alive(p) for p in victims) and time.monotonic() < deadline + wait_s:
-                time.sleep(0.1)
-        return len(victims)
+        return rayhead.kill(self.processes())
 
     def close(self) -> None:
         self.crash()
@@ -101,32 +92,6 @@ class LocalHead:
         """The run's status, None while the engine does not answer."""
         done = self.vsa("status", run_id, "--json")
         return json.loads(done.stdout)["runs"][0] if done.returncode == 0 else None
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
-
-
-def _environ(pid: int) -> list[bytes]:
-    try:
-        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def frames(path: Path) -> list[int]:

@@ -303,6 +303,12 @@ class Client:
             self.controller.drain.remote(timeout_s), timeout=timeout_s * 2 + STOP_RPC_MARGIN_S
         )
 
+    def resume_drained(self) -> dict[str, Any]:
+        """End a drain without restarting Ray (``vsa serve`` does it at start): new runs are
+        accepted again and every drained run resumes, same ids, files continued.
+        ``{"draining": whether the engine was, "resumed": [run ids]}``."""
+        return _call(self.controller.resume_drained.remote(), timeout=300)
+
     def wait(self, run_id: str, timeout_s: float | None = None, poll_s: float = 0.5) -> RunStatus:
         """Poll until the run reaches a terminal state and return its status; ``TimeoutError``
         after ``timeout_s`` (None: no limit)."""

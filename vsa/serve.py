@@ -2,57 +2,121 @@
 
 It joins the Ray cluster of this host, or starts its head (``ray start --head``) when none
 runs; it starts the controller, which resumes the runs that were active when the engine last
-went down (after ``vsa drain``, an upgrade, a reboot, a crash: ``vsa.supervision.store``);
-it prints a line per active run every ``--interval`` seconds; SIGTERM or Ctrl-C drains the
-runs (their files closed, they resume on the next start) and stops the Ray head it started.
+went down (after ``vsa drain``, an upgrade, a reboot, a crash: ``vsa.supervision.store``).
+On a head it joined, the controller (detached) may have outlived an earlier service that
+drained it: the drain ends and the drained runs resume (``Client.resume_drained``). It prints a
+line per active run every ``--interval`` seconds, from the controller's status of that moment
+(a drained run reads ``DRAINED``; fps counts streaming sources only); SIGTERM or Ctrl-C drains
+the runs (their files closed, they resume on the next start) and stops the Ray head it started:
+that head's own processes, none of another cluster on the host (``vsa.rayhead``, not
+``ray stop``).
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from vsa.errors import ClusterNotFound, VsaError
+from vsa.schema import SourceState
+
+if TYPE_CHECKING:
+    from vsa.rayhead import OwnHead
+    from vsa.schema import RunStatus
 
 
 def _say(out: TextIO, text: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} vsa serve: {text}", file=out, flush=True)
 
 
-def _ray(*args: str) -> subprocess.CompletedProcess:
-    """The ``ray`` CLI of this interpreter's installation."""
-    command = [sys.executable, "-m", "ray.scripts.scripts", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+def start_head(extra: list[str], out: TextIO) -> OwnHead:
+    """``ray start --head`` (with ``extra``), a head of this process's own (``vsa.rayhead``);
+    :class:`VsaError` with Ray's words when it fails."""
+    from vsa.rayhead import OwnHead
 
-
-def start_head(extra: list[str], out: TextIO) -> None:
-    """``ray start --head`` (with ``extra``); :class:`VsaError` with Ray's words when it fails."""
     _say(out, "no Ray cluster on this host: ray start --head " + " ".join(extra))
-    done = _ray("start", "--head", "--disable-usage-stats", *extra)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise VsaError("`ray start --head` failed: " + " | ".join(tail))
+    head = OwnHead(extra)
+    head.start()
+    return head
+
+
+def _this_hosts_cluster() -> str:
+    """What to join without ``--address``: ``RAY_ADDRESS``, else the cluster that ``ray start``
+    recorded on this host (``ray_current_cluster`` in Ray's temp dir). Not Ray's ``auto``,
+    which without that record joins any GCS it sees running on the host: another service's
+    or another user's cluster. No record: ``ClusterNotFound`` (serve starts its own head)."""
+    from vsa.hostconfig import environ
+
+    address = environ().get("RAY_ADDRESS")
+    if address:
+        return address
+    try:
+        from ray._private.utils import read_ray_address
+
+        recorded = read_ray_address(None)
+    except Exception:  # noqa: BLE001 - unreadable: as if none
+        recorded = None
+    if not recorded:
+        raise ClusterNotFound("no Ray cluster recorded on this host")
+    return recorded  # a stale record does not answer: ClusterNotFound from Client
+
+
+def _drained(run: RunStatus) -> bool:
+    """Whether the run's sources are stopped by a drain (its last drain or resume says)."""
+    marks = [e.event for e in run.events if e.event in ("drained", "recovered")]
+    return bool(marks) and marks[-1] == "drained"
+
+
+def status_line(run: RunStatus) -> str:
+    """A run's line, from its status now: fps only of the sources that stream (a drained or
+    reconnecting source's last rate is not a rate)."""
+    emitted = sum(s.frames_emitted for s in run.sources)
+    fps = sum(s.fps for s in run.sources if s.state is SourceState.STREAMING)
+    if _drained(run):
+        return f"{run.id} DRAINED (resumes when the engine starts again) 0.0 fps, {emitted} emitted"
+    return f"{run.id} {run.state.value} {fps:.1f} fps, {emitted} emitted"
+
+
+def resume_drained(client: Any, out: TextIO) -> None:
+    """End a drain that an earlier service left on this engine: its runs resume."""
+    try:
+        answer = client.resume_drained()
+    except (VsaError, AttributeError) as exc:
+        _say(out, f"could not resume the drained runs: {exc}")
+        return
+    if answer["resumed"]:
+        _say(
+            out,
+            f"the engine was drained: {len(answer['resumed'])} drained runs resume: "
+            + ", ".join(answer["resumed"]),
+        )
+    elif answer["draining"]:
+        _say(out, "the engine was drained (no runs): new runs are accepted again")
 
 
 def serve(args: argparse.Namespace, out: TextIO) -> int:
     from vsa import __version__
     from vsa.client import Client
 
-    started_head = False
+    head: OwnHead | None = None
     replace = bool(getattr(args, "replace_controller", False))
     try:
-        client = Client(address=args.address, replace_controller=replace)
+        client = Client(address=args.address or _this_hosts_cluster(), replace_controller=replace)
     except ClusterNotFound:
         if args.address:
             raise
-        start_head(list(args.ray_start_arg), out)
-        started_head = True
-        client = Client(replace_controller=replace)
+        head = start_head(list(args.ray_start_arg), out)
+        try:
+            client = Client(address=head.address, replace_controller=replace)
+        except BaseException:
+            _stop_head(head, out)
+            raise
+    # a drain left by an earlier service on a head it did not stop (this one joined it)
+    resume_drained(client, out)
     active = [r for r in client.status() if not r.terminal]
     # the controller answers once it has recovered: the active runs are resumed by now
     _say(
@@ -73,9 +137,7 @@ def serve(args: argparse.Namespace, out: TextIO) -> int:
         try:
             for run in client.status():
                 if not run.terminal:
-                    emitted = sum(s.frames_emitted for s in run.sources)
-                    fps = sum(s.fps for s in run.sources)
-                    _say(out, f"{run.id} {run.state.value} {fps:.1f} fps, {emitted} emitted")
+                    _say(out, status_line(run))
         except VsaError as exc:
             _say(out, f"status unavailable: {exc}")
     _say(out, f"{received[0]}: draining")
@@ -87,13 +149,19 @@ def serve(args: argparse.Namespace, out: TextIO) -> int:
     except VsaError as exc:
         _say(out, f"drain failed: {exc}")
         code = 1
-    if started_head:
-        import ray
-
-        ray.shutdown()
-        _say(out, "stopping the Ray head it started")
-        _ray("stop")
+    if head is not None:
+        _stop_head(head, out)
     return code
+
+
+def _stop_head(head: OwnHead, out: TextIO) -> None:
+    """Stop the head this service started: its own processes (not ``ray stop``, which stops
+    every Ray cluster on the host)."""
+    import ray
+
+    ray.shutdown()
+    _say(out, f"stopping the Ray head it started ({head.address or 'address unknown'}) only")
+    _say(out, f"stopped its {head.stop()} processes")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ files. The fake cluster of ``test_supervision_core`` stands for Ray."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -125,5 +126,81 @@ def test_a_drained_run_stopped_before_the_restart_does_not_resume(tmp_path: Path
         await again.recover()
         assert again.book.runs[record.id].state is RunState.STOPPED and not w.cluster.sources
         await again.close()
+
+    play(test)
+
+
+def test_a_drained_run_resumes_on_the_same_engine_when_the_service_starts_again(
+    tmp_path: Path,
+) -> None:
+    """``vsa serve`` drained on SIGTERM and started again on a Ray head it did not start: the
+    controller (detached) outlived it, drained; ``resume_drained`` ends the drain."""
+
+    async def test() -> None:
+        w = World(tmp_path)
+        record, sources = await w.submit()
+        w.stream(sources, decoded=10, emitted=10)  # at 25 fps
+        await until(lambda: record.sources["cam1"]["fps"] == 25.0)
+        await w.core.drain(timeout_s=5)
+        # what status says of a drained run: its sources not running, no stale rate
+        summary = (await w.core.status(record.id))["runs"][0]
+        assert {(s["state"], s["fps"]) for s in summary["sources"]} == {("CONNECTING", 0.0)}
+        assert summary["events"][-1]["event"] == "drained"
+        drained_at = summary["events"][-1]["t"]
+
+        w.t.now += 7.0  # the service's restart
+        out = await w.core.resume_drained()
+        assert out == {"draining": True, "resumed": [record.id]}
+        run = w.core.book.runs[record.id]  # the record recovery read back from the store
+        resumed = [w.cluster.sources[(record.id, sid)] for sid in ("cam1", "cam2")]
+        assert all(s.resume for s in resumed)  # files continued, not truncated
+        assert not set(map(id, resumed)) & set(map(id, sources))  # new actors
+        assert all(s.inference is w.cluster.inference is not None for s in resumed)
+        assert not run.drained and run.monitor is not None
+        event = run.events[-1]
+        # down since the drain (the fake clock also moves while other tasks sleep)
+        assert event["event"] == "recovered" and 7.0 <= event["down_s"] <= w.t.now - drained_at
+        assert w.core.last_alive is None  # recovery's clock is put back
+        # the new incarnations count on from the drained counts
+        w.stream(resumed, inc="b", decoded=4, emitted=4)
+        await until(lambda: run.sources["cam1"]["frames_emitted"] == 14)
+        assert run.state is RunState.UP
+        await w.core.submit({"name": "another", **_source_spec(tmp_path)})  # accepted again
+        assert await w.core.resume_drained() == {"draining": False, "resumed": []}
+        assert w.cluster.sources[(record.id, "cam1")] is resumed[0]  # left alone
+        await w.core.close()
+
+    play(test)
+
+
+def test_resume_drained_without_drained_runs_only_ends_the_refusal(tmp_path: Path) -> None:
+    async def test() -> None:
+        w = World(tmp_path)
+        await w.core.drain()  # nothing to drain: new runs are refused all the same
+        with pytest.raises(VsaError, match="draining"):
+            await w.core.submit({})
+        assert await w.core.resume_drained() == {"draining": True, "resumed": []}
+        record, sources = await w.submit()
+        assert await w.core.resume_drained() == {"draining": False, "resumed": []}
+        assert [w.cluster.sources[(record.id, s.id)] for s in sources] == sources
+        assert "recovered" not in {e["event"] for e in record.events}
+        await w.core.close()
+
+    play(test)
+
+
+def test_two_services_resuming_at_once_start_each_source_once(tmp_path: Path) -> None:
+    async def test() -> None:
+        w = World(tmp_path)
+        stopped, _ = await w.submit("stopped")
+        record, _ = await w.submit()
+        await w.core.drain()
+        await w.core.stop(stopped.id)  # stopped while drained: stays stopped
+        started = len(w.cluster.started)
+        first, second = await asyncio.gather(w.core.resume_drained(), w.core.resume_drained())
+        assert first["resumed"] == [record.id] and second["resumed"] == []
+        assert len(w.cluster.started) == started + 2  # FakeCluster refuses a name taken
+        assert w.core.book.runs[stopped.id].state is RunState.STOPPED
+        await w.core.close()
 
     play(test)
