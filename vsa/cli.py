@@ -501,7 +501,7 @@ def drain_text(answer: dict[str, Any]) -> str:
     not_saved = list(answer.get("not_saved") or [])
     runs = ", ".join(answer["drained"]) or "none"
     text = f"drained in {answer['took_s']:.1f} s: {runs}; new runs are refused."
-    restart = "Restart the engine (ray stop; ray start --head; any vsa command, or vsa serve)"
+    restart = "Start the engine again (vsa serve, or a new Ray head and any vsa command)"
     if not not_saved:
         return f"{text} {restart}: the runs resume"
     resuming = [r for r in answer["drained"] if r not in not_saved]
