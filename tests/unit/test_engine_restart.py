@@ -159,7 +159,11 @@ def test_a_drained_run_resumes_on_the_same_engine_when_the_service_starts_again(
         assert not run.drained and run.monitor is not None
         event = run.events[-1]
         # down since the drain (the fake clock also moves while other tasks sleep)
-        assert event["event"] == "recovered" and 7.0 <= event["down_s"] <= w.t.now - drained_at
+        assert (
+            event["event"] == "recovered"
+            and event["after"] == "service restart"
+            and 7.0 <= event["down_s"] <= w.t.now - drained_at
+        )
         assert w.core.last_alive is None  # recovery's clock is put back
         # the new incarnations count on from the drained counts
         w.stream(resumed, inc="b", decoded=4, emitted=4)

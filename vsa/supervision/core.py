@@ -150,6 +150,7 @@ class ControllerCore:
         self._clock, self._monotonic = clock, monotonic
         self._sleep, self._to_thread, self._memory = sleep, to_thread, memory
         self._submit_lock: asyncio.Lock | None = None
+        self._resume_lock: asyncio.Lock | None = None  # resume_drained: one at a time
         self._recovered: asyncio.Event | None = None
         self._supervisor: asyncio.Task | None = None
         self._spilled_seen: int | None = None
@@ -222,14 +223,21 @@ class ControllerCore:
                     pass
         if self.book.runs:
             log.info("loaded %d saved runs, %d active", len(self.book), len(active))
-        if not active:
-            return
         # Ray restarted this controller's process, or a new controller started: after an
         # upgrade, `ray stop` / `ray start` or a reboot (the runs come from the disk)
         after = "controller restart" if self.restarted else "engine restart"
+        await self._resume(active, after, self.last_alive)
+
+    async def _resume(self, active: list[RunRecord], after: str, last_alive: float | None) -> None:
+        """Resume ``active`` runs (whose source actors may have outlived the controller):
+        re-checked as a submit, model loaded, each stream's actor found or started again with
+        ``resume`` (files continued), the event ``recovered``; ``last_alive``: when the engine
+        last ran them (``down_s``)."""
+        if not active:
+            return
         down = {}
-        if self.last_alive is not None:
-            down["down_s"] = round(max(0.0, self._clock() - self.last_alive), 1)
+        if last_alive is not None:
+            down["down_s"] = round(max(0.0, self._clock() - last_alive), 1)
         log.info("resuming %d runs after a %s %s", len(active), after, down)
         for name in await self._refresh_slots():
             actor = self.handles.get_inference(name)
@@ -502,20 +510,22 @@ class ControllerCore:
 
     async def resume_drained(self, wait_s: float = 120.0) -> dict[str, Any]:
         """End a drain without an engine restart: new runs are accepted again and every drained
-        run resumes the way recovery resumes the runs of a new engine (``_load_saved_runs``,
-        over the records the drain saved): same ids, source actors started again with
-        ``resume`` (files continued), counters carried over, the event ``recovered`` with
-        ``down_s`` counted from the drain. For ``vsa serve`` started again on a Ray head it did
-        not start, where this controller (detached) outlived the service that drained it.
+        run resumes as recovery resumes the runs of a new engine (:meth:`_resume`, on the
+        records in memory): same ids, re-checked as a submit, source actors started again with
+        ``resume`` (files continued), counters carried over, the event ``recovered`` (``after:
+        service restart``) with ``down_s`` counted from the drain. For ``vsa serve`` started
+        again on a Ray head it did not start, where this controller (detached) outlived the
+        service that drained it.
 
-        A stop or a drain still under way ends first (``wait_s`` at most, else refused):
-        recovery takes every active run as one to resume. A finished run's source actors still
-        waiting for their metrics flush are removed now, as recovery does. Nothing drained:
+        A stop or a drain still under way ends first (``wait_s`` at most, else refused), and
+        the drained runs' old source actors are gone before new ones start. Nothing drained:
         only the refusal of new runs ends. ``{"draining": whether it was, "resumed": [run
         ids]}``."""
         await self.ready()
         # one at a time (two services starting at once): the second finds nothing drained
-        async with vars(self).setdefault("_resume_lock", asyncio.Lock()):
+        if self._resume_lock is None:
+            self._resume_lock = asyncio.Lock()
+        async with self._resume_lock:
             return await self._resume_drained(wait_s)
 
     async def _resume_drained(self, wait_s: float) -> dict[str, Any]:
@@ -538,24 +548,15 @@ class ControllerCore:
                 if lookup() is not None:
                     await self._until_gone(lookup)
         ids = {r.id for r in drained}
-        store, last_alive = self.book.store, self.last_alive
-
-        class Drained:  # the store as recovery reads it: the drained runs only
-            def list(self) -> list[str]:
-                return [i for i in store.list() if i in ids]
-
-            def __getattr__(self, name: str) -> Any:  # put, get, delete: the store's own
-                return getattr(store, name)
-
-        self.book.store = Drained()  # type: ignore[assignment]
-        self.last_alive = max(
+        last_ran = max(
             (e["t"] for r in drained for e in r.events if e["event"] == "drained"),
-            default=last_alive,
+            default=self.last_alive,
         )
+        for record in drained:
+            record.drained = False
         try:
-            await self._load_saved_runs()
+            await self._resume(drained, "service restart", last_ran)
         finally:
-            self.book.store, self.last_alive = store, last_alive
             self.draining = False
         log.info("resumed %d drained runs: new runs are accepted", len(ids))
         return {"draining": was, "resumed": [r.id for r in drained]}
