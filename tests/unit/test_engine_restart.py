@@ -208,3 +208,27 @@ def test_two_services_resuming_at_once_start_each_source_once(tmp_path: Path) ->
         await w.core.close()
 
     play(test)
+
+
+def test_a_submit_that_waited_behind_a_drain_is_refused_not_left_running(tmp_path: Path) -> None:
+    """A submit that passed the draining check while another held the submit lock, and got
+    the lock after a drain did, is refused: its run would be neither drained nor resumable."""
+
+    async def test() -> None:
+        w = World(tmp_path)
+        await w.core.ready()
+        lock = w.core._submit_lock
+        assert lock is not None
+        await lock.acquire()  # a submit loading its model
+        drain = asyncio.ensure_future(w.core.drain(timeout_s=5))
+        await until(lambda: lock._waiters)  # the drain waits for the lock
+        late = asyncio.ensure_future(w.core.submit({"name": "late", **_source_spec(tmp_path)}))
+        await until(lambda: len(lock._waiters) == 2)  # and so does this submit, behind it
+        lock.release()
+        assert (await drain)["drained"] == []
+        with pytest.raises(VsaError, match="draining"):
+            await late
+        assert not w.cluster.sources and not w.core.book.active()
+        await w.core.close()
+
+    play(test)

@@ -270,7 +270,9 @@ class ControllerCore:
                     await self._recreate_source(record, source.id)
                     continue
                 if actor is None:  # the actor is gone: start it again (files are appended)
-                    record.actors[source.id] = self._start_source(record, source.id, resume=True)
+                    record.actors[source.id] = self._start_source(
+                        record, source.id, resume=True, carry=True
+                    )
                     record.event("source_recreated", source=source.id)
                     continue
                 record.actors[source.id] = actor
@@ -339,6 +341,11 @@ class ControllerCore:
             raise ConfigError([str(exc)]) from None
         assert self._submit_lock is not None
         async with self._submit_lock:
+            if self.draining:  # a drain that took the lock while this submit waited for it
+                raise VsaError(
+                    "the engine is draining for a restart or an upgrade: submit again once it "
+                    "is back (its runs resume by themselves)"
+                )
             active = self.book.active()
             for other in active:
                 if other.spec.name == spec.name:
@@ -565,7 +572,13 @@ class ControllerCore:
     def _inference_of(self, record: RunRecord, source_id: str) -> InferenceHandle | None:
         return self.pool.get(record.placement.get(source_id, DEFAULT_SLOT))
 
-    def _start_source(self, record: RunRecord, source_id: str, resume: bool = False) -> Any:
+    def _start_source(
+        self, record: RunRecord, source_id: str, resume: bool = False, carry: bool = False
+    ) -> Any:
+        """Start a source actor; ``resume``: continue its files; ``carry``: it also gets its
+        last saved status (counters, its input file's identity) to check what it resumes from
+        after the engine was down. Not for a stream moved to another node: its earlier files
+        are on the node that left."""
         slot = self.slots.get(record.placement.get(source_id, DEFAULT_SLOT))
         return self.handles.start_source(
             record.id,
@@ -577,7 +590,7 @@ class ControllerCore:
             resume,
             None if slot is None else slot.node,
             # what it resumes from: its last saved status (counters, its input file's identity)
-            record.sources.get(source_id) if resume else None,
+            record.sources.get(source_id) if resume and carry else None,
         )
 
     async def _kill_named_inference(self, names: list[str]) -> None:
