@@ -60,6 +60,27 @@ def _within(path: str, root: str) -> bool:
 
 def check_output_dir(output_dir: str, roots: Iterable[str] = ()) -> Path:
     """The run's output directory, resolved and created; VsaError naming what to do otherwise."""
+    path, shown = check_output_policy(output_dir, roots)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".vsa-write-test-{secrets.token_hex(4)}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+        raise VsaError(
+            f"output_dir {shown} is not writable ({why}): choose a directory this engine's user "
+            "can write to"
+        ) from None
+    return path
+
+
+def check_output_policy(output_dir: str, roots: Iterable[str] = ()) -> tuple[Path, str]:
+    """What this host allows, without touching the disk beyond a look: ``output_dir`` lies
+    under ``roots`` (``VSA_OUTPUT_ROOTS``), is no system directory, is not a file. The resolved
+    path and how to show it; VsaError naming what to do otherwise. A resumed run is checked
+    with this alone: a disk that is slow to come back is the sinks' error, not a refusal."""
     real = os.path.realpath(output_dir)
     roots = [os.path.realpath(r) for r in roots]
     shown = output_dir if real == output_dir else f"{output_dir} (resolves to {real})"
@@ -76,19 +97,7 @@ def check_output_dir(output_dir: str, roots: Iterable[str] = ()) -> Path:
     path = Path(real)
     if path.exists() and not path.is_dir():
         raise VsaError(f"output_dir {shown} exists and is not a directory: choose another one")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".vsa-write-test-{secrets.token_hex(4)}"
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
-        raise VsaError(
-            f"output_dir {shown} is not writable ({why}): choose a directory this engine's user "
-            "can write to"
-        ) from None
-    return path
+    return path, shown
 
 
 def check_input_files(files: Iterable[tuple[str, str]], roots: Iterable[str] = ()) -> None:

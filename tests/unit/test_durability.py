@@ -402,3 +402,30 @@ def test_vsa_status_prints_unreadable_records_and_its_json_keeps_them(answers: N
     assert text.splitlines()[-1].startswith("saved record bad-1 could not be loaded: not valid")
     doc = json.loads(_cli("status", "--json"))
     assert doc["problems"] == PROBLEMS and doc["runs"][0]["id"] == "r-1"
+
+
+def test_a_saved_run_whose_disk_is_not_back_yet_still_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-checking a resumed run is the host's policy (roots, system directories), not a write
+    probe: an I/O error of a disk not mounted yet is left to the sinks, which say so."""
+
+    async def test() -> None:
+        w = World(tmp_path)
+        record, _ = await w.submit()
+        await w.core.drain()
+        await w.core.close()
+
+        def unwritable(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a resumed run is not probed for writing")
+
+        monkeypatch.setattr("vsa.outputs.check_output_dir", unwritable)
+        monkeypatch.setattr("vsa.supervision.core.check_output_dir", unwritable)
+        again = new_engine(w)
+        await again.recover()
+        run = again.book.runs[record.id]
+        assert not run.state.terminal and run.error is None
+        assert w.cluster.started  # its sources started again
+        await again.close()
+
+    play(test)

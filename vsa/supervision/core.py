@@ -52,7 +52,13 @@ from vsa.constants import (
     WARNING_HOLD_S,
 )
 from vsa.errors import ConfigError, VsaError
-from vsa.outputs import check_admission, check_input_files, check_output_dir, claim_outputs
+from vsa.outputs import (
+    check_admission,
+    check_input_files,
+    check_output_dir,
+    check_output_policy,
+    claim_outputs,
+)
 from vsa.report import build_report, write_report
 from vsa.runstate import ENDED, RunState
 from vsa.schema import SourceState
@@ -288,7 +294,7 @@ class ControllerCore:
 
     async def _still_allowed(self, record: RunRecord) -> bool:
         """Check a saved active run as a submit is checked (its output_dir against the system
-        directories and ``VSA_OUTPUT_ROOTS`` now, writable; its file sources against
+        directories and ``VSA_OUTPUT_ROOTS`` now; its file sources against
         ``VSA_INPUT_ROOTS`` now) before it resumes. One that fails is not resumed: FAILED with
         ``not resumed: <why>``, an event, its source actors (if they outlived a controller
         restart) removed, no report written into its output_dir."""
@@ -301,7 +307,10 @@ class ControllerCore:
                 ],
                 settings.input_roots(),
             )
-            await self._to_thread(check_output_dir, record.spec.output_dir, settings.output_roots())
+            # the host's policy only: an I/O error of a disk not back yet is the sinks' error
+            await self._to_thread(
+                check_output_policy, record.spec.output_dir, settings.output_roots()
+            )
         except Exception as exc:  # noqa: BLE001 - a VsaError says why; anything else too
             reason = str(exc) if isinstance(exc, VsaError) else why(exc)
             record.error = f"not resumed: {reason}"
