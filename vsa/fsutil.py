@@ -121,3 +121,23 @@ def check_private_dir(path: str | os.PathLike[str], what: str) -> None:
             f"{stat.S_IMODE(st.st_mode):04o}), who could plant links there and make vsa "
             f"overwrite other files: run 'chmod go-w {path}'"
         )
+
+
+def make_private_dirs(path: str | os.PathLike[str]) -> None:
+    """``path`` as a directory of mode 0700, and each missing directory above it made 0700
+    too (``Path.mkdir(parents=True)`` makes the parents under the umask: 0775 under umask
+    002, which :func:`check_private_dir` then refuses for the state directory ``~/.vsa``).
+    Directories that exist above ``path`` are left as they are."""
+    path = Path(path)
+    missing = []
+    for level in (path, *path.parents):
+        if level.exists():
+            break
+        missing.append(level)
+    for level in reversed(missing):
+        try:
+            os.mkdir(level, 0o700)
+        except FileExistsError:
+            continue  # made meanwhile by another process: left as it is
+        os.chmod(level, 0o700)  # whatever the umask
+    os.chmod(path, 0o700)

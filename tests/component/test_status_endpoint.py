@@ -230,7 +230,8 @@ def test_idle_connections_are_bounded_timed_out_and_never_keep_status_out(ray_tm
     """Issue 23 item 8: connections that send nothing hold a thread each, at most
     ENDPOINT_MAX_CONNECTIONS of them (a new one takes the place of the oldest idle one),
     each for the read timeout at most; a status with the token still answers in under 1 s."""
-    endpoint = StatusEndpoint(answer([STOPPED_RUN]), read_timeout_s=2.0)
+    # a read timeout long enough that no idle connection times out before the bound is seen
+    endpoint = StatusEndpoint(answer([STOPPED_RUN]), read_timeout_s=10.0)
     url = endpoint.start()
     path = endpoint_path(ray_tmp / "ray" / "session_latest")
     write_endpoint(path, {"url": url, "token": endpoint.token, "gcs_address": "127.0.0.1:6379"})

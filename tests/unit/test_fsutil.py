@@ -185,3 +185,25 @@ def test_a_root_owned_directory_is_trusted(tmp_path: Path, monkeypatch):
         pytest.skip("needs a root-owned directory")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     check_private_dir(path, "the state directory")
+
+
+def test_missing_parents_are_made_private_whatever_the_umask(tmp_path: Path) -> None:
+    """The endpoint index ~/.vsa/endpoints made under umask 002 left ~/.vsa 0775, and the
+    state directory check then refused ~/.vsa: every level this makes is 0700."""
+    from vsa.fsutil import make_private_dirs
+
+    (tmp_path / "home").mkdir(mode=0o755)
+    from vsa.control.endpoint import write_endpoint
+
+    (tmp_path / "other").mkdir(mode=0o755)
+    old = os.umask(0o002)
+    try:
+        make_private_dirs(tmp_path / "home" / ".vsa" / "endpoints")
+        write_endpoint(tmp_path / "other" / ".vsa" / "endpoints" / "e.json", {"url": "u"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "other" / ".vsa").st_mode) == 0o700
+    for level in (".vsa", ".vsa/endpoints"):
+        assert stat.S_IMODE(os.stat(tmp_path / "home" / level).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "home").st_mode) == 0o755  # not ours: untouched
+    check_private_dir(tmp_path / "home" / ".vsa", "the state directory")  # accepted

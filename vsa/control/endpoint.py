@@ -102,10 +102,9 @@ def endpoint_path(session: str | os.PathLike[str] | None = None) -> Path:
 def write_endpoint(path: Path, info: dict[str, Any]) -> None:
     """Write ``info`` to ``path`` atomically, readable by this user only (a temporary file
     of a random name, created new and never through a link: ``vsa.fsutil.atomic_write``)."""
-    from vsa.fsutil import atomic_write
+    from vsa.fsutil import atomic_write, make_private_dirs
 
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    make_private_dirs(path.parent)
     atomic_write(path, json.dumps(info), 0o600)
 
 
@@ -464,13 +463,14 @@ def _bounded_server(address: tuple[str, int], handler: type[Any], limit: int) ->
         def process_request(self, request: Any, client_address: Any) -> None:
             evicted = None
             with self._lock:
-                if self.active >= self.limit and self._waiting:
+                # an evicted thread holds its slot a moment longer: twice the bound at most;
+                # one is evicted only for a connection that is then served
+                full = self.active >= 2 * self.limit or (
+                    self.active >= self.limit and not self._waiting
+                )
+                if not full and self.active >= self.limit:
                     evicted = next(iter(self._waiting))
                     del self._waiting[evicted]
-                # an evicted thread holds its slot a moment longer: twice the bound at most
-                full = self.active >= 2 * self.limit or (
-                    self.active >= self.limit and evicted is None
-                )
                 if not full:
                     self.active += 1
                     self._waiting[request] = None
