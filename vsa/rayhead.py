@@ -151,26 +151,30 @@ class OwnHead:
             tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
             raise VsaError("`ray start --head` failed: " + " | ".join(tail))
         self.address = self._gcs_address()
-        return self.address or "auto"
+        if self.address is None:  # joining "auto" could join another cluster of the host
+            self.stop()
+            raise VsaError("`ray start --head` started no GCS this process can find: stopped it")
+        return self.address
 
     def _gcs_address(self) -> str | None:
-        """The GCS address ``ray start`` wrote to ``ray_current_cluster``, when it is this
-        head's (its GCS listens on that port); else None."""
-        path = _address_file()
-        try:
-            address = path.read_text().strip() if path is not None else ""
-        except OSError:
-            return None
-        port = address.rpartition(":")[2]
+        """This head's GCS address, read from its own ``gcs_server``'s command line
+        (``--node-ip-address``, ``--gcs_server_port``): not from ``ray_current_cluster``, which
+        names another head when one started at the same moment, or lies in another temp dir
+        (``--temp-dir``). None when no such process runs."""
         for proc in self.processes():
             try:
-                if proc.name() == "gcs_server" and any(
-                    arg in (f"--gcs_server_port={port}", f"--gcs-server-port={port}")
-                    for arg in proc.cmdline()
-                ):
-                    return address
+                if proc.name() != "gcs_server":
+                    continue
+                args = {}
+                for arg in proc.cmdline():
+                    if arg.startswith("--") and "=" in arg:
+                        key, value = arg[2:].split("=", 1)
+                        args[key.replace("-", "_")] = value
             except psutil.Error:
                 continue
+            ip, port = args.get("node_ip_address"), args.get("gcs_server_port")
+            if ip and port:
+                return f"{ip}:{port}"
         return None
 
     def processes(self) -> list[psutil.Process]:
