@@ -11,7 +11,6 @@ import functools
 import operator
 import os
 import re
-import reprlib
 import sys
 import types
 import urllib.parse
@@ -19,7 +18,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,50 +30,26 @@ from pydantic import (
 )
 
 from vsa import uri as uri_mod
+from vsa import yamlsafe
 from vsa.errors import ConfigError, VsaError
 
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # `<id>.part<n>.mp4` are the later segments of a video sink (vsa.sinks.VideoSink)
 _SEGMENT_SUFFIX_RE = re.compile(r"\.part\d+$", re.IGNORECASE)
 
-MAX_RUN_FILE_BYTES = 1 << 20  # 1 MiB: a run file lists streams and settings
-MAX_YAML_DEPTH = 100  # nesting levels of a run file; it needs about 4
+MAX_RUN_FILE_BYTES = yamlsafe.RUN_FILE.max_bytes  # 1 MiB: a run file lists streams and settings
+MAX_YAML_DEPTH = yamlsafe.MAX_YAML_DEPTH  # nesting levels of a run file; it needs about 4
 MAX_TEXT = 4096  # characters of a URI or a path
 MAX_ARCH = 128
 MAX_CLASS_NAME = 256  # the same limits as vsa.models.classes (not imported: it needs torch)
 MAX_CLASSES = 10_000
-_SHORT = 60  # characters of a value echoed into an error message
+_SHORT = yamlsafe.SHORT  # characters of a value echoed into an error message
 
 
 # --- values echoed into error messages ------------------------------------------------------
 
 
-_REPR = reprlib.Repr()  # bounded work and size, whatever the value holds
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 40, 40
-
-
-def _short(value: Any, limit: int = _SHORT) -> str:
-    """``repr(value)`` cut to about ``limit`` characters, for an error message.
-
-    ``'aaaa…' (52428800 chars)``: the cut keeps the quotes and says how long the value was,
-    so a 50 MB string in a run file costs a line, not 50 MB, in the error. Containers show
-    their first items and their size: ``['x', 'x', 'x', 'x', 'x', 'x', ...] (1000 items)``.
-    """
-    if isinstance(value, str):
-        if len(value) <= limit:
-            return repr(value)
-        head = repr(value[:limit])
-        quote = head[-1]
-        return f"{head[:-1][: limit + 1]}…{quote} ({len(value)} chars)"
-    try:
-        text = _REPR.repr(value)
-    except ValueError:  # an int of more digits than str() converts
-        return f"<{type(value).__name__} of about {value.bit_length() * 0.30103:.0f} digits>"
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    if isinstance(value, list | tuple | dict | set | frozenset) and ("…" in text or "..." in text):
-        text += f" ({len(value)} item{'' if len(value) == 1 else 's'})"
-    return text
+_short = yamlsafe.short  # ``repr(value)`` cut to about 60 characters, its length said
 
 
 # A quoted value: its opening quote follows no word character, its closing one precedes none.
@@ -570,12 +544,7 @@ def output_names(spec: RunSpec, segments: int = 3) -> list[str]:
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _key(part: Any) -> str:
-    """A mapping key of a location: as is when short and printable, else quoted and cut."""
-    text = str(part)
-    if not text.isprintable():
-        return _short(text)
-    return text if len(text) <= _SHORT else text[:_SHORT] + "…"
+_key = yamlsafe.key_text  # a mapping key of a location: as is, or quoted and cut
 
 
 def _loc(path: tuple[Any, ...]) -> str:
@@ -692,135 +661,38 @@ def parse_run(data: Any, source: str | None = None, env: dict[str, str] | None =
         raise _config_error([_format_error(e) for e in errors], source) from None
 
 
-class _Refused(yaml.MarkedYAMLError):
-    """A run file uses YAML that vsa does not read; ``problem`` says which and what to do."""
-
-
-class _RunFileLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` for run files: no aliases or anchors, no duplicate keys, bounded depth.
-
-    Aliases are refused while composing, before any value is built: ``${VAR}`` interpolation
-    and validation walk every value, and a few hundred bytes of nested aliases (the "billion
-    laughs") expand to gigabytes. Duplicate keys (the last one would win silently) are
-    collected in ``duplicates``, all of them, at every level.
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.duplicates: list[tuple[int, str]] = []  # (line, problem)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            raise _Refused(
-                problem=f"YAML aliases (*{_key(event.anchor)}) are not allowed in a run file; "
-                "write the value out",
-                problem_mark=event.start_mark,
-            )
-        if getattr(event, "anchor", None) is not None:
-            raise _Refused(
-                problem=f"YAML anchors (&{_key(event.anchor)}) are not allowed in a run file; "
-                "write the value out",
-                problem_mark=event.start_mark,
-            )
-        self._depth += 1
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise _Refused(
-                    problem=f"nested deeper than {MAX_YAML_DEPTH} levels; a run file needs a few",
-                    problem_mark=event.start_mark,
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError):  # 2020-13-45, an int of 5000 digits
-            kind = node.tag.rsplit(":", 1)[-1]
-            raise yaml.constructor.ConstructorError(
-                problem=f"{_short(node.value)} is not a valid {kind}; quote it to make it a string",
-                problem_mark=node.start_mark,
-            ) from None
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            first: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-                    continue
-                key = self.construct_object(key_node)
-                line = key_node.start_mark.line + 1
-                try:
-                    if key in first:
-                        self.duplicates.append(
-                            (
-                                line,
-                                f"line {line}: duplicate key {_short(key)} (also on line {first[key]})",
-                            )
-                        )
-                    else:
-                        first[key] = line
-                except TypeError:  # unhashable: the constructor below says so
-                    pass
-        return super().construct_mapping(node, deep=deep)
-
-
 def _read_run_file(path: Path) -> str:
     """The text of a run file, at most ``MAX_RUN_FILE_BYTES``; ConfigError (without source)."""
-    limit = (
-        f"the limit of {MAX_RUN_FILE_BYTES} bytes (1 MiB); a run file lists streams and "
-        "settings: check that this is the right file"
-    )
     try:
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size > MAX_RUN_FILE_BYTES:
-                raise ConfigError([f"the run file is {size} bytes, more than {limit}"])
-            raw = file.read(MAX_RUN_FILE_BYTES + 1)  # a pipe or device may not know its size
-    except OSError as exc:
-        raise ConfigError([f"cannot read the run file: {exc.strerror or exc}"]) from None
-    if len(raw) > MAX_RUN_FILE_BYTES:
-        raise ConfigError([f"the run file is larger than {limit}"])
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([f"line {line}: not UTF-8 text; save the run file as UTF-8"]) from None
-
-
-def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
-    if isinstance(exc, yaml.reader.ReaderError):
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
-        return (
-            f"line {line}, column {column}: invalid YAML: unacceptable character {what}: "
-            f"{exc.reason}"
-        )
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if isinstance(exc, _Refused):
-        return f"{where}{problem}"
-    return f"{where}invalid YAML: {problem}"
+        return yamlsafe.read_text(path, yamlsafe.RUN_FILE)
+    except yamlsafe.Refused as exc:
+        raise ConfigError(exc.problems) from None
 
 
 def _load_yaml(text: str) -> Any:
-    """Parse run-file YAML; ConfigError (without source) for what vsa refuses or cannot parse."""
+    """Parse run-file YAML (:mod:`vsa.yamlsafe`, the host file's loader too); ConfigError
+    (without source) for what vsa refuses or cannot parse."""
     try:
-        loader = _RunFileLoader(text)  # checks that every character is printable
+        return yamlsafe.load(text, yamlsafe.RUN_FILE)
+    except yamlsafe.Refused as exc:
+        raise _config_error(exc.problems) from None
+
+
+_RUN_DEFAULT_MODELS: dict[str, type[BaseModel]] = {"reconnect": ReconnectSpec}
+
+
+def _check_run_defaults(defaults: dict[str, Any], host_file: str | None) -> None:
+    """The host file's defaults for runs (its ``reconnect:`` block) must be valid on their
+    own: ConfigError naming the host file, not the run file it would be merged into."""
+    problems: list[str] = []
+    for key, value in defaults.items():
         try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        raise _config_error([_yaml_problem(exc, text)]) from None
-    if loader.duplicates:
-        raise _config_error(problem for _, problem in sorted(loader.duplicates))
-    return data
+            _RUN_DEFAULT_MODELS[key].model_validate(value)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=True, include_input=True)
+            problems += [_format_error({**e, "loc": (key, *e["loc"])}) for e in errors]
+    if problems:
+        raise _config_error(problems, host_file)
 
 
 def load_run(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> RunSpec:
@@ -829,16 +701,18 @@ def load_run(path: str | os.PathLike[str], env: dict[str, str] | None = None) ->
     The file may be at most ``MAX_RUN_FILE_BYTES``, UTF-8, without YAML aliases, anchors or
     duplicate keys.
     """
-    from vsa.hostconfig import run_defaults
+    from vsa.hostconfig import host_file_path, run_defaults
 
     path = Path(path)
     try:
         data = _load_yaml(_read_run_file(path))
-        defaults = run_defaults()
     except ConfigError as exc:
         raise ConfigError(exc.problems, str(path)) from None
-    except VsaError as exc:  # a bad host file
-        raise ConfigError([str(exc)], str(path)) from None
+    try:
+        defaults = run_defaults()
+    except VsaError as exc:  # a bad host file: its message starts with the host file's path
+        raise ConfigError([str(exc)]) from None
+    _check_run_defaults(defaults, host_file_path())
     if isinstance(data, dict):
         for key, value in defaults.items():  # the host's defaults under the run's own
             own = data.get(key)

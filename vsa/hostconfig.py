@@ -12,11 +12,16 @@ Precedence, highest first (docs/configuration.md):
 The host file may also hold ``reconnect:``, the default reconnect policy of runs that do not
 give one (a run's own block wins, field by field as for a source's). Standard library and
 PyYAML only: read by the CLI, the controller and every actor.
+
+The host file is read by the run file's loader (:mod:`vsa.yamlsafe`), with the same limits:
+at most 64 KiB, a regular file, UTF-8, no YAML aliases or anchors, no duplicate keys. Every
+error starts with the host file's path.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +29,7 @@ from typing import Any
 from vsa.errors import VsaError
 
 HOST_FILE = "/etc/vsa/vsa.yaml"
-MAX_HOST_FILE_BYTES = 64 * 1024
+MAX_HOST_FILE_BYTES = 64 * 1024  # vsa.yamlsafe.HOST_FILE (not imported here: it loads PyYAML)
 
 
 @dataclass(frozen=True)
@@ -85,26 +90,24 @@ def read_host_file(path: str | None, explicit: bool = False) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise VsaError(f"{path}: cannot read the host configuration: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would hang every vsa command on open()
+        raise VsaError(f"{path}: not a regular file; the host configuration must be one")
     stamp = (st.st_mtime_ns, st.st_size)
     cached = _cache.get(path)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    values = _parse(path, st.st_size)
+    values = _parse(path)
     _cache[path] = (stamp, values)
     return values
 
 
-def _parse(path: str, size: int) -> dict[str, Any]:
-    import yaml
+def _parse(path: str) -> dict[str, Any]:
+    from vsa import yamlsafe  # PyYAML: only where a host file is read
 
-    if size > MAX_HOST_FILE_BYTES:
-        raise VsaError(f"{path}: {size} bytes, more than {MAX_HOST_FILE_BYTES}: not a host file")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, UnicodeError, yaml.YAMLError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-        raise VsaError(f"{path}: cannot read the host configuration: {reason}") from None
+        data = yamlsafe.load_file(path, yamlsafe.HOST_FILE)
+    except yamlsafe.Refused as exc:
+        raise VsaError(f"{path}: " + "; ".join(exc.problems)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -120,11 +123,31 @@ def _parse(path: str, size: int) -> dict[str, Any]:
         elif key in _LISTS:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 problems.append(f"{key}: must be a list of absolute paths")
+            else:
+                problems += _root_problems(key, value)
         elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
             problems.append(f"{key}: must be a string or a number, not {type(value).__name__}")
     if problems:
         raise VsaError(f"{path}: " + "; ".join(problems))
     return data
+
+
+def _root_problems(key: str, roots: list[str]) -> list[str]:
+    """What is wrong with the directories of ``output_roots`` / ``input_roots``: each must be
+    absolute (relative to which directory? the CLI's, the controller's and each actor's
+    differ) and hold no ``:``, which separates them in ``VSA_OUTPUT_ROOTS``."""
+    problems = []
+    for i, root in enumerate(roots):
+        shown = _shown(root)
+        if not os.path.isabs(root):
+            problems.append(f"{key}[{i}]: {shown} is relative; give an absolute path")
+        elif ":" in root:
+            problems.append(f"{key}[{i}]: {shown} holds ':', which separates the roots")
+    return problems
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} chars)"
 
 
 def _as_env(key: str, value: Any) -> str:

@@ -5,8 +5,10 @@ and ``VSA_INPUT_ROOTS``."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -70,7 +72,7 @@ def test_a_changed_host_file_is_read_again(host_file):
         ("- a\n- b\n", "must be a mapping of settings"),
         ("state_dir: {a: 1}\n", "state_dir: must be a string or a number"),
         ("reconnect: 5\n", "reconnect: must be a mapping"),
-        ("a: [\n", "cannot read the host configuration"),
+        ("a: [\n", "invalid YAML"),
     ],
 )
 def test_a_bad_host_file_is_one_clear_error_naming_it(host_file, text, problem):
@@ -78,6 +80,141 @@ def test_a_bad_host_file_is_one_clear_error_naming_it(host_file, text, problem):
     with pytest.raises(VsaError) as info:
         settings.max_sources()
     assert str(info.value).startswith(f"{host_file}: ") and problem in str(info.value)
+
+
+# --- the host file is read like the run file (issue 23, item 10) ----------------------------
+
+
+def bomb(levels: int) -> str:
+    """The "billion laughs" under ``reconnect:``: 425 bytes at 9 levels, 9**9 strings once
+    expanded (the issue's 553 bytes took ``vsa config`` to 1.4 GB)."""
+    return "reconnect:\n" + "".join(
+        f"  {name}: &{name} [{', '.join([f'*{prev}'] * 9 if prev else ['lol'] * 9)}]\n"
+        for prev, name in zip([None, *"abcdefgh"], "abcdefghi"[:levels], strict=False)
+    )
+
+
+# (host file, the problems after "<host file>: "): the run file's cases, in a host file
+HOSTILE_HOST_FILES = [
+    pytest.param(bomb(3), "line 2, column 6: YAML anchors (&a) are not allowed in a host file; write the value out", id="alias-bomb-in-reconnect"),
+    pytest.param("reconnect: *r\n", "line 1, column 12: YAML aliases (*r) are not allowed in a host file; write the value out", id="alias-alone"),
+    pytest.param("max_sources: 10\nstate_dir: /srv\nmax_sources: 20\n", "line 3: duplicate key 'max_sources' (also on line 1)", id="duplicate-key"),
+    pytest.param("reconnect: {max_s: 1, max_s: 2}\n", "line 1: duplicate key 'max_s' (also on line 1)", id="duplicate-key-in-reconnect"),
+    pytest.param(b"state_dir: /srv/caf\xe9\n", "line 1: not UTF-8 text; save the host file as UTF-8", id="latin-1"),
+    pytest.param("state_dir: " + "[" * 200 + "]" * 200 + "\n", "line 1, column 111: nested deeper than 100 levels; a host file needs a few", id="deep-nesting"),
+    pytest.param("state_dir: !!python/object:os.system {}\n", "line 1, column 12: invalid YAML: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object:os.system'", id="python-tag"),
+    pytest.param(b"#" + b"x" * (64 * 1024) + b"\n", f"the host file is {64 * 1024 + 2} bytes, more than the limit of 65536 bytes (64 KiB); a host file holds a few settings: check that this is the right file", id="too-big"),
+    pytest.param("output_roots: [data/out, /ok, 'x']\n", "output_roots[0]: 'data/out' is relative; give an absolute path; output_roots[2]: 'x' is relative; give an absolute path", id="relative-output-roots"),
+    pytest.param("input_roots: [./in]\n", "input_roots[0]: './in' is relative; give an absolute path", id="relative-input-roots"),
+    pytest.param("input_roots: ['/a:/b']\n", "input_roots[0]: '/a:/b' holds ':', which separates the roots", id="colon-in-a-root"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "problem"), HOSTILE_HOST_FILES)
+def test_the_host_file_has_the_run_files_limits(host_file, text, problem):
+    if isinstance(text, bytes):
+        host_file.write_bytes(text)
+    else:
+        host_file.write_text(text)
+    for read in (settings.max_sources, hostconfig.effective, hostconfig.run_defaults):
+        with pytest.raises(VsaError) as info:
+            read()
+        assert str(info.value) == f"{host_file}: {problem}"
+
+
+def test_the_host_file_is_refused_in_bounded_memory(host_file):
+    import tracemalloc
+
+    host_file.write_text(bomb(9))
+    assert host_file.stat().st_size < 600  # the issue's bomb had 553 bytes
+    with pytest.raises(VsaError):  # refused when read, before anything walks its values
+        hostconfig.read_host_file(str(host_file))
+    tracemalloc.start()
+    try:
+        with pytest.raises(VsaError, match="YAML anchors"):
+            hostconfig.effective()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000
+
+
+def test_the_host_file_at_its_size_limit_is_read(host_file):
+    body = b"max_sources: 7\n"
+    host_file.write_bytes(
+        body + b"#" + b"x" * (hostconfig.MAX_HOST_FILE_BYTES - len(body) - 2) + b"\n"
+    )
+    assert host_file.stat().st_size == hostconfig.MAX_HOST_FILE_BYTES
+    assert settings.max_sources() == 7
+
+
+def test_the_host_files_limit_is_the_loaders():
+    from vsa import yamlsafe
+
+    assert hostconfig.MAX_HOST_FILE_BYTES == yamlsafe.HOST_FILE.max_bytes
+
+
+@contextlib.contextmanager
+def _fails_after(seconds: int, message: str):
+    """A blocked system call is a failure after ``seconds`` (SIGALRM), not a hung test."""
+
+    def expired(signum, frame):
+        raise AssertionError(message)
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_host_file_that_is_a_fifo_is_refused_without_opening_it(host_file):
+    import os
+
+    os.mkfifo(host_file)  # open() would wait for a writer: every vsa command would hang
+    with pytest.raises(VsaError) as info, _fails_after(5, "reading a FIFO host file hung"):
+        settings.max_sources()
+    assert str(info.value) == f"{host_file}: not a regular file; the host configuration must be one"
+
+
+def test_absolute_roots_in_the_host_file_are_read(host_file):
+    host_file.write_text("output_roots: [/data/out]\ninput_roots: []\n")
+    assert settings.output_roots() == ["/data/out"] and settings.input_roots() == []
+
+
+RUN = {"name": "r", "output_dir": "out", "sources": [{"id": "a", "uri": "rtsp://h/x"}]}
+
+
+@pytest.mark.parametrize(
+    ("block", "problems"),
+    [
+        ("{max_ss: 60}", ["reconnect.max_ss: unknown key"]),
+        ("{policy: sometimes}", ["reconnect.policy: Input should be 'exponential' or 'fixed'"]),
+        ("{max_s: 0.5, initial_s: 2}", ["reconnect.max_s: 0.5 is smaller than initial_s 2.0"]),
+    ],
+)
+def test_a_bad_reconnect_block_of_the_host_file_names_the_host_file(
+    host_file, tmp_path, block, problems
+):
+    host_file.write_text(f"reconnect: {block}\n")
+    run = tmp_path / "run.yaml"
+    run.write_text(json.dumps(RUN))
+    with pytest.raises(ConfigError) as info:
+        load_run(run, env={})
+    assert info.value.source == str(host_file)
+    assert info.value.problems == problems
+    assert str(run) not in str(info.value)
+
+
+def test_a_bad_host_file_is_not_reported_as_the_run_files(host_file, tmp_path):
+    host_file.write_text("max_sources: 1\nmax_sources: 2\n")
+    run = tmp_path / "run.yaml"
+    run.write_text(json.dumps(RUN))
+    with pytest.raises(ConfigError) as info:
+        load_run(run, env={})
+    assert str(info.value) == f"{host_file}: line 2: duplicate key 'max_sources' (also on line 1)"
 
 
 def test_a_named_host_file_must_exist_the_default_one_need_not(tmp_path, monkeypatch):
