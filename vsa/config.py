@@ -11,6 +11,8 @@ import functools
 import operator
 import os
 import re
+import shlex
+import stat
 import sys
 import types
 import urllib.parse
@@ -791,17 +793,57 @@ def resolve_paths(spec: RunSpec, base_dir: str | os.PathLike[str]) -> RunSpec:
 MAX_PASSWORD_FILE_BYTES = 4096
 
 
+def _read_password_file(path: Path, where: str, problems: list[str]) -> bytes | None:
+    """The bytes of a password file (at most ``MAX_PASSWORD_FILE_BYTES`` + 1); None after
+    adding a problem. The file must be a regular file (opened without blocking, so a FIFO or
+    a device cannot hang ``vsa submit``) that no other user can read or write (mode 0600 or
+    0400), as the key that seals it is refused otherwise (``vsa.secrets``)."""
+    shown = _show_path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        problems.append(f"{where}: cannot read {shown}: {exc.strerror or exc}")
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            problems.append(
+                f"{where}: {shown} is not a regular file (a FIFO, a device or a directory); "
+                "give a file that holds the password"
+            )
+            return None
+        if st.st_mode & 0o077:
+            problems.append(
+                f"{where}: {shown} can be read or written by other users (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); it holds a camera password, so vsa refuses "
+                f"it: run `chmod 600 {shlex.quote(str(path))}`"
+            )
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_PASSWORD_FILE_BYTES:
+            chunk = os.read(fd, MAX_PASSWORD_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        problems.append(f"{where}: cannot read {shown}: {exc.strerror or exc}")
+        return None
+    finally:
+        os.close(fd)
+
+
 def _with_password(source: SourceSpec, base: Path, where: str, problems: list[str]) -> SourceSpec:
     """``source`` with the password of its ``password_file`` in its URI's user info (the
     user name stays as the URI gives it). A problem names the field, never the password."""
-    path = _resolve(source.password_file or "", base, where, problems, file=True)
+    path = _resolve(source.password_file or "", base, where, problems, file=False)
     if path is None:
         return source
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_PASSWORD_FILE_BYTES + 1)
-    except OSError as exc:
-        problems.append(f"{where}: cannot read {_show_path(path)}: {exc.strerror}")
+    raw = _read_password_file(path, where, problems)
+    if raw is None:
         return source
     lines = raw.decode("utf-8", errors="replace").splitlines()
     password = lines[0].strip("\r") if lines else ""

@@ -113,6 +113,7 @@ def test_a_camera_password_from_a_file_is_nowhere_after_a_resumed_run(engine, tm
         require("the RTSP test server", "VSA_REQUIRE_RTSP", why)
     password = "Pw-0f-the-d00r"
     (tmp_path / "door.pw").write_text(password + "\n")
+    (tmp_path / "door.pw").chmod(0o600)  # vsa refuses a password file others can read
     out = tmp_path / "out"
     with RtspServer(cameras=["door=160x120@10"], user="viewer", password=password) as server:
         run_file = tmp_path / "run.yaml"

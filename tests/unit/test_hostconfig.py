@@ -288,8 +288,15 @@ def _run_with(tmp_path: Path, source: dict) -> Path:
     return run
 
 
+def _secret(path: Path, text: str, mode: int = 0o600) -> Path:
+    """A password file as vsa takes it: readable by its owner alone."""
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
 def test_a_password_file_goes_into_the_uri_and_nowhere_else(tmp_path):
-    (tmp_path / "door.pw").write_text("s3cr:t@/x\n")
+    _secret(tmp_path / "door.pw", "s3cr:t@/x\n")
     run = _run_with(
         tmp_path, {"id": "door", "uri": "rtsp://viewer@10.0.0.7/s1", "password_file": "door.pw"}
     )
@@ -311,11 +318,82 @@ def test_a_bad_password_file_is_one_clear_error_without_the_password(
     tmp_path, uri, content, problem
 ):
     if content is not None:
-        (tmp_path / "pw").write_text(content)
+        _secret(tmp_path / "pw", content)
     run = _run_with(tmp_path, {"id": "door", "uri": uri, "password_file": "pw"})
     with pytest.raises(ConfigError) as info:
         resolve_paths(load_run(run), tmp_path)
     assert "sources[0].password_file" in str(info.value) and problem in str(info.value)
+
+
+PASSWORD = "s3cret-Pw"
+
+
+@pytest.mark.parametrize(
+    "mode", [0o644, 0o640, 0o604, 0o620, 0o602, 0o666, 0o700 | 0o044], ids=lambda m: f"{m:04o}"
+)
+def test_a_password_file_other_users_can_read_or_write_is_refused(tmp_path, mode):
+    """Like the key file that seals it (vsa.secrets): refused, with the chmod to run."""
+    pw = _secret(tmp_path / "door.pw", PASSWORD + "\n", mode)
+    run = _run_with(
+        tmp_path, {"id": "door", "uri": "rtsp://viewer@10.0.0.7/s1", "password_file": "door.pw"}
+    )
+    with pytest.raises(ConfigError) as info:
+        resolve_paths(load_run(run), tmp_path)
+    assert info.value.problems == [
+        f"sources[0].password_file: {pw} can be read or written by other users (mode "
+        f"{mode:04o}); it holds a camera password, so vsa refuses it: run `chmod 600 {pw}`"
+    ]
+    assert PASSWORD not in str(info.value)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400], ids=lambda m: f"{m:04o}")
+def test_a_password_file_of_its_owner_alone_is_read(tmp_path, mode):
+    _secret(tmp_path / "door.pw", PASSWORD + "\n", mode)
+    run = _run_with(
+        tmp_path, {"id": "door", "uri": "rtsp://viewer@10.0.0.7/s1", "password_file": "door.pw"}
+    )
+    assert resolve_paths(load_run(run), tmp_path).sources[0].uri == (
+        f"rtsp://viewer:{PASSWORD}@10.0.0.7/s1"
+    )
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_password_file_that_is_no_regular_file_is_refused_without_hanging(tmp_path, kind):
+    """A FIFO hung `vsa submit` in open() (no writer) or read() (a writer that never ends)."""
+    import os
+
+    pw = tmp_path / "door.pw"
+    if kind == "fifo":
+        os.mkfifo(pw, 0o600)
+    else:
+        pw.mkdir(mode=0o700)
+    run = _run_with(
+        tmp_path, {"id": "door", "uri": "rtsp://viewer@10.0.0.7/s1", "password_file": "door.pw"}
+    )
+    with pytest.raises(ConfigError) as info, _fails_after(5, "reading a FIFO password_file hung"):
+        resolve_paths(load_run(run), tmp_path)
+    assert info.value.problems == [
+        f"sources[0].password_file: {pw} is not a regular file (a FIFO, a device or a "
+        "directory); give a file that holds the password"
+    ]
+
+
+def test_a_fifo_password_file_with_a_writer_does_not_hang(tmp_path):
+    import os
+
+    pw = tmp_path / "door.pw"
+    os.mkfifo(pw, 0o600)
+    writer = os.open(pw, os.O_RDWR | os.O_NONBLOCK)  # a writer that never closes
+    try:
+        os.write(writer, PASSWORD.encode() + b"\n")
+        run = _run_with(
+            tmp_path,
+            {"id": "door", "uri": "rtsp://viewer@10.0.0.7/s1", "password_file": "door.pw"},
+        )
+        with pytest.raises(ConfigError, match="is not a regular file"), _fails_after(5, "hung"):
+            resolve_paths(load_run(run), tmp_path)
+    finally:
+        os.close(writer)
 
 
 def test_a_password_file_only_fits_a_network_source(tmp_path):
