@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vsa.flow import LatencyHistogram
+from vsa.fsutil import fsync_dir
 
 PERCENTILES = (50, 90, 99)
 
@@ -133,20 +134,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; best effort (not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def plot(report: dict[str, Any], path: Path) -> Path:

@@ -220,13 +220,7 @@ class ControllerCore:
         active = self.book.active()
         # actors a finished run left (restart while reaping)
         for record in self.book.recently_finished(REAP_LEFT_S):
-            for source in record.spec.sources:
-                try:
-                    actor = self.handles.get_source(record.id, source.id)
-                    if actor is not None:
-                        actor.kill()
-                except Exception:  # noqa: BLE001 - gone already
-                    pass
+            self._kill_sources(record)
         if self.book.runs:
             log.info("loaded %d saved runs, %d active", len(self.book), len(active))
         # Ray restarted this controller's process, or a new controller started: after an
@@ -292,6 +286,17 @@ class ControllerCore:
             self.book.save(record)  # a failure is logged: the run goes on
         self._ensure_supervisor()
 
+    def _kill_sources(self, record: RunRecord) -> None:
+        """Kill the source actors of ``record`` that are still there (left by an earlier
+        controller); those gone already are skipped."""
+        for source in record.spec.sources:
+            try:
+                actor = self.handles.get_source(record.id, source.id)
+                if actor is not None:
+                    actor.kill()
+            except Exception:  # noqa: BLE001 - gone already
+                pass
+
     async def _still_allowed(self, record: RunRecord) -> bool:
         """Check a saved active run as a submit is checked (its output_dir against the system
         directories and ``VSA_OUTPUT_ROOTS`` now; its file sources against
@@ -315,13 +320,7 @@ class ControllerCore:
             reason = str(exc) if isinstance(exc, VsaError) else why(exc)
             record.error = f"not resumed: {reason}"
             record.event("not_resumed", reason=reason)
-            for source in record.spec.sources:
-                try:
-                    actor = self.handles.get_source(record.id, source.id)
-                    if actor is not None:
-                        actor.kill()
-                except Exception:  # noqa: BLE001 - gone already
-                    pass
+            self._kill_sources(record)
             await self._finish(record, RunState.FAILED, report=False)
             return False
         return True
