@@ -319,7 +319,8 @@ class StatusReader:
     one ``auto`` joins), found in this user's index by its GCS port or in the newest Ray
     session (``vsa.control.endpoint.locate``); without one, or when it does not answer, Ray,
     with a line on stderr saying why when there is something to say (an endpoint of another
-    cluster, one that did not answer).
+    cluster, one that did not answer) once Ray answered: a failing command prints its error
+    alone.
     ``strict``: an endpoint that was found but does not answer raises
     :class:`ControllerUnavailable` instead of going through Ray (``--follow`` says "controller
     restarting" and retries, where a Ray call would hang until the controller is back).
@@ -346,15 +347,16 @@ class StatusReader:
                 if strict:
                     raise ControllerUnavailable(str(exc)) from None
                 self._why = f"{exc}; asking through Ray (slower)"
-        if self._why:  # once: why this status is slow, and how to avoid it
-            print(f"vsa: {self._why}", file=sys.stderr)
-            self._why = None
         try:
-            return self.client().status_dicts(run)
+            answer = self.client().status_dicts(run)
         except VsaError as exc:
             if strict and "controller is unavailable" in str(exc):
                 raise ControllerUnavailable(str(exc)) from None
-            raise
+            raise  # one error, not the note as well
+        if self._why:  # once, with an answer: why this status was slow, how to avoid it
+            print(f"vsa: {self._why}", file=sys.stderr)
+            self._why = None
+        return answer
 
     def status(self, run: str | None = None) -> list[RunStatus]:
         from vsa.schema import runs_from_dict, typed
