@@ -81,6 +81,18 @@ def status_line(run: RunStatus) -> str:
     return f"{run.id} {run.state.value} {fps:.1f} fps, {emitted} emitted"
 
 
+def drained_lines(answer: dict[str, Any]) -> tuple[list[str], int]:
+    """What serve says of a drain, and its exit code: the runs that resume on the next start,
+    and those it could not save (1: never promised to resume; ``vsa status`` says why)."""
+    not_saved = list(answer.get("not_saved") or [])
+    saved = [r for r in answer["drained"] if r not in not_saved]
+    runs = ", ".join(saved) or "no runs"
+    lines = [f"drained in {answer['took_s']:.1f} s ({runs}); they resume on the next start"]
+    if not_saved:
+        lines.append(f"NOT SAVED, will not resume: {', '.join(not_saved)} (see vsa status)")
+    return lines, 1 if not_saved else 0
+
+
 def resume_drained(client: Any, out: TextIO) -> None:
     """End a drain that an earlier service left on this engine: its runs resume."""
     try:
@@ -144,8 +156,9 @@ def serve(args: argparse.Namespace, out: TextIO) -> int:
     code = 0
     try:
         answer = client.drain()
-        runs = ", ".join(answer["drained"]) or "no runs"
-        _say(out, f"drained in {answer['took_s']:.1f} s ({runs}); they resume on the next start")
+        lines, code = drained_lines(answer)
+        for line in lines:
+            _say(out, line)
     except VsaError as exc:
         _say(out, f"drain failed: {exc}")
         code = 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from vsa.schema import RunStatus
-from vsa.serve import status_line
+from vsa.serve import drained_lines, status_line
 
 
 def _run(events: list[str], *sources: tuple[str, float, int]) -> RunStatus:
@@ -40,3 +40,16 @@ def test_a_drained_run_reads_drained_without_a_rate() -> None:
 def test_a_run_resumed_after_its_drain_is_live_again() -> None:
     run = _run(["drained", "source_recreated", "recovered"], ("STREAMING", 2.0, 3))
     assert status_line(run) == "r-1 UP 2.0 fps, 3 emitted"
+
+
+def test_a_drain_promises_a_resume_only_for_the_runs_it_saved() -> None:
+    lines, code = drained_lines({"drained": ["a-1", "b-1"], "not_saved": ["b-1"], "took_s": 1.0})
+    assert lines == [
+        "drained in 1.0 s (a-1); they resume on the next start",
+        "NOT SAVED, will not resume: b-1 (see vsa status)",
+    ]
+    assert code == 1
+    assert drained_lines({"drained": [], "took_s": 0.2}) == (
+        ["drained in 0.2 s (no runs); they resume on the next start"],
+        0,
+    )
