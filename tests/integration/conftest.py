@@ -6,12 +6,15 @@ the inference actor, PyAV decoding/encoding and the object store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,29 @@ def wait_for(
         time.sleep(interval)
 
 
+@contextlib.contextmanager
+def _free_dashboard_agent_port() -> Iterator[None]:
+    """``ray.init(address="local")`` starts its dashboard agent on Ray's fixed port 52365 (no
+    argument of ``ray.init`` changes it): beside another cluster on the host (the demo's ``ray
+    start --head``) the agent cannot bind, and no job can be submitted (``ray job submit``:
+    "No available agent"). The node is started with a free port instead: Ray's own
+    ``RayParams`` given one, for this ``ray.init`` only."""
+    from ray._private import parameter
+
+    original = parameter.RayParams.__init__
+    (port,) = free_ports(1)
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("dashboard_agent_listen_port", port)
+        original(self, *args, **kwargs)
+
+    parameter.RayParams.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__ = original  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory) -> dict[str, str]:
     import ray
@@ -56,22 +82,34 @@ def ray_cluster(tmp_path_factory) -> dict[str, str]:
     # runs of a test session are never resumed by a later cluster on this host (workers
     # inherit the environment of the process that starts the cluster)
     os.environ["VSA_STATE_DIR"] = str(tmp_path_factory.mktemp("vsa-state"))
-    ctx = ray.init(
-        address="local",
-        namespace="vsa",
-        log_to_driver=False,
-        include_dashboard=True,
-        object_store_memory=1_000_000_000,
-        # metrics reach Ray's Prometheus endpoint every second (10 s by default)
-        _system_config={"metrics_report_interval_ms": 1000},
-    )
+    # Ray's temp dir of this session's own (short: socket paths), inherited by the workers and
+    # every CLI a test runs: another cluster on the host (the demo's `ray start --head`) is
+    # recorded in /tmp/ray, and Ray's job supervisor sends a job's driver to the cluster
+    # recorded in its temp dir ("auto"), which would be that other one
+    temp = tempfile.mkdtemp(prefix="vsait", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = temp
+    with _free_dashboard_agent_port():
+        ctx = ray.init(
+            address="local",
+            namespace="vsa",
+            log_to_driver=False,
+            include_dashboard=True,
+            object_store_memory=1_000_000_000,
+            # metrics reach Ray's Prometheus endpoint every second (10 s by default)
+            _system_config={"metrics_report_interval_ms": 1000},
+        )
     info = {
         "gcs_address": ctx.address_info["gcs_address"],
         "dashboard_url": ctx.dashboard_url,
         "session_dir": ctx.address_info["session_dir"],
     }
+    from ray._private.utils import write_ray_address
+
+    write_ray_address(info["gcs_address"])  # as `ray start` does: "auto" is this cluster
     yield info
     ray.shutdown()
+    os.environ.pop("RAY_TMPDIR", None)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture
