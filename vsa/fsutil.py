@@ -19,7 +19,9 @@ import contextlib
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from vsa.errors import VsaError
 
@@ -47,18 +49,22 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
 
     Usage: ``atomic_write(endpoint_file, json.dumps(info))``, ``atomic_write(p, b"...", 0o644)``.
     """
-    path = Path(path)
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    atomic_write_with(path, lambda f: f.write(raw), mode)
+
+
+def atomic_write_with(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], mode: int = 0o600
+) -> None:
+    """:func:`atomic_write` of what ``write`` puts in a binary file (a figure, a stream)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, CREATE_NEW, mode)
     try:
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

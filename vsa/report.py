@@ -3,17 +3,14 @@ time per stream). Built by the controller when a run ends or is stopped; no Ray 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from vsa.flow import LatencyHistogram
-from vsa.fsutil import fsync_dir
+from vsa.fsutil import atomic_write_with
 
 PERCENTILES = (50, 90, 99)
 
@@ -115,26 +112,9 @@ def _write_json(path: Path, report: dict[str, Any]) -> None:
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Replace ``path`` with what ``write`` puts in a binary file, all or nothing.
-
-    The data goes to ``.<name>.<random>.tmp`` next to ``path`` (created new, never through
-    a link), is flushed and fsync'ed, then renamed over ``path``. On any error the temp
-    file is removed and the error raised again; ``path`` keeps its old content.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, 0o644)  # O_EXCL: never an existing file, nor a link's target
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    """Replace ``path`` with what ``write`` puts in a binary file, all or nothing, never
+    through a link (``vsa.fsutil.atomic_write_with``), readable by all like the videos."""
+    atomic_write_with(path, write, 0o644)
 
 
 def plot(report: dict[str, Any], path: Path) -> Path:
