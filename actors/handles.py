@@ -1,7 +1,7 @@
-"""The engine's Ray calls, all of them: the controller's view of the actors behind the protocols
-of ``vsa.supervision.handles`` (as Ray Serve's ``ActorReplicaWrapper``: every Ray API call is
-made here, so what decides is tested with fakes), and a source actor's frames sent to the
-inference actor (``send_frames``: ``ray.put``, ``infer.remote``, ``ray.get``, ``ray.cancel``).
+"""The controller's Ray calls: its view of the actors behind the protocols of
+``vsa.supervision.handles`` (as Ray Serve's ``ActorReplicaWrapper``: every Ray API call is made
+here, so what decides is tested with fakes). A source actor's own Ray calls (its frames to the
+inference actor through the object store, whether Ray restarted it) are in ``actors.frames``.
 
 Ray's errors are translated: ``RayActorError`` becomes ``ActorGone`` (``died`` for
 ``ActorDiedError``), a call without an answer in time raises ``asyncio.TimeoutError``; an error
@@ -13,23 +13,25 @@ controller never runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors import NAMESPACE, source_actor_name
-from vsa.core.frames import Frame, FrameResult
-from vsa.supervision.handles import DEFAULT_SLOT, ActorGone, Slot
+from actors.frames import actor_gone, this_actor_restarted
+from vsa.supervision.handles import DEFAULT_SLOT, Slot
 from vsa.supervision.pool import plan_slots
-from vsa.transport.path import FramePath
 
-CHANNEL_ASK_S = 30.0  # how long a source waits for its inference actor to name its channel
-
-
-def _gone(exc: ray.exceptions.RayActorError) -> ActorGone:
-    return ActorGone(type(exc).__name__, isinstance(exc, ray.exceptions.ActorDiedError), str(exc))
+__all__ = [
+    "RayHandles",
+    "RayInference",
+    "RaySource",
+    "call_recover",
+    "cluster_paths",
+    "this_actor_restarted",  # the controller's too; defined beside the source's other calls
+]
 
 
 async def _answer(ref: Any, timeout_s: float) -> Any:
@@ -37,7 +39,7 @@ async def _answer(ref: Any, timeout_s: float) -> Any:
     try:
         return await asyncio.wait_for(ref, timeout_s)
     except ray.exceptions.RayActorError as exc:
-        raise _gone(exc) from None
+        raise actor_gone(exc) from None
 
 
 def _kill(actor: Any) -> None:
@@ -197,11 +199,6 @@ class RayHandles:
             return None
 
 
-def this_actor_restarted() -> bool:
-    """Whether Ray restarted the calling actor (its process died)."""
-    return ray.get_runtime_context().was_current_actor_reconstructed
-
-
 def cluster_paths() -> tuple[str | None, str | None]:
     """(this node's Ray session directory, the cluster's GCS address); None where Ray does not
     say (internal attributes: best effort)."""
@@ -222,113 +219,3 @@ def call_recover() -> None:
     task is not retried by default: then nothing recovered until some client called. Retried
     until it runs (``recover`` is idempotent)."""
     ray.get_runtime_context().current_actor.recover.options(max_task_retries=-1).remote()
-
-
-# --- a source actor's side -------------------------------------------------------------------
-class FramesInFlight:
-    """The results of one ``infer`` call (``vsa.stream.Pending``)."""
-
-    def __init__(self, ref: Any, on_gone: Callable[[], None]) -> None:
-        self.ref, self._on_gone = ref, on_gone
-
-    def result(self, timeout: float) -> Sequence[FrameResult | None]:
-        try:
-            return ray.get(self.ref, timeout=timeout)
-        except ray.exceptions.RayActorError:
-            self._on_gone()  # the inference actor died: wait for the controller's new one
-            raise
-
-    def cancel(self) -> None:
-        """Withdraw the frames from the inference queue (they were counted as dropped)."""
-        try:
-            ray.cancel(self.ref)
-        except Exception:  # noqa: BLE001 - already finished or the actor is gone
-            pass
-
-
-def send_frames(
-    inference: Any,
-    engine_key: str,
-    stream_key: str,
-    frames: list[Frame],
-    deadlines: list[float] | None,
-    priority: int,
-    on_gone: Callable[[], None],
-    credit: int | None = None,
-) -> FramesInFlight:
-    """Put the frames in the object store as one object (this actor owns it: one store
-    round trip per chunk, each image still a zero-copy view for the reader) and pass its
-    reference, inside a list so that Ray does not resolve it here, to the inference actor's
-    ``infer``."""
-    refs = [ray.put([frame.image for frame in frames])]
-    ref = inference.infer.options(enable_task_events=False).remote(
-        engine_key, stream_key, [f.index for f in frames], refs, deadlines, priority, credit
-    )
-    return FramesInFlight(ref, on_gone)
-
-
-class FrameSender:
-    """A source actor's path to its inference actor (``vsa.transport.path.FramePath`` decides):
-    the same-host channel, or Ray's object store and ``infer`` calls."""
-
-    def __init__(self, stream_key: str, max_in_flight: int, transport: str = "auto") -> None:
-        self.stream_key = stream_key
-        self.path = FramePath(
-            stream_key,
-            max_in_flight,
-            _locate_channel,
-            ray.get_runtime_context().get_node_id(),
-            transport,
-            identity=_actor_id,
-        )
-
-    @property
-    def transport(self) -> str | None:
-        """The path of the last frames sent (``channel`` or ``ray``); None before any."""
-        return self.path.used
-
-    def send(
-        self,
-        inference: Any,
-        engine_key: str,
-        frames: list[Frame],
-        deadlines: list[float] | None,
-        priority: int,
-        on_gone: Callable[[], None],
-        credit: int | None = None,
-    ) -> Any:
-        """Send ``frames`` to ``inference``; the answer is a ``vsa.stream.Pending``."""
-        request = {
-            "key": engine_key,
-            "stream": self.stream_key,
-            "indices": [f.index for f in frames],
-            "deadlines": deadlines,
-            "priority": priority,
-            "credit": credit,
-        }
-        sent = self.path.send(inference, [f.image for f in frames], request, on_gone)
-        if sent is not None:
-            return sent
-        sent = send_frames(
-            inference, engine_key, self.stream_key, frames, deadlines, priority, on_gone, credit
-        )
-        self.path.used = "ray"
-        return sent
-
-    def close(self) -> None:
-        self.path.close()
-
-
-def _actor_id(inference: Any) -> Any:
-    return getattr(inference, "_actor_id", None) or id(inference)
-
-
-def _locate_channel(inference: Any) -> dict[str, Any]:
-    """Where the inference actor's channel is (``ActorGone``, ``TimeoutError`` as FramePath
-    expects them)."""
-    try:
-        return ray.get(inference.channel.remote(), timeout=CHANNEL_ASK_S)
-    except ray.exceptions.RayActorError as exc:
-        raise _gone(exc) from None
-    except ray.exceptions.GetTimeoutError:
-        raise TimeoutError(f"no answer in {CHANNEL_ASK_S:.0f} s") from None

@@ -28,6 +28,8 @@ from vsa.transport import (
 )
 from vsa.transport.channel import sweep_sockets
 
+ACTOR = None  # the inference actor's handle: a channel is bound to its actor and ignores it
+
 
 def image(value: int, shape: tuple[int, ...] = (36, 64, 3)) -> np.ndarray:
     return np.full(shape, value, np.uint8)
@@ -105,10 +107,13 @@ def test_frames_sent_through_the_channel_come_back_answered_in_order_and_free_th
     engine = Engine()
     server = serve(loop, engine)
     sender = ChannelSender(server.path, max_in_flight=4)
+    assert sender.name == "channel"  # what the source's status shows (FrameTransport.name)
     gone = []
     try:
         calls = [
-            sender.send([image(i), image(i + 100)], {"stream": "run/cam"}, lambda: gone.append(1))
+            sender.send(
+                ACTOR, [image(i), image(i + 100)], {"stream": "run/cam"}, lambda: gone.append(1)
+            )
             for i in range(1, 4)
         ]
         assert [call.result(30) for call in calls] == [[1, 101], [2, 102], [3, 103]]
@@ -126,12 +131,12 @@ def test_an_error_in_the_engine_fails_that_call_only_and_retires_the_ring(loop: 
     server = serve(loop, engine)
     sender = ChannelSender(server.path, max_in_flight=2)
     try:
-        bad = sender.send([image(1)], {"stream": "s", "fail": True}, lambda: None)
+        bad = sender.send(ACTOR, [image(1)], {"stream": "s", "fail": True}, lambda: None)
         with pytest.raises(RemoteError, match="ValueError: model exploded"):
             bad.result(30)
         retired = bad.slots[0].path
         assert not os.path.exists(retired)
-        good = sender.send([image(2)], {"stream": "s"}, lambda: None)
+        good = sender.send(ACTOR, [image(2)], {"stream": "s"}, lambda: None)
         assert good.result(30) == [2]
         assert good.slots[0].path != retired
     finally:
@@ -145,7 +150,7 @@ def test_a_call_that_timed_out_is_withdrawn_from_the_engine(loop: Loop) -> None:
     server = serve(loop, engine)
     sender = ChannelSender(server.path, max_in_flight=2)
     try:
-        slow = sender.send([image(1)], {"stream": "s"}, lambda: None)
+        slow = sender.send(ACTOR, [image(1)], {"stream": "s"}, lambda: None)
         wait_for(lambda: engine.started == 1)
         with pytest.raises(TimeoutError):
             slow.result(0.2)
@@ -179,7 +184,10 @@ def test_when_the_inference_process_is_killed_every_open_call_fails_and_says_so(
         path = server.stdout.readline().strip()  # type: ignore[union-attr]
         sender = ChannelSender(path, max_in_flight=4)
         gone: list[int] = []
-        calls = [sender.send([image(i)], {"stream": "s"}, lambda: gone.append(1)) for i in range(3)]
+        calls = [
+            sender.send(ACTOR, [image(i)], {"stream": "s"}, lambda: gone.append(1))
+            for i in range(3)
+        ]
         server.send_signal(signal.SIGKILL)
         for call in calls:
             with pytest.raises(ChannelClosed):
@@ -187,7 +195,7 @@ def test_when_the_inference_process_is_killed_every_open_call_fails_and_says_so(
         assert len(gone) == 3  # the source waits for the controller's new inference actor
         assert sender.closed
         with pytest.raises(ChannelClosed):
-            sender.send([image(9)], {"stream": "s"}, lambda: None)
+            sender.send(ACTOR, [image(9)], {"stream": "s"}, lambda: None)
         sender.close()
     finally:
         server.kill()
@@ -222,7 +230,7 @@ def test_calls_open_when_the_source_closes_its_channel_do_not_say_the_engine_die
     server = serve(loop, engine)
     sender = ChannelSender(server.path, max_in_flight=2)
     gone: list[int] = []
-    call = sender.send([image(1)], {"stream": "s"}, lambda: gone.append(1))
+    call = sender.send(ACTOR, [image(1)], {"stream": "s"}, lambda: gone.append(1))
     wait_for(lambda: engine.started == 1)
     sender.close()
     with pytest.raises(ChannelClosed) as caught:

@@ -1,8 +1,10 @@
-"""The frame path between a host's source actors and its inference actor, without Ray's object
-store or a Ray call per frame: frames in shared-memory rings (``ring``), calls on a Unix socket
-(``channel``), the source's side of both (``sender``). Ray-free; ``actors`` wires it in and
-falls back to Ray's object store and actor calls where it cannot be used."""
+"""How a source's frames reach its inference actor: one interface (``base.FrameTransport``),
+two implementations. The same-host channel, without Ray's object store or a Ray call per frame:
+frames in shared-memory rings (``ring``), calls on a Unix socket (``channel``), the source's side
+of both (``sender.ChannelSender``). Ray's object store and actor calls: ``actors.frames
+.RayTransport``. ``path.FramePath`` picks one per send. Ray-free; ``actors`` wires it in."""
 
+from vsa.transport.base import FrameTransport, Pending
 from vsa.transport.channel import ChannelClient, ChannelClosed, ChannelServer, RemoteError
 from vsa.transport.ring import FrameRing, RingReader, RingWriter, Slot
 from vsa.transport.sender import ChannelCall, ChannelSender
@@ -14,6 +16,8 @@ __all__ = [
     "ChannelSender",
     "ChannelServer",
     "FrameRing",
+    "FrameTransport",
+    "Pending",
     "RemoteError",
     "RingReader",
     "RingWriter",

@@ -1,7 +1,9 @@
-"""Which way a source's frames take to its inference actor, decided without Ray.
+"""Which transport a source's frames take to its inference actor, decided without Ray.
 
-:class:`FramePath` holds a source's channel (``vsa.transport.sender``) and decides, per send,
-whether the frames go through it or through Ray's object store (the caller's fallback):
+:class:`FramePath` holds two :class:`~vsa.transport.base.FrameTransport`: the source's
+same-host channel (``vsa.transport.sender.ChannelSender``, one per inference actor, opened
+here) and the fallback, Ray's object store (``actors.frames.RayTransport``, given). It decides,
+per send, which of them takes the frames, and every send returns the chosen one's ``Pending``:
 
 - ``transport="ray"`` (``VSA_TRANSPORT``): always Ray.
 - the inference actor is asked where its channel is (``locate``): on another node, Ray;
@@ -9,8 +11,11 @@ whether the frames go through it or through Ray's object store (the caller's fal
 - the actor is gone (``ActorGone`` from ``locate``): the source is told (``on_gone``), as when
   a Ray call to it fails, and the error goes up (the frames are counted as dropped).
 - no answer in time (``TimeoutError``, a saturated host): Ray for ``retry_s``, then ask again.
-- any other failure (``/dev/shm`` missing or full, a socket that refuses): Ray from then on for
-  this stream, said once in the log.
+- any other failure (``/dev/shm`` missing or full, a socket that refuses), asking, opening or
+  sending: Ray from then on for this stream, said once in the log; frames whose send failed
+  so go through Ray.
+- the channel closed under a send (``ChannelClosed``): an error for those frames; the next
+  send asks the actor again.
 - a new handle of the same actor (a controller restart hands every source one): the channel
   stays; the calls on it are not disturbed.
 
@@ -27,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from vsa.supervision.handles import ActorGone
+from vsa.transport.base import FrameTransport, Pending, Request
 from vsa.transport.channel import ChannelClosed
-from vsa.transport.sender import ChannelCall, ChannelSender
+from vsa.transport.sender import ChannelSender
 
 log = logging.getLogger("vsa.source")
 
@@ -38,10 +44,13 @@ Locate = Callable[[Any], dict[str, Any]]  # inference handle -> {"path": socket,
 
 
 class FramePath:
+    """A source's frame path: the same-host channel where it can be used, else ``fallback``."""
+
     def __init__(
         self,
         stream_key: str,
         max_in_flight: int,
+        fallback: FrameTransport,
         locate: Locate,
         node: str,
         transport: str = "auto",
@@ -51,32 +60,33 @@ class FramePath:
         retry_s: float = RETRY_S,
     ) -> None:
         self.stream_key, self.max_in_flight = stream_key, max_in_flight
-        self._locate, self._node, self._identity = locate, node, identity
-        self._open_channel, self._clock, self._retry_s = open_channel, clock, retry_s
+        self._fallback, self._locate, self._node = fallback, locate, node
+        self._identity, self._open_channel = identity, open_channel
+        self._clock, self._retry_s = clock, retry_s
         self._channel: ChannelSender | None = None
         self._actor: Hashable | None = None  # the actor the decision below belongs to
         self._local = False  # that actor runs on this node
         self._off: str | None = None if transport == "auto" else f"VSA_TRANSPORT={transport}"
         self._retry_at = 0.0
-        self.used: str | None = None  # the path of the last frames sent: "channel" or "ray"
+        self.used: str | None = None  # the last send's transport: "channel" or "ray"
 
     def _give_up(self, reason: str) -> None:
         self._off = reason
         log.warning("%s: frames go through Ray's object store (%s)", self.stream_key, reason)
-        self.close()
+        self._close_channel()
 
-    def channel(self, inference: Any, on_gone: Callable[[], None]) -> ChannelSender | None:
-        """The channel to send on now, or None for Ray's path; ``ActorGone`` when the actor
-        is gone (``on_gone`` was called)."""
+    def choose(self, inference: Any, on_gone: Callable[[], None]) -> FrameTransport:
+        """The transport to send on now: the channel or the fallback; ``ActorGone`` when the
+        actor is gone (``on_gone`` was called)."""
         if self._off is not None or self._clock() < self._retry_at:
-            return None
+            return self._fallback
         actor = self._identity(inference)
         if actor == self._actor:
             if not self._local:
-                return None  # on another node
+                return self._fallback  # on another node
             if self._channel is not None and not self._channel.closed:
                 return self._channel
-        self.close()
+        self._close_channel()
         try:
             where = self._locate(inference)
         except ActorGone:
@@ -90,18 +100,18 @@ class FramePath:
                 self.stream_key,
                 self._retry_s,
             )
-            return None
+            return self._fallback
         except Exception as exc:  # noqa: BLE001 - the channel cannot be used: Ray's path
             self._give_up(f"{type(exc).__name__}: {exc}")
-            return None
+            return self._fallback
         self._actor, self._local = actor, where.get("node") == self._node
         if not self._local:
-            return None
+            return self._fallback
         try:
             self._channel = self._open_channel(where["path"], self.max_in_flight)
         except Exception as exc:  # noqa: BLE001
             self._give_up(f"{type(exc).__name__}: {exc}")
-            return None
+            return self._fallback
         log.info("%s: frames go through the same-host channel %s", self.stream_key, where["path"])
         return self._channel
 
@@ -109,25 +119,31 @@ class FramePath:
         self,
         inference: Any,
         images: list[np.ndarray],
-        request: dict[str, Any],
+        request: Request,
         on_gone: Callable[[], None],
-    ) -> ChannelCall | None:
-        """Send through the channel; None: the caller sends through Ray."""
-        channel = self.channel(inference, on_gone)
-        if channel is None:
-            return None
-        try:
-            call = channel.send(images, request, on_gone)
-        except ChannelClosed:
-            raise  # the next send asks the actor again (a dead one: on_gone)
-        except OSError as exc:  # /dev/shm full: this stream goes through Ray from now on
-            self._give_up(f"{type(exc).__name__}: {exc}")
-            return None
-        self.used = "channel"
-        return call
+    ) -> Pending:
+        """Send through the transport :meth:`choose` picks; its ``Pending`` comes back."""
+        transport = self.choose(inference, on_gone)
+        if transport is not self._fallback:
+            try:
+                pending = transport.send(inference, images, request, on_gone)
+            except ChannelClosed:
+                raise  # the next send asks the actor again (a dead one: on_gone)
+            except OSError as exc:  # /dev/shm full: this stream goes through Ray from now on
+                self._give_up(f"{type(exc).__name__}: {exc}")  # these frames too
+            else:
+                self.used = transport.name
+                return pending
+        pending = self._fallback.send(inference, images, request, on_gone)
+        self.used = self._fallback.name
+        return pending
 
-    def close(self) -> None:
-        """Close the channel (its open calls fail as closed by this side)."""
+    def _close_channel(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+    def close(self) -> None:
+        """Close both transports (the channel's open calls fail as closed by this side)."""
+        self._close_channel()
+        self._fallback.close()

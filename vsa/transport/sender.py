@@ -1,4 +1,5 @@
-"""A source's side of the same-host frame path: frames into its ring, the call on the channel."""
+"""A source's side of the same-host frame path: frames into its ring, the call on the channel
+(the ``channel`` :class:`~vsa.transport.base.FrameTransport`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from vsa.core.frames import FrameResult
+from vsa.transport.base import Request
 from vsa.transport.channel import ChannelClient, ChannelClosed
 from vsa.transport.ring import SHM_DIR, FrameRing, RingWriter, Slot
 
@@ -63,12 +65,15 @@ class ChannelCall:
 
 
 class ChannelSender:
-    """One source's connection to its inference actor's channel and its frame rings.
+    """One source's connection to its inference actor's channel and its frame rings: the
+    same-host :class:`~vsa.transport.base.FrameTransport`, bound to that one actor.
 
     ``max_in_flight``: the most frames the source has between submit and result (its ring has
-    one slot more). Raises ``OSError`` when the channel or ``/dev/shm`` cannot be used; the
-    caller then sends through Ray instead.
+    one slot more). Raises ``OSError`` when the channel or ``/dev/shm`` cannot be used (opening
+    or sending); ``FramePath`` then sends through Ray instead.
     """
+
+    name = "channel"
 
     def __init__(self, path: str, max_in_flight: int, shm_dir: str = SHM_DIR) -> None:
         self.rings = RingWriter(max_in_flight, shm_dir)
@@ -80,11 +85,13 @@ class ChannelSender:
 
     def send(
         self,
+        inference: Any,
         images: list[np.ndarray],
-        request: dict[str, Any],
+        request: Request,
         on_gone: Callable[[], None],
     ) -> ChannelCall:
-        """Copy ``images`` into the ring and call; ``request`` holds the other arguments."""
+        """Copy ``images`` into the ring and call; ``request`` holds the other arguments.
+        ``inference`` is not used: the channel is its actor's already."""
         ring, slots = self.rings.put(images)
         try:
             call, future = self.client.call({**request, "slots": [s.as_tuple() for s in slots]})
