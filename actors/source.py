@@ -22,7 +22,7 @@ from typing import Any
 
 import ray
 
-from actors.handles import FrameSender, this_actor_restarted
+from actors.frames import FrameSender, this_actor_restarted
 from actors.metrics import StreamMetrics
 from vsa import settings
 from vsa.config import RunSpec
@@ -152,7 +152,7 @@ class SourceActor:
         )
         self._priority = source.priority
         self._sender = FrameSender(
-            self._stream_key, self.worker.settings.max_in_flight, settings.transport()
+            self._stream_key, self.worker.settings.most_in_flight, settings.transport()
         )
         self._frame_bytes = 0
         self.metrics = StreamMetrics(run_id, source_id)
@@ -203,15 +203,19 @@ class SourceActor:
         self._inference, self._key = inference, engine_key
         self._inference_ok.set()
 
-    def _submit(self, frames: list[Frame]) -> Any:
+    def _submit(
+        self,
+        frames: list[Frame],
+        deadlines: list[float] | None,
+        credit: int | None,
+        behind: bool | None = None,
+    ) -> Any:
+        """Send frames with their delivery's terms (``vsa.stream.delivery``), once an inference
+        actor is there."""
         deadline = time.monotonic() + INFERENCE_WAIT_S
         while not self._inference_ok.wait(0.2):
             if self.worker.stopping.is_set() or time.monotonic() > deadline:
                 raise RuntimeError("the inference actor is gone and no new one was handed over")
-        deadlines, credit, settings = None, None, self.worker.settings
-        if settings.realtime:  # the engine closes a batch once every such frame is in
-            deadlines = [f.wall_time + settings.max_age_s for f in frames]
-            credit = settings.max_in_flight
         return self._sender.send(
             self._inference,
             self._key,
@@ -220,6 +224,7 @@ class SourceActor:
             self._priority,
             self._inference_lost,
             credit,
+            behind,
         )
 
     def status(self) -> dict[str, Any]:

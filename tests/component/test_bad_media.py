@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("strict_transitions")  # tests/fixtures.py
 TIMEOUT = 60.0
 
 
-def instant(chunk: list[Frame]) -> Future:
+def instant(chunk: list[Frame], *terms: object) -> Future:  # terms: ignored
     fut: Future = Future()
     fut.set_result([FrameResult(f.index, [], 0.0, len(chunk)) for f in chunk])
     return fut

@@ -59,7 +59,7 @@ class SlowInference:
         self.per_frame_s, self.stale_after_s = per_frame_s, stale_after_s
         self.pool = ThreadPoolExecutor(1)
 
-    def __call__(self, chunk: list[Frame]) -> Future:
+    def __call__(self, chunk: list[Frame], *terms: object) -> Future:  # terms: ignored
         def work() -> list[FrameResult | None]:
             out: list[FrameResult | None] = []
             for f in chunk:

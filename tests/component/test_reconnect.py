@@ -165,7 +165,7 @@ class Scripted:
             pass
 
 
-def instant(chunk: list[Frame]) -> Future:
+def instant(chunk: list[Frame], *terms: object) -> Future:  # terms: ignored
     fut: Future = Future()
     fut.set_result([FrameResult(f.index, [], 0.0, len(chunk)) for f in chunk])
     return fut

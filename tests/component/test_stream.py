@@ -62,7 +62,7 @@ class InProcessInference:
         self.chunks: list[list[int]] = []
         self.on_submit: Callable[[], None] | None = None
 
-    def __call__(self, chunk: list[Frame]) -> Future:
+    def __call__(self, chunk: list[Frame], *terms: object) -> Future:  # terms: ignored
         n = len(self.chunks)
         self.chunks.append([f.index for f in chunk])
         if self.on_submit is not None:

@@ -37,7 +37,13 @@ import numpy as np
 from vsa import uri as uri_mod
 from vsa.core.frames import Frame
 from vsa.flow import Decimator
-from vsa.sources.base import SourceOptions, check_input, frame_too_large, resume_threshold
+from vsa.sources.base import (
+    SourceOptions,
+    check_input,
+    frame_too_large,
+    has_known_end,
+    resume_threshold,
+)
 from vsa.sources.errors import SourceError, classify
 
 # A keyframe wait longer than this many packets means the keyframe flags cannot be trusted
@@ -113,11 +119,10 @@ class AvSource:
             raise
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else None
+        self.finite = has_known_end(scheme, self._container.duration)
         # a camera or a live HTTP stream is reconnected when it ends; a file over HTTP finishes
         if options.on_end == "auto":
-            self.endless = self.live and (
-                scheme.startswith(("rtsp", "rtmp")) or self._container.duration is None
-            )
+            self.endless = self.live and not self.finite
         else:
             self.endless = self.live and options.on_end == "reconnect"
 

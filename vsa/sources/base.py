@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from vsa import uri as uri_mod
 from vsa.core.frames import Frame  # noqa: F401 - re-exported: sources yield it
 from vsa.sources.errors import SourceError
 
@@ -115,17 +116,38 @@ def frame_too_large(width: int, height: int, limit: int) -> SourceError:
     )
 
 
+# Network schemes whose streams never have a known end (cameras, pushed live streams).
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp")
+
+
+def has_known_end(scheme: str, duration: Any) -> bool:
+    """Whether a stream has a known end: the rule behind both ``on_end: auto`` (finish or
+    reconnect) and ``mode: auto`` of a network source (lossless or realtime).
+
+    Local files do; ``rtsp``/``rtmp`` streams never do; an ``http(s)`` stream does when its
+    container reports a ``duration`` once opened (a file over HTTP, an HLS VOD playlist with
+    ``#EXT-X-ENDLIST``), not when it is live (MJPEG, live TS, a live HLS playlist).
+    """
+    if scheme not in uri_mod.NETWORK_SCHEMES:
+        return True
+    return scheme not in LIVE_SCHEMES and duration is not None
+
+
 class FrameSource(Protocol):
     """An opened stream.
 
-    ``live`` sources are paced by the camera (or the synthetic clock). ``endless`` ones
-    (a camera, a live HTTP stream) are reconnected when they end; the others finish.
+    ``live`` sources are paced by the camera (or the synthetic clock). ``finite`` ones have a
+    known end (``has_known_end``; a synthetic source when it has ``frames=N``): a network
+    stream that does is read lossless in ``mode: auto`` and finishes at its end in
+    ``on_end: auto``. ``endless`` ones (a camera, a live HTTP stream) are reconnected when
+    they end; the others finish.
     ``decimates``: the source drops frames over ``options.max_fps`` itself, before it spends
     anything on them (reporting each to ``options.on_skip`` as ``decimated``); for a source
     that does not, the stream decimates what it yields.
     """
 
     live: bool
+    finite: bool
     endless: bool
     decimates: bool
     fps: float | None  # nominal rate, when known

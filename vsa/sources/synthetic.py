@@ -36,6 +36,7 @@ class SyntheticParams:
     frames: int | None = None  # None: endless
     objects: int = 3
     pace: bool = True  # sleep to the fps like a camera; pace=0 renders as fast as asked
+    burst: int = 1  # paced: deliver this many frames at once, every `burst` frame intervals
 
     @classmethod
     def from_uri(cls, uri: str) -> SyntheticParams:
@@ -52,6 +53,7 @@ class SyntheticParams:
             "frames": int,
             "objects": int,
             "pace": lambda v: v.lower() not in ("0", "false", "no"),
+            "burst": int,
         }
         for key, raw in parse_qsl(parts.query, keep_blank_values=True):
             if key not in convert:
@@ -79,6 +81,10 @@ class SyntheticParams:
                 )
         if params.frames is not None and params.frames < 1:
             raise ValueError(f"synthetic parameter 'frames' must be >= 1, got {params.frames}")
+        if not 1 <= params.burst <= 1000:
+            raise ValueError(
+                f"synthetic parameter 'burst' must be in [1, 1000], got {params.burst}"
+            )
         if not 0 <= params.objects <= 32:
             raise ValueError(
                 f"synthetic parameter 'objects' must be in [0, 32], got {params.objects}"
@@ -186,6 +192,9 @@ class ShapesScene:
 class SyntheticSource:
     """A FrameSource over a ShapesScene, paced at ``fps`` unless ``pace=0``.
 
+    ``burst=N`` (paced) delivers like HLS or a camera behind a proxy: N frames at once, every
+    N frame intervals, each burst when its last frame is due (timestamps stay k/fps).
+
     Frame k has pts k/fps and index k. With ``options.resume_after_pts`` set, the source
     starts directly at frame ``floor(resume_after_pts * fps + 0.5) + 1`` (the skipped frames
     are not rendered, and pacing starts from the resumed frame). A frame size over
@@ -205,6 +214,7 @@ class SyntheticSource:
             raise frame_too_large(params.width, params.height, options.max_frame_pixels)
         self.scene = ShapesScene(params)
         self.live = self.params.pace
+        self.finite = params.frames is not None
         self.endless = False  # a generator never goes down; frames=0 simply never ends
         self.fps = self.params.fps
         self.decimates = True  # frames over options.max_fps are not rendered
@@ -229,7 +239,9 @@ class SyntheticSource:
                 k += 1
                 continue
             if self.params.pace:
-                delay = start + (k - k0) / self.params.fps - self._clock()
+                burst = self.params.burst  # a burst is delivered when its last frame is due
+                due = (k - k0) // burst * burst + burst - 1
+                delay = start + due / self.params.fps - self._clock()
                 if delay > 0:
                     self._sleep(delay)
             # rendered when first read: a realtime stream never renders the frames a newer

@@ -1,10 +1,16 @@
 """The decode thread of a stream: open the source, hand each frame to the delivery strategy,
-and after a connection ends retry by the reconnect policy or give up."""
+and after a connection ends retry by the reconnect policy or give up.
+
+The delivery comes from ``delivery(source)`` after each open: the worker builds it on the
+first one, when a mode left to the source (``mode: auto``, an http(s) stream) is decided, and
+keeps it for the stream's life. ``ended()`` marks the end of decoding (also when no open ever
+succeeded)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from vsa.flow import Decimator
 from vsa.reconnect import Backoff
@@ -31,12 +37,13 @@ class Decoder:
         backoff: Backoff,
         books: Books,
         outputs: Outputs,
-        delivery: Lossless | Realtime,
+        delivery: Callable[[FrameSource], Lossless | Realtime],
+        ended: Callable[[], None],
         stopping: threading.Event,
     ) -> None:
         self.uri, self._opener, self.options, self.max_fps = uri, opener, options, max_fps
-        self.backoff, self.books, self.outputs, self.delivery = backoff, books, outputs, delivery
-        self.stopping = stopping
+        self.backoff, self.books, self.outputs = backoff, books, outputs
+        self._delivery, self._ended, self.stopping = delivery, ended, stopping
         self.reconnects = scheme_of(uri) in NETWORK_SCHEMES  # files and generators do not
         self.opening = False  # inside the opener: nothing of this connection is in flight
         self.name = books.name
@@ -58,7 +65,7 @@ class Decoder:
                     return
         finally:
             self.outputs.ready.set()
-            self.delivery.decoding_ended()
+            self._ended()
 
     def _retry_later(self, error: SourceError) -> bool:
         """Wait by the reconnect policy; False when the source must give up (FAILED)."""
@@ -83,6 +90,7 @@ class Decoder:
     def _connect_and_stream(self) -> SourceError | None:
         """One connection: open, stream until it ends or fails. None = finished for good."""
         source: FrameSource | None = None
+        delivery: Lossless | Realtime | None = None
         try:
             self.opening = True
             try:
@@ -91,6 +99,7 @@ class Decoder:
                 self.opening = False
             if self.stopping.is_set():
                 return None
+            delivery = self._delivery(source)
             self.outputs.open(source.fps)
             decimator = None  # sources that can drop frames before any copy do it themselves
             if self.max_fps and not source.decimates:
@@ -106,11 +115,12 @@ class Decoder:
                 ):
                     self.books.skipped(DropCause.DECIMATED, 1)
                     continue
-                if not self.delivery.offer(frame, source.live) or self.stopping.is_set():
+                if not delivery.offer(frame, source.live) or self.stopping.is_set():
                     return None
             return SourceError("ENDED", "the stream ended") if source.endless else None
         finally:
-            self.delivery.end_connection()
+            if delivery is not None:
+                delivery.end_connection()
             if source is not None:
                 try:
                     source.close()

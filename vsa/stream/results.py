@@ -32,18 +32,15 @@ class ResultWriter:
         self,
         books: Books,
         outputs: Outputs,
-        slots: Slots,
         stopping: threading.Event,
         result_timeout_s: float,
         clock: Clock,
         on_emit: Callable[[Frame, float], None] | None = None,
-        release_early: bool = False,
     ) -> None:
-        """``release_early``: give a chunk's slots back as soon as its results came, before
-        writing it (realtime: the next frame goes to the engine meanwhile); otherwise once
-        each frame is written (lossless: frames in flight include those being written)."""
-        self.books, self.outputs, self.slots, self.stopping = books, outputs, slots, stopping
-        self.release_early = release_early
+        """The delivery's slots come with ``use`` before the first chunk does."""
+        self.books, self.outputs, self.stopping = books, outputs, stopping
+        self.slots: Slots | None = None
+        self.release_early = False
         self.result_timeout_s, self._clock, self._on_emit = result_timeout_s, clock, on_emit
         self.pending: queue.Queue[Any] = queue.Queue()  # (chunk, Pending) in submit order, END
         self.stop_deadline: float | None = None  # set by a stop: results wait no longer
@@ -52,6 +49,13 @@ class ResultWriter:
         # (this thread's time in the sinks: drawing, encoding, files)
         self.decode_cpu_s = 0.0
         self.sinks_cpu_s = 0.0
+
+    def use(self, slots: Slots, release_early: bool) -> None:
+        """The slots of the stream's delivery (set once its mode is known). ``release_early``:
+        give a chunk's slots back as soon as its results came, before writing it (realtime:
+        the next frame goes to the engine meanwhile); otherwise once each frame is written
+        (lossless: frames in flight include those being written)."""
+        self.slots, self.release_early = slots, release_early
 
     def _release(self, cause: DropCause, count: int) -> None:
         """Count frames that held an in-flight slot as dropped and free their slots."""

@@ -7,6 +7,11 @@ Wiring only. The parts: ``books`` (the state machine and the frame ledger behind
 Threads: decode; sink; in realtime mode also submit (the newest frame whenever a slot frees).
 ``submit`` is injected: the Ray source actor puts frames in the object store and calls the
 inference actor; tests call a model directly.
+
+The delivery mode is built at once when the settings know it, else (``mode: auto``, an
+http(s) stream) when the source first opens: lossless if it has a known duration, realtime if
+it is live (``StreamSettings.mode``); reconnects keep it. Nothing is decoded before that, so
+every frame is counted by the one delivery.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from vsa.core.frames import Frame
 from vsa.reconnect import Backoff
 from vsa.schema import DropCause, SourceState
 from vsa.sinks import Sink
-from vsa.sources import open_source
+from vsa.sources import FrameSource, open_source
 from vsa.sources.errors import SourceError
 from vsa.stream.books import Books
 from vsa.stream.connection import stop_grace_s
@@ -31,7 +36,7 @@ from vsa.stream.decoder import Decoder
 from vsa.stream.delivery import Lossless, Realtime, Slots
 from vsa.stream.outputs import Outputs
 from vsa.stream.results import END, ResultWriter
-from vsa.stream.settings import Opener, StreamSettings, Submit
+from vsa.stream.settings import Mode, Opener, StreamSettings, Submit
 from vsa.uri import mask_source_uri
 
 log = logging.getLogger("vsa.stream")
@@ -63,42 +68,19 @@ class StreamWorker:
         # the caller's options stay as they were: this stream's copy reports to its books
         self.options = dataclasses.replace(s.options, on_skip=self.books.skipped, max_fps=s.max_fps)
         self.outputs = Outputs(sinks_factory, self.name)
-        slots = Slots(s.max_in_flight, self.stopping)
         self.writer = ResultWriter(
-            self.books,
-            self.outputs,
-            slots,
-            self.stopping,
-            s.result_timeout_s,
-            clock,
-            on_emit,
-            release_early=s.realtime,
+            self.books, self.outputs, self.stopping, s.result_timeout_s, clock, on_emit
         )
-        books, end = self.books, lambda: self.writer.pending.put(END)
-        self.delivery: Lossless | Realtime
-        if s.realtime:
-            self.delivery = Realtime(
-                slots,
-                s.max_age_s,
-                books.count,
-                books.drop,
-                self._flush,
-                end,
-                self.stopping,
-                clock.time,
-            )
-        else:
-            chunk = min(s.chunk_size, s.max_in_flight)
-            self.delivery = Lossless(slots, chunk, books.count, books.skipped, self._flush, end)
         self.decoder = Decoder(
             uri,
             opener,
             self.options,
             s.max_fps,
             backoff or Backoff(s.reconnect),
-            books,
+            self.books,
             self.outputs,
-            self.delivery,
+            self._delivery_for,
+            self._decoding_ended,
             self.stopping,
         )
         decode = threading.Thread(target=self.decoder.run, name=f"decode:{source_id}", daemon=True)
@@ -109,16 +91,71 @@ class StreamWorker:
             daemon=True,
         )
         self._threads = [decode, self._sink]
-        if s.realtime:
+        self._started = False
+        self.mode: Mode | None = None  # None until known (mode auto: the first open)
+        self.delivery: Lossless | Realtime | None = None
+        mode = s.mode()
+        if mode is not None:
+            self._deliver(mode)
+
+    def _deliver(self, mode: Mode) -> Lossless | Realtime:
+        """Build the stream's delivery in ``mode`` (and in realtime its submit thread)."""
+        s, books, clock = self.settings, self.books, self._clock
+        slots = Slots(mode.max_in_flight, self.stopping)
+        self.writer.use(slots, release_early=mode.realtime)
+        end = self._results_end
+        delivery: Lossless | Realtime
+        if mode.realtime:
+            delivery = Realtime(
+                slots,
+                s.max_age_s,
+                books.count,
+                books.drop,
+                self._flush,
+                end,
+                self.stopping,
+                clock.time,
+                hold_s=s.jitter_buffer_s,
+                arrival=books.arrival,
+            )
+        else:
+            chunk = min(s.chunk_size, mode.max_in_flight)
+            delivery = Lossless(slots, chunk, books.count, books.skipped, self._flush, end)
+        self.mode, self.delivery = mode, delivery
+        if mode.realtime:
             submitter = threading.Thread(
-                target=self.delivery.run, name=f"submit:{source_id}", daemon=True
+                target=delivery.run, name=f"submit:{self.source_id}", daemon=True
             )
             self._threads.append(submitter)
+            if self._started:  # decided on the decode thread, at the first open
+                submitter.start()
+        return delivery
+
+    def _delivery_for(self, source: FrameSource) -> Lossless | Realtime:
+        """The decoder's delivery after an open: a mode left to the source is decided at the
+        first one (and kept across reconnects)."""
+        if self.delivery is not None:
+            return self.delivery
+        mode = self.settings.mode(source.finite)
+        assert mode is not None
+        log.info("%s %s: mode %s (%s)", self.name, mask_source_uri(self.uri), mode.name, mode.why)
+        return self._deliver(mode)
+
+    def _results_end(self) -> None:
+        self.writer.pending.put(END)
+
+    def _decoding_ended(self) -> None:
+        if self.delivery is None:  # never opened: nothing was delivered
+            self._results_end()
+        else:
+            self.delivery.decoding_ended()
 
     def _flush(self, chunk: list[Frame]) -> None:
-        """Submit a chunk to inference; its results go to the sink thread in this order."""
+        """Submit a chunk to inference with its delivery's terms; its results go to the sink
+        thread in this order."""
+        assert self.delivery is not None
         try:
-            pending = self._submit(chunk)
+            pending = self._submit(chunk, *self.delivery.terms(chunk))
         except Exception as exc:  # noqa: BLE001 - inference unreachable: count and go on
             log.warning("%s submit failed: %s", self.name, exc)
             self.books.drop(DropCause.INFERENCE_ERROR, len(chunk))
@@ -129,7 +166,8 @@ class StreamWorker:
     def start(self) -> None:
         if self._earlier_lost():
             return  # FAILED before it connected: nothing to decode, nothing to write
-        for thread in self._threads:
+        self._started = True
+        for thread in list(self._threads):
             thread.start()
 
     def _earlier_lost(self) -> bool:
@@ -192,6 +230,6 @@ class StreamWorker:
         return {
             "id": self.source_id,
             "uri": mask_source_uri(self.uri),
-            "mode": "realtime" if self.settings.realtime else "lossless",
+            "mode": "auto" if self.mode is None else self.mode.name,  # auto: not opened yet
             **self.books.fields(),
         }
