@@ -188,6 +188,13 @@ def render_run(run: RunStatus) -> str:
         if s.drops:
             causes = ", ".join(f"{k} {v}" for k, v in sorted(s.drops.items()))
             lines.append(f"  {s.id} drops: {causes}")
+        arrival = getattr(s, "arrival", None)
+        if arrival is not None and arrival.bursty:
+            held = "" if arrival.hold_ms is None else f", held up to {arrival.hold_ms:.0f} ms"
+            lines.append(
+                f"  {s.id} arrives in bursts of {arrival.burst_frames or 0:.0f} frames: paced "
+                f"by its timestamps{held}"
+            )
     if run.report:
         lines.append(f"  report: {', '.join(run.report)}")
     return "\n".join(lines)

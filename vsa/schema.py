@@ -17,9 +17,9 @@ The source state machine (docs/states.md)::
     any non-terminal state -> STOPPED (stop requested)
 
 The status contracts (``STATUS_VERSION``): :class:`RunStatus` and :class:`SourceStatus` (with
-:class:`LatencyMs`, :class:`SourceTransition`, :class:`RunTransition` and :class:`Event`) type
-the dicts that the controller answers (``RunRecord.summary()``, a source actor's status) and
-that ``vsa status --json`` prints. ``from_dict`` reads today's dicts (no ``"v"``: version 1),
+:class:`LatencyMs`, :class:`Arrival`, :class:`SourceTransition`, :class:`RunTransition` and
+:class:`Event`) type the dicts that the controller answers (``RunRecord.summary()``, a source
+actor's status) and that ``vsa status --json`` prints. ``from_dict`` reads today's dicts (no ``"v"``: version 1),
 keeps unknown keys in ``extra`` and refuses a newer version; ``to_dict`` writes the same dict
 back (a run with ``"v"``).
 """
@@ -308,6 +308,21 @@ class LatencyMs(_Wire):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Arrival(_Wire):
+    """How a live realtime source's frames arrived over the recent window
+    (``degradation.window_s``); None (``bursty`` False) before its first frame, and for
+    lossless or non-live sources. Keys: docs/states.md."""
+
+    _WHAT = "arrival"
+    bursty: bool = False  # bursts hold 3 frames or more on average (HLS, DASH, a proxy)
+    burst_frames: float | None = None  # mean frames per burst (1.0: a smooth source)
+    jitter_ms: float | None = None  # mean |arrival step - timestamp step| between frames
+    hold_ms: float | None = None  # the longest a frame was held by the jitter buffer
+    extra: dict[str, Any] = _extra()
+    omitted: frozenset[str] = _omitted()
+
+
+@dataclass(frozen=True, kw_only=True)
 class SourceTransition(_Wire):
     """A source entered ``state`` at ``t`` (wall time, s); ``code`` says why, for a failure."""
 
@@ -380,10 +395,11 @@ class SourceStatus(_Wire):
     drops: dict[str, int] = _wire(parse=_mapping(), default_factory=dict)  # DropCause value -> n
     in_flight: int = 0
     fps: float = 0.0  # frames emitted per second, over the last few seconds
-    mode: str | None = None  # "realtime" or "lossless"
+    mode: str | None = None  # "realtime" or "lossless"; "auto" until an http(s) source first opens
     latency_ms: LatencyMs = _wire(
         parse=_nested(LatencyMs), dump=_to_dict, default_factory=LatencyMs
     )
+    arrival: Arrival = _wire(parse=_nested(Arrival), dump=_to_dict, default_factory=Arrival)
     transitions: list[SourceTransition] = _wire(
         parse=_list_of(SourceTransition), dump=_list_to_dicts, default_factory=list
     )
@@ -502,6 +518,7 @@ __all__ = [
     "STATUS_VERSION",
     "TERMINAL_RUN_STATES",
     "TERMINAL_SOURCE_STATES",
+    "Arrival",
     "DropCause",
     "Event",
     "LatencyMs",

@@ -82,3 +82,25 @@ def test_live_table_redraws_in_place_on_a_terminal_and_appends_otherwise():
     live.show("c\nd\ne")
     assert tty.getvalue() == "a\nb\n\x1b[2F\x1b[Jc\nd\ne\n"  # up 2 lines, clear, redraw
     assert not LiveTable(io.StringIO()).tty  # a pipe or file gets plain lines instead
+
+
+def test_a_bursty_source_is_said_to_arrive_in_bursts_and_a_smooth_one_is_not():
+    run = {
+        "id": "r-1",
+        "name": "r",
+        "created_at": 1_700_000_000.0,
+        "state": "UP",
+        "reason": None,
+        "error": None,
+        "output_dir": "/out",
+        "model": None,
+        "sources": [
+            src("hls", "STREAMING", arrival={"bursty": True, "burst_frames": 15.0,
+                                             "jitter_ms": 480.0, "hold_ms": 930.0}),
+            src("cam", "STREAMING", arrival={"bursty": False, "burst_frames": 1.0,
+                                             "jitter_ms": 2.0, "hold_ms": 0.0}),
+        ],
+    }  # fmt: skip
+    text = render_run(RunStatus.from_dict(run))
+    assert "hls arrives in bursts of 15 frames: paced by its timestamps, held up to 930 ms" in text
+    assert "cam arrives" not in text

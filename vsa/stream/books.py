@@ -16,6 +16,7 @@ from vsa.schema import DropCause, SourceState
 from vsa.sources.errors import SourceError
 from vsa.stream.ledger import FrameLedger
 from vsa.stream.machine import SourceMachine
+from vsa.stream.pacing import ArrivalStats
 
 log = logging.getLogger("vsa.stream")
 
@@ -30,6 +31,8 @@ class Books:
         self._run_latency = LatencyHistogram()  # the whole run, for the end-of-run report
         self._emit_times: deque[float] = deque(maxlen=512)
         self._last_frame_at: float | None = None
+        # how a live realtime source's frames arrive (bursts, jitter, the jitter buffer's hold)
+        self.arrival = ArrivalStats(latency_window_s)
 
     # --- counting --------------------------------------------------------------------------
     def count(self, frame: Frame) -> None:
@@ -97,7 +100,7 @@ class Books:
 
     # --- reading -----------------------------------------------------------------------------
     def fields(self) -> dict[str, Any]:
-        """The status fields the books own (state, counts, rate, latency), one snapshot."""
+        """The status fields the books own (state, counts, rate, latency, arrival), one snapshot."""
         with self.lock:
             now = self._clock.monotonic()
             recent = [t for t in self._emit_times if now - t <= 3.0]
@@ -114,6 +117,7 @@ class Books:
                     "p50": None if p50 is None else round(p50 * 1000, 1),
                     "p99": None if p99 is None else round(p99 * 1000, 1),
                 },
+                "arrival": self.arrival.fields(),
                 "transitions": machine["transitions"],
                 "latency_hist": dict(self._run_latency.counts),
                 "latency_max_ms": (
