@@ -105,12 +105,14 @@ def test_a_mapping_left_late_is_brought_back_within_a_window():
 
 def test_a_smooth_source_that_opened_with_a_backlog_is_released_on_arrival_again():
     """FFmpeg hands over what it probed at once (here 1.2 s), then the stream is smooth: the
-    backlog is paced, and within a window the mapping follows the smooth frames again."""
+    backlog is paced, and once two frames in a row came at their pace the mapping follows
+    them (a smooth camera is not held by its opening backlog: the model-bound live case's
+    p99 latency doubled while it was, for a window)."""
     arrivals = [T0] * 18 + [T0 + (k - 17) / FPS for k in range(18, 120)]
     got = dues(Pacer(2.0, window_s=2.0), arrivals, [k / FPS for k in range(120)])
     holds = [d - a for d, a in zip(got, arrivals, strict=True)]
     assert holds[17] == pytest.approx(17 / FPS) and holds[18] == pytest.approx(17 / FPS)
-    assert holds[-60:] == [0.0] * 60  # after ~2 s: no hold
+    assert holds[19:] == [0.0] * 101  # the second frame at its pace: released on arrival
 
 
 def test_hold_zero_releases_every_frame_on_arrival():

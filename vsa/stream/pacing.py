@@ -73,12 +73,14 @@ class Pacer:
         self._last: tuple[float, float] | None = None  # (pts, arrival) of the last frame
         self._window_start = -math.inf
         self._least_hold = math.inf  # of the bursts' first frames in the current window
+        self._paced_arrival = False  # the last frame came at its pace, not inside a burst
 
     def due(self, pts: float | None, arrival: float) -> float:
         """When a frame with timestamp ``pts`` (s) that arrived at ``arrival`` (wall s) is due."""
         if pts is None or self.hold_s <= 0:
             return arrival
         last, self._last = self._last, (pts, arrival)
+        last_paced = self._paced_arrival
         step = None if last is None else _step(pts, last[0])
         if self._offset is None or last is None or step is None:  # first frame, discontinuity
             self._offset = arrival - pts
@@ -95,7 +97,14 @@ class Pacer:
             self._offset, due = arrival + self.hold_s - pts, arrival + self.hold_s
             self._window_start, self._least_hold = arrival, math.inf
         hold = due - arrival
-        if arrival - last[1] >= step / 2:  # the first frame of a burst
+        paced = arrival - last[1] >= step / 2
+        self._paced_arrival = paced
+        if paced and last_paced and hold > min(EARLY_S, step / 2):
+            # two frames in a row came at their pace (not in a burst) and would still be held:
+            # the mapping is late (what the source delivered at once when it opened, FFmpeg's
+            # probe); a smooth stream is released on arrival from here
+            self._offset, due, hold = arrival - pts, arrival, 0.0
+        if paced:  # the first frame of a burst
             self._least_hold = min(self._least_hold, hold)
         if hold <= min(EARLY_S, step / 2):  # decode jitter of a smooth source: no hold
             return arrival
