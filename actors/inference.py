@@ -96,6 +96,7 @@ class InferenceActor:
             request.get("deadlines"),
             request.get("priority", 0),
             request.get("credit"),
+            request.get("behind"),
         )
 
     def _channel_closed(self, connection: int) -> None:
@@ -158,10 +159,12 @@ class InferenceActor:
         deadlines: list[float] | None = None,
         priority: int = 0,
         credit: int | None = None,
+        behind: bool | None = None,
     ) -> list[FrameResult | None]:
         """Results in order; ``None`` for a frame past its ``deadline`` when its batch formed
         (dropped as stale instead of inferred late). ``credit``: the stream's frames in flight
-        at most, when it is bounded that way (realtime)."""
+        at most, when it is bounded that way (realtime); ``behind``: it lost frames for want
+        of a free slot since its last send."""
         self._engine(key)  # fail before reading the frames
         # each reference holds one frame or a chunk's list of frames (zero-copy views)
         frames = [
@@ -169,7 +172,9 @@ class InferenceActor:
             for got in await asyncio.gather(*refs)
             for image in (got if isinstance(got, list) else [got])
         ]
-        return await self._infer_frames(key, stream, frames, indices, deadlines, priority, credit)
+        return await self._infer_frames(
+            key, stream, frames, indices, deadlines, priority, credit, behind
+        )
 
     def _engine(self, key: str) -> InferenceEngine:
         engine = self._engines.get(key)
@@ -188,12 +193,13 @@ class InferenceActor:
         deadlines: list[float] | None,
         priority: int,
         credit: int | None,
+        behind: bool | None = None,
     ) -> list[FrameResult | None]:
         engine = self._engine(key)
         run = stream.split("/", 1)[0]  # streams are "<run id>/<source id>"
         # priority orders streams within a run; runs share the engine in turn
         return await engine.submit(
-            stream, frames, indices, deadlines, priority, group=run, credit=credit
+            stream, frames, indices, deadlines, priority, group=run, credit=credit, behind=behind
         )
 
     async def release_engine(self, key: str) -> bool:

@@ -1395,6 +1395,16 @@ def main() -> int:
     )
     p.add_argument("--no-capacity", action="store_true", help="skip the capacity search")
     p.add_argument(
+        "--delivery",
+        action="store_true",
+        help="add the delivery cases: realtime cameras beside lossless files (shares against "
+        "max-min fair shares, scripts/bench_mixed.py) and a bursty live stream against the "
+        "same stream delivered smoothly (scripts/bench_bursty.py); ~6 min",
+    )
+    p.add_argument(
+        "--delivery-only", action="store_true", help="only the delivery cases (implies --delivery)"
+    )
+    p.add_argument(
         "--only",
         nargs="+",
         metavar="TEXT",
@@ -1415,6 +1425,8 @@ def main() -> int:
         return 0
 
     started = time.monotonic()
+    if args.delivery_only:
+        return delivery_only(args)
     if args.torch_threads is None:
         # the engine's own choice (VSA_TORCH_THREADS, default auto: measured while it runs);
         # T(B) and the naive loop get every CPU (auto's most)
@@ -1504,6 +1516,7 @@ def main() -> int:
         if not args.no_capacity:
             print("capacity search (15 fps realtime synthetic 640x360, builtin):", flush=True)
             capacity_n, probes = capacity(client, args, work, len(configs) + 1)
+        delivery = delivery_section() if args.delivery else None
         decode = scrape_decode(metrics_port, [r["engine"]["run_id"] for r in rows], 20.0)
         stream_cpu = scrape_stream_cpu(metrics_port, [r["engine"]["run_id"] for r in rows], 20.0)
         for row in rows:
@@ -1553,6 +1566,7 @@ def main() -> int:
             f"({CAPACITY_FPS:g} fps realtime synthetic 640x360, builtin model)",
             "probes": probes,
         },
+        "delivery": delivery,
     }
     out_json.write_text(json.dumps(report, indent=1, default=str))
     png = out_json.with_suffix(".png")
@@ -1612,6 +1626,38 @@ def main() -> int:
         )
     print(f"wrote {out_json} and {png} in {elapsed / 60:.1f} min")
     return 0
+
+
+def delivery_section() -> dict[str, Any]:
+    """The delivery cases on the connected Ray session (docs/performance.md, "Delivery")."""
+    from scripts.bench_bursty import run_bursty
+    from scripts.bench_bursty import table as bursty_table
+    from scripts.bench_mixed import delivery_cases
+    from vsa.client import Client
+
+    print("delivery: realtime cameras beside lossless files (builtin model)", flush=True)
+    mixed = delivery_cases()
+    print("delivery: a bursty live stream against the same stream delivered smoothly", flush=True)
+    bursty = run_bursty(Client(), hls=True, unpaced=True)
+    print(bursty_table(bursty), flush=True)
+    return {"mixed": mixed, "bursty": bursty}
+
+
+def delivery_only(args: argparse.Namespace) -> int:
+    import ray
+
+    os.environ.setdefault("VSA_STATE_DIR", tempfile.mkdtemp(prefix="vsa-state-"))
+    ray.init(address="local", namespace="vsa", include_dashboard=False, log_to_driver=False)
+    try:
+        report = delivery_section()
+    finally:
+        ray.shutdown()
+    out_json = Path(args.out)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(report, indent=1, default=str))
+    print(f"wrote {out_json}")
+    mixed_ok = all(case["meets_target"] for case in report["mixed"])
+    return 0 if mixed_ok and report["bursty"]["passed"] else 1
 
 
 def _gpu_name() -> str | None:

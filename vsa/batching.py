@@ -20,6 +20,27 @@ Streams added without a group all share one default group (``None``): a caller t
 never passes a group gets the single-level behaviour of priority and round-robin
 across all its streams. A stream is identified by ``(group, stream)``.
 
+**Credit does not buy a larger share.** Round-robin is over the frames *waiting*: a lossless
+stream always has several waiting, a realtime camera (``credit`` 1: it sends its next frame
+when its result came back) at most one, so without more the camera gets one place per
+batch and the file fills the rest, which also makes every batch, and so the camera's
+round trip, longer (measured: 25 of 450 frames beside a file). So every stream and group
+counts the frames it was *served* (taken into a batch), and a stream that asks for more
+than its credit lets through (a *credit-bound* one: finite credit, and *eager*: it said it
+lost frames for want of a slot, ``behind``, in the last ``eager_hold_s``; a caller that
+does not say is judged by timing: its frame came within ``patience_s`` of its previous
+result) caps its peers: a peer with a larger credit (or none) may take a frame only while
+it stays within that credit of the credit-bound stream's count (weighted, for groups). The
+file then gets one frame per camera frame, the batch holding the camera's frame stays
+short, and the camera's latency stays about one batch time. The cap holds while the
+credit-bound stream is *active* (frames waiting or running, or its result came back less
+than ``patience_s`` ago); a camera that gets every frame it captures is not eager and caps
+nothing, so it gets all it asks for and the file the rest: max-min fair. Priorities keep their meaning: a
+stream is capped only by peers of its own group at its level or above. A stream (group)
+that becomes active or eager again starts level with the peers it caps: no credit is
+saved up while idle. While a cap holds and the capped peer's frame is on its way, a batch
+waits for it up to ``patience_s`` (``time_until_ready``), so the two go in one batch.
+
 A batch is ready when ``max_batch_size`` frames wait (the attribute may be changed
 between calls), when the oldest waiting frame has waited ``max_wait_s``, or when nothing
 more can come: every stream seen in the last ``horizon_s`` declared a ``credit`` (how many
@@ -35,6 +56,7 @@ knows nothing of Ray or torch.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
@@ -43,11 +65,27 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+EAGER_HOLD_S = 1.0  # a stream that lost frames for want of credit caps its peers this long
+
 
 @dataclass
 class _Waiting(Generic[T]):
     item: T
     arrived: float
+
+
+@dataclass
+class _Sender:
+    credit: int | None  # frames it may have in flight (None: unknown, lossless)
+    seen: float  # when it last sent
+    priority: int
+    served: int = 0  # frames of it taken into batches
+    eager: bool = False  # it asks for more than its credit lets through (see ``add``)
+    behind_at: float = -math.inf  # when it last said it lost frames for want of credit
+
+    @property
+    def limit(self) -> float:
+        return math.inf if self.credit is None else self.credit
 
 
 @dataclass
@@ -58,11 +96,18 @@ class _Group(Generic[T]):
     size: int = 0
     turns: int = 0  # turns taken in the current round (< the group's weight)
 
-    def pop(self) -> tuple[Hashable, T]:
-        """The next frame of this group and its stream: the highest priority level,
-        round-robin within it."""
-        top = max(self.priority.values())
-        stream = next(s for s in self.queues if self.priority[s] == top)
+    def pick(self, allowed: Callable[[Hashable], bool]) -> Hashable | None:
+        """The stream to serve next: of the highest priority level with a stream ``allowed``
+        to take a frame, the least recently served; None when none is allowed."""
+        levels = sorted(set(self.priority.values()), reverse=True)
+        for level in levels:
+            for stream in self.queues:
+                if self.priority[stream] == level and allowed(stream):
+                    return stream
+        return None
+
+    def pop(self, stream: Hashable) -> T:
+        """The oldest frame of ``stream``, which moves behind the others of the group."""
         queue = self.queues[stream]
         waiting = queue.popleft()
         self.size -= 1
@@ -71,7 +116,7 @@ class _Group(Generic[T]):
         else:
             del self.queues[stream]
             del self.priority[stream]
-        return stream, waiting.item
+        return waiting.item
 
 
 class BatchFormer(Generic[T]):
@@ -93,14 +138,21 @@ class BatchFormer(Generic[T]):
         self._groups: OrderedDict[Hashable, _Group[T]] = OrderedDict()
         self._weights: dict[Hashable, int] = {}
         self._size = 0
-        # (group, stream) -> (credit or None, when it last sent): who may still send frames
-        self._senders: dict[tuple[Hashable, Hashable], tuple[int | None, float]] = {}
+        # (group, stream) -> who sent in the last horizon_s: credit, frames served, eager
+        self._senders: dict[tuple[Hashable, Hashable], _Sender] = {}
+        # frames served per group, each divided by the group's weight (``set_weight``)
+        self._group_served: dict[Hashable, float] = {}
         # frames of the batches taken and not done yet, and of the batch taken last
         self._running: dict[tuple[Hashable, Hashable], int] = {}
         # when a stream's frames last came back (batch_done) and it has sent none since
         self._returned: dict[tuple[Hashable, Hashable], float] = {}
         self.last_taken: dict[tuple[Hashable, Hashable], int] = {}
         self.horizon_s = horizon_s
+        # how long after its result a credit-bound stream's next frame counts as on its way
+        # (the engine sets it from its batch time: ``FAIR_WAIT`` batch times, capped)
+        self.patience_s = 0.0
+        # how long a stream that said it lost frames (``behind``) stays eager
+        self.eager_hold_s = EAGER_HOLD_S
 
     def __len__(self) -> int:
         return self._size
@@ -112,22 +164,51 @@ class BatchFormer(Generic[T]):
         priority: int = 0,
         group: Hashable | None = None,
         credit: int | None = None,
+        behind: bool | None = None,
     ) -> None:
         """Queue ``item`` of ``stream`` in ``group`` (the run; ``None``: the default group).
 
         ``priority`` orders the streams of one group (higher first; the latest value given
         for a stream holds); it has no effect across groups. ``credit``: the most frames this
         stream has in flight at once (None: unknown, it may send more at any time).
+        ``behind``: the stream says whether it lost frames for want of credit since its last
+        frame (a realtime camera's ``queue_full``): it asks for more than it gets, so it is
+        eager (see the module); None: judged by when the frame came (right after a result).
         """
-        self._senders[(group, stream)] = (credit, self._clock())
-        self._returned.pop((group, stream), None)
+        now = self._clock()
+        key = (group, stream)
+        sender = self._senders.get(key)
+        if sender is None:
+            sender = self._senders[key] = _Sender(credit, now, priority)
+        was_active, was_eager = self._active(key, now), sender.eager
+        group_was = self._group_state(group, now)
+        returned = self._returned.pop(key, None)
+        sender.credit, sender.seen, sender.priority = credit, now, priority
+        # it lost frames for want of credit; or, when it does not say, it sent as soon as it
+        # could: right after its result, or with frames still in flight
+        if behind is not None:
+            if behind:
+                sender.behind_at = now
+            # it stays eager a while after its last loss: a camera whose own round trip is
+            # about its frame interval loses a frame every other round, and a cap that came
+            # and went with each loss would let the peers lengthen every other round
+            sender.eager = credit is not None and now - sender.behind_at < self.eager_hold_s
+        else:
+            sender.eager = credit is not None and (
+                (returned is not None and now - returned < self.patience_s)
+                or bool(self._running.get(key) or self._waiting(key))
+            )
         g = self._groups.get(group)
         if g is None:
             g = self._groups[group] = _Group()
-        g.queues.setdefault(stream, deque()).append(_Waiting(item, self._clock()))
+        g.queues.setdefault(stream, deque()).append(_Waiting(item, now))
         g.priority[stream] = priority
         g.size += 1
         self._size += 1
+        if not was_active or (sender.eager and not was_eager):
+            self._catch_up(key, now)
+        if group_was != self._group_state(group, now):
+            self._catch_up_group(group, now)
 
     def set_weight(self, group: Hashable | None, weight: int) -> None:
         """Give ``group`` ``weight`` turns in a row per round (default 1); kept until changed."""
@@ -148,27 +229,189 @@ class BatchFormer(Generic[T]):
         oldest = min(q[0].arrived for g in self._groups.values() for q in g.queues.values())
         return self._clock() - oldest
 
-    def all_in(self) -> bool:
-        """Whether every stream that may still send has sent all it can (see the module)."""
-        cutoff = self._clock() - self.horizon_s
-        for key, (credit, seen) in list(self._senders.items()):
-            if seen < cutoff:
-                del self._senders[key]  # gone quiet: stopped, or slower than the horizon
-                self._returned.pop(key, None)
+    # --- the credit-aware share (see the module) -----------------------------------------
+    def _waiting(self, key: tuple[Hashable, Hashable]) -> int:
+        g = self._groups.get(key[0])
+        queue = None if g is None else g.queues.get(key[1])
+        return 0 if queue is None else len(queue)
+
+    def _coming(self, key: tuple[Hashable, Hashable], now: float) -> bool:
+        """Its result came back less than ``patience_s`` ago: its next frame is on its way."""
+        returned = self._returned.get(key)
+        return returned is not None and now - returned < self.patience_s
+
+    def _active(self, key: tuple[Hashable, Hashable], now: float) -> bool:
+        return bool(self._waiting(key) or self._running.get(key)) or self._coming(key, now)
+
+    def _bound(self, key: tuple[Hashable, Hashable], now: float) -> bool:
+        """A credit-bound stream: eager, and active (so it caps its peers)."""
+        sender = self._senders.get(key)
+        return sender is not None and sender.eager and self._active(key, now)
+
+    def _group_credit(self, group: Hashable, now: float) -> tuple[float, bool]:
+        """The credits of a group's active streams (inf if one has none) and whether one of
+        them is credit-bound."""
+        total, bound = 0.0, False
+        for key, sender in self._senders.items():
+            if key[0] != group or not self._active(key, now):
                 continue
-            if credit is None:
+            total += sender.limit
+            bound = bound or self._bound(key, now)
+        return total, bound
+
+    def _group_state(self, group: Hashable, now: float) -> tuple[bool, bool]:
+        credit, bound = self._group_credit(group, now)
+        return credit > 0, bound
+
+    def _capping(
+        self, key: tuple[Hashable, Hashable], now: float
+    ) -> list[tuple[Hashable, Hashable]]:
+        """The credit-bound peers that cap ``key``: its group, its priority level or above,
+        a smaller credit."""
+        sender = self._senders.get(key)
+        if sender is None:
+            return []
+        return [
+            peer
+            for peer, other in self._senders.items()
+            if peer[0] == key[0]
+            and peer != key
+            and other.limit < sender.limit
+            and other.priority >= sender.priority
+            and self._bound(peer, now)
+        ]
+
+    def _room(self, key: tuple[Hashable, Hashable], now: float) -> float:
+        """Frames ``key`` may take now before a credit-bound peer of its group caps it."""
+        sender = self._senders.get(key)
+        if sender is None:
+            return math.inf
+        served, room = sender.served, math.inf
+        for peer in self._capping(key, now):
+            other = self._senders[peer]
+            room = min(room, other.served + other.limit - served)
+        return room
+
+    def _group_caps(self, group: Hashable, now: float) -> list[tuple[Hashable, float, float]]:
+        """The credit-bound groups that cap ``group``: (group, served, credit / weight)."""
+        credit, _ = self._group_credit(group, now)
+        caps = []
+        for other in {key[0] for key in self._senders}:
+            if other == group:
+                continue
+            other_credit, bound = self._group_credit(other, now)
+            if bound and other_credit < credit:
+                weight = self._weights.get(other, 1)
+                caps.append((other, self._group_served.get(other, 0.0), other_credit / weight))
+        return caps
+
+    def _group_room(self, group: Hashable, now: float) -> float:
+        """Frames ``group`` may take now before a credit-bound group caps it (weighted)."""
+        served, weight = self._group_served.get(group, 0.0), self._weights.get(group, 1)
+        room = math.inf
+        for _, other_served, ahead in self._group_caps(group, now):
+            room = min(room, (other_served + ahead - served) * weight)
+        return room
+
+    def _catch_up(self, key: tuple[Hashable, Hashable], now: float) -> None:
+        """A stream (re)joining, or turning credit-bound, starts level with the peers it caps
+        (the active ones of its group, a larger credit, its level or below): it saved up no
+        share while it was idle or slower than the model."""
+        sender = self._senders.get(key)
+        if sender is None:
+            return
+        levels = [
+            other.served
+            for peer, other in self._senders.items()
+            if peer[0] == key[0]
+            and peer != key
+            and other.limit > sender.limit
+            and other.priority <= sender.priority
+            and self._active(peer, now)
+        ]
+        if levels:
+            sender.served = max(sender.served, min(levels))
+
+    def _catch_up_group(self, group: Hashable, now: float) -> None:
+        credit, _ = self._group_credit(group, now)
+        levels = []
+        for other in {key[0] for key in self._senders}:
+            if other == group:
+                continue
+            other_credit, _ = self._group_credit(other, now)
+            if other_credit > credit:
+                levels.append(self._group_served.get(other, 0.0))
+        if levels:
+            served = self._group_served.get(group, 0.0)
+            self._group_served[group] = max(served, min(levels))
+
+    def capped(self) -> bool:
+        """Whether a credit-bound stream now caps a peer that has frames waiting."""
+        now = self._clock()
+        return any(
+            self._room((group, stream), now) < len(queue)
+            for group, g in self._groups.items()
+            for stream, queue in g.queues.items()
+        ) or any(self._group_room(group, now) < g.size for group, g in self._groups.items())
+
+    def takeable(self) -> int:
+        """How many of the waiting frames the caps let into a batch now (a lower bound: a
+        credit-bound stream's frame taken first makes room for one more of its peers')."""
+        now = self._clock()
+        total = 0
+        for group, g in self._groups.items():
+            room = sum(
+                min(len(queue), max(0.0, self._room((group, stream), now)))
+                for stream, queue in g.queues.items()
+            )
+            total += int(min(room, max(0.0, self._group_room(group, now))))
+        return total
+
+    def _awaited(self, now: float) -> list[float]:
+        """When the results came back of the credit-bound streams and groups that cap a
+        waiting peer and have no frame waiting or running: their next frame is on its way."""
+        times = set()
+        for group, g in self._groups.items():
+            for stream in g.queues:
+                for peer in self._capping((group, stream), now):
+                    if self._coming(peer, now) and not self._waiting(peer):
+                        times.add(self._returned[peer])
+            for other, _, _ in self._group_caps(group, now):
+                for key, t in self._returned.items():
+                    if key[0] == other and self._coming(key, now) and not self._waiting(key):
+                        times.add(t)
+        return sorted(times)
+
+    # --- when a batch is ready ----------------------------------------------------------
+    def all_in(self) -> bool:
+        """Whether every stream that may still send has sent all it can (see the module); a
+        stream the caps hold back is in (more of its frames would not be taken)."""
+        now = self._clock()
+        cutoff = now - self.horizon_s
+        for key, sender in list(self._senders.items()):
+            if sender.seen < cutoff:
+                self._forget(key)
+                continue
+            waiting = self._waiting(key)
+            if waiting and self._room(key, now) < waiting + 1:
+                continue  # held back by a cap
+            if sender.credit is None:
                 return False
-            group, stream = key
-            g = self._groups.get(group)
-            queue = None if g is None else g.queues.get(stream)
-            if (0 if queue is None else len(queue)) + self._running.get(key, 0) < credit:
+            if waiting + self._running.get(key, 0) < sender.credit:
                 return False
         return True
+
+    def _forget(self, key: tuple[Hashable, Hashable]) -> None:
+        """A stream quiet past the horizon (stopped, or slower than the horizon)."""
+        del self._senders[key]  # it starts level again when it comes back (_catch_up)
+        self._returned.pop(key, None)
+        if not any(k[0] == key[0] for k in self._senders):
+            self._group_served.pop(key[0], None)
 
     def senders(self) -> int:
         """Streams that sent in the last ``horizon_s`` (the load the model serves)."""
         cutoff = self._clock() - self.horizon_s
-        return sum(1 for _, seen in self._senders.values() if seen >= cutoff)
+        return sum(1 for sender in self._senders.values() if sender.seen >= cutoff)
 
     def fair_share(self, batches: int) -> int | None:
         """With ``batches`` batches running at once: frames per batch that split the realtime
@@ -176,13 +419,35 @@ class BatchFormer(Generic[T]):
         batch of the same size; None when a stream has no credit (lossless: fill batches)."""
         cutoff = self._clock() - self.horizon_s
         credits = 0
-        for credit, seen in self._senders.values():
-            if seen < cutoff:
+        for sender in self._senders.values():
+            if sender.seen < cutoff:
                 continue
-            if credit is None:
+            if sender.credit is None:
                 return None
-            credits += credit
+            credits += sender.credit
         return max(1, -(-credits // max(1, batches))) if credits else None
+
+    def round_size(self) -> int | None:
+        """Frames in one round of the live streams when realtime and lossless ones mix: each
+        credit-bound stream's credit plus one per stream without credit; None otherwise.
+
+        On a CPU a batch's time grows with its size (batching gains nothing there), so a
+        camera whose frame arrives while a full batch of a file runs waits that whole batch and
+        then its own: a camera slower than the model then gets less than it asks for (15 fps
+        cameras beside a file got 11.8). Batches of one round keep every wait short at no cost
+        in throughput; on a GPU, where a batch costs about what one frame does, the engine
+        does not ask for it."""
+        cutoff = self._clock() - self.horizon_s
+        credits, lossless, eager = 0, 0, False
+        for sender in self._senders.values():
+            if sender.seen < cutoff:
+                continue
+            if sender.credit is None:
+                lossless += 1
+            else:
+                credits += sender.credit
+                eager = eager or sender.eager
+        return credits + lossless if credits and lossless and eager else None
 
     def batch_done(self, taken: dict[tuple[Hashable, Hashable], int] | None = None) -> None:
         """A batch has finished: its streams may send again. ``taken``: that batch's
@@ -212,19 +477,35 @@ class BatchFormer(Generic[T]):
         have not sent since (their next frame is on its way). Closed without them, the batch
         would be smaller, end sooner and bring its cameras round more often than the others
         (on a CPU a batch's time grows with its size). A stream whose result came back longer
-        than ``patience_s`` ago (a camera slower than the model, or gone) is not waited for."""
+        than ``patience_s`` ago (a camera slower than the model, or gone) is not waited for.
+
+        While a credit-bound stream caps a peer (see the module), the same wait applies for
+        its next frame (up to ``self.patience_s`` after its result), so that the two go in one
+        batch; and when the caps hold back every waiting frame, the batch waits for that
+        frame or until the cap lapses (a frame added or a batch done ends the wait earlier)."""
         waited = self.oldest_wait()
         if waited is None:
             return None
+        now = self._clock()
+        capped = self.capped()
+        takeable = self.takeable() if capped else self._size
+        awaited = self._awaited(now) if capped else []
+        if not takeable:
+            # nothing may go now: the cap lapses when the awaited frame is late, or at the
+            # latest when a running batch ends (batch_done) and then after patience_s
+            if awaited:
+                return max(1e-6, awaited[0] + self.patience_s - now)
+            return max(self.max_wait_s, self.patience_s, 1e-3)
         if (
-            self._size >= self.max_batch_size
-            or (fill is not None and self._size >= fill)
-            or self.all_in()
+            takeable >= self.max_batch_size
+            or (fill is not None and takeable >= fill)
+            or (self.all_in() and not awaited)
         ):
             return 0.0
         wait_s = max(0.0, self.max_wait_s - waited)
+        if awaited:
+            wait_s = max(wait_s, awaited[-1] + self.patience_s - now)
         if fill is not None and patience_s > 0:
-            now = self._clock()
             coming = [t for t in self._returned.values() if now - t < patience_s]
             if coming:
                 wait_s = max(wait_s, max(coming) + patience_s - now)
@@ -235,7 +516,8 @@ class BatchFormer(Generic[T]):
 
     def take(self) -> list[T]:
         """Up to ``max_batch_size`` items: round-robin across groups, then by priority and
-        round-robin across the streams of the group, oldest first within a stream.
+        round-robin across the streams of the group, oldest first within a stream; streams
+        and groups a credit-bound peer caps (see the module) only within their room.
 
         Groups and streams that were served move behind the ones that were not, so the next
         batch starts with whoever was left out of this one.
@@ -254,9 +536,20 @@ class BatchFormer(Generic[T]):
         stale: list[T] = []
         size = self.max_batch_size if limit is None else min(limit, self.max_batch_size)
         self.last_taken = taken = {}  # (group, stream) -> frames, for batch_done
+        now = self._clock()
         while len(batch) < size and self._size:
-            key, g = next(iter(self._groups.items()))  # the least recently served group
-            stream, item = g.pop()
+            chosen = None
+            for key, g in self._groups.items():  # the least recently served group first
+                if self._group_room(key, now) < 1:
+                    continue
+                stream = g.pick(lambda s, key=key: self._room((key, s), now) >= 1)
+                if stream is not None:
+                    chosen = key, g, stream
+                    break
+            if chosen is None:
+                break  # the rest is capped: it waits for the credit-bound streams' frames
+            key, g, stream = chosen
+            item = g.pop(stream)
             self._size -= 1
             if is_stale(item):
                 stale.append(item)
@@ -266,10 +559,15 @@ class BatchFormer(Generic[T]):
             batch.append(item)
             self._running[(key, stream)] = self._running.get((key, stream), 0) + 1
             taken[(key, stream)] = taken.get((key, stream), 0) + 1
+            sender = self._senders.get((key, stream))
+            weight = self._weights.get(key, 1)
+            if sender is not None:
+                sender.served += 1
+            self._group_served[key] = self._group_served.get(key, 0.0) + 1 / weight
             g.turns += 1
             if not g.size:
                 del self._groups[key]  # it starts a fresh round when it comes back
-            elif g.turns >= self._weights.get(key, 1):
+            elif g.turns >= weight:
                 g.turns = 0
                 self._groups.move_to_end(key)
         return batch, stale

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import operator
 import os
 import re
@@ -171,7 +172,7 @@ class SourceSpec(_Strict):
         le=256,
         description="Frames of this stream in flight to inference at once (in its shared-memory ring or the object store) (default: 8 "
         "lossless, 1 realtime: a camera sends its newest frame when the last result came back, "
-        "so a frame waits at most about one batch).",
+        "so a frame waits at most about one batch; for `mode: auto` that of the mode chosen).",
     )
     reconnect: ReconnectSpec = Field(
         default_factory=ReconnectSpec,
@@ -180,11 +181,14 @@ class SourceSpec(_Strict):
     )
     mode: Literal["auto", "lossless", "realtime"] = Field(
         "auto",
-        description="`lossless`: every frame is processed, the source waits for the engine "
-        "(default for files and `synthetic://`). `realtime`: never fall behind; when the engine "
-        "is slower than the camera the newest frame is kept and older ones are dropped "
-        "(`queue_full`), and frames older than `max_age_ms` are dropped (`stale`) (default for "
-        "network streams; set `lossless` for a file served over HTTP).",
+        description="`lossless`: every frame is processed, the source waits for the engine. "
+        "`realtime`: never fall behind; when the engine is slower than the camera the newest "
+        "frame is kept and older ones are dropped (`queue_full`), and frames older than "
+        "`max_age_ms` are dropped (`stale`). `auto`: `lossless` for files, `synthetic://` and "
+        "network streams with a known duration (a file served over HTTP, an HLS VOD playlist), "
+        "`realtime` for live ones (`rtsp`/`rtmp`, live HLS, MJPEG, live TS); an `http(s)` "
+        "stream is decided when it first opens (as `on_end: auto`) and keeps that mode across "
+        "reconnects. `vsa status` shows the mode in effect.",
     )
     fps: float | None = Field(
         None,
@@ -197,21 +201,38 @@ class SourceSpec(_Strict):
         1000.0,
         gt=0,
         le=600_000,
-        description="Realtime mode: a frame older than this (since capture) is dropped "
-        "(`stale`) instead of being inferred late.",
+        description="Realtime mode: a frame older than this (since capture, or since its "
+        "release by the jitter buffer, `jitter_buffer_ms`) is dropped (`stale`) instead of "
+        "being inferred late.",
+    )
+    jitter_buffer_ms: float = Field(
+        2000.0,
+        ge=0,
+        le=60_000,
+        description="Realtime mode, live sources: frames that arrive in a burst (HLS and DASH "
+        "deliver a segment at once, so do many cameras behind a proxy) are released at the pace "
+        "of their timestamps, each held at most this long after it arrived, so the engine sees "
+        "a steady rate instead of one frame per burst; a smooth source is not held. Set it to "
+        "the source's segment length or more; 0 releases every frame on arrival. Latency is "
+        "counted from arrival, hold included; `arrival` in the status shows bursts and holds.",
     )
     priority: int = Field(
         0,
         ge=-100,
         le=100,
         description="Higher is served first when the inference actor has more frames than it "
-        "can batch; under saturation lower-priority realtime streams lose frames first.",
+        "can batch; under saturation lower-priority realtime streams lose frames first. Streams "
+        "of one priority share the model max-min fairly whatever their mode: a realtime camera "
+        "beside a lossless file gets as many frames as the file (or all it asks for, if less), "
+        "at about one batch time of latency; runs share the engine the same way, run by run "
+        "(see docs/performance.md, Delivery).",
     )
     on_end: Literal["auto", "reconnect", "finish"] = Field(
         "auto",
         description="When a network stream ends: `reconnect` (a camera that went away) or "
         "`finish` (a file served over HTTP). `auto`: reconnect `rtsp`/`rtmp`, and `http(s)` "
-        "streams with no known duration (MJPEG, live TS); finish the others.",
+        "streams with no known duration (MJPEG, live TS, live HLS); finish the others (a file "
+        "over HTTP, an HLS VOD playlist).",
     )
     password_file: str | None = Field(
         None,
@@ -271,18 +292,27 @@ class SourceSpec(_Strict):
         return value
 
     @property
-    def in_flight(self) -> int:
-        """``max_in_flight`` in effect (its default depends on the delivery mode)."""
+    def in_flight(self) -> int | None:
+        """``max_in_flight`` in effect (its default depends on the delivery mode); None while
+        the mode is not known (``realtime``)."""
         if self.max_in_flight is not None:
             return self.max_in_flight
-        return 1 if self.realtime else 8
+        realtime = self.realtime
+        return None if realtime is None else 1 if realtime else 8
 
     @property
-    def realtime(self) -> bool:
-        """The delivery mode in effect: ``auto`` is realtime for network streams."""
-        if self.mode == "auto":
-            return uri_mod.scheme_of(self.uri) in uri_mod.NETWORK_SCHEMES
-        return self.mode == "realtime"
+    def realtime(self) -> bool | None:
+        """The delivery mode as far as the run file says: ``auto`` is lossless for files and
+        ``synthetic://``, realtime for ``rtsp``/``rtmp`` (never a known end), and None for an
+        ``http(s)`` stream: decided when it opens (``vsa.sources.base.has_known_end``)."""
+        if self.mode != "auto":
+            return self.mode == "realtime"
+        scheme = uri_mod.scheme_of(self.uri)
+        if scheme not in uri_mod.NETWORK_SCHEMES:
+            return False
+        from vsa.sources.base import LIVE_SCHEMES
+
+        return True if scheme in LIVE_SCHEMES else None
 
     @model_validator(mode="after")
     def _password_file(self) -> SourceSpec:
@@ -409,7 +439,13 @@ class ModelSpec(_Strict):
 
 
 class BatchingSpec(_Strict):
-    """How the inference actor forms batches across all streams."""
+    """How the inference actor forms batches across all streams.
+
+    Fair share: round-robin across runs (each run's turn, then by priority and round-robin across
+    its streams), and credit does not buy a larger share: a stream that may have only a few
+    frames in flight (a realtime camera) and sends as soon as its result came back caps its
+    peers at its own count (plus its credit), so a lossless stream with eight frames waiting
+    cannot fill the batches around it. On a CPU, batches are then one frame per stream."""
 
     max_batch_size: int = Field(8, ge=1, le=256, description="Frames per model call at most.")
     max_wait_ms: float = Field(
@@ -912,7 +948,7 @@ def markdown_reference() -> str:
         "",
     ]
     for model in run_file_models():
-        lines += [f"## {model.__name__}", "", (model.__doc__ or "").strip(), ""]
+        lines += [f"## {model.__name__}", "", inspect.cleandoc(model.__doc__ or ""), ""]
         lines += ["| field | type | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
             plain = _plain_type(field.annotation)

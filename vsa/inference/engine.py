@@ -141,13 +141,15 @@ class InferenceEngine:
         priority: int = 0,
         group: str | None = None,
         credit: int | None = None,
+        behind: bool | None = None,
     ) -> list[FrameResult | None]:
         """Results in order; ``None`` for a frame past its deadline (wall time) when its batch
         formed (dropped as stale instead of inferred late).
 
         ``priority`` orders the streams of a ``group`` (a run); groups share the engine in turn.
         ``credit``: the most frames the stream has in flight (a batch closes early once every
-        such stream's frames are all in, ``BatchFormer.all_in``).
+        such stream's frames are all in, ``BatchFormer.all_in``); ``behind``: it lost frames
+        for want of a free slot since its last submit (``BatchFormer.add``).
         A failed model call raises ``RuntimeError``; a fatal runner error ``ModelError``.
         """
         if not len(self.former) and not self.running:
@@ -165,7 +167,7 @@ class InferenceEngine:
             for i, (frame, index) in enumerate(zip(frames, indices, strict=True))
         ]
         for item in items:
-            self.former.add(stream, item, priority, group=group, credit=credit)
+            self.former.add(stream, item, priority, group=group, credit=credit, behind=behind)
         self._wake.set()
         return list(await asyncio.gather(*(item.future for item in items)))
 
@@ -232,7 +234,12 @@ class InferenceEngine:
         # (up to FAIR_WAIT batch times, FAIR_WAIT_MAX_S at most) for the cameras whose result
         # just came back: their next frame is on its way
         share = None if self.workers == 1 else former.fair_share(self.workers)
+        if share is None and self.threads is not None:  # a CPU: see BatchFormer.round_size
+            share = former.round_size()
         patience = min(FAIR_WAIT * self.batch_s, FAIR_WAIT_MAX_S)
+        # a credit-bound stream (a camera the model is too slow for) caps its peers' share
+        # while its next frame is on its way: up to this long after its result
+        former.patience_s = patience
         delay = None if full else former.time_until_ready(share, patience)
         if delay == 0 and share is not None:
             delay = self._align_delay()
