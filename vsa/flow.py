@@ -1,8 +1,6 @@
 """Flow-control pieces of a stream, without threads of their own (clocks are injected).
 
 - :class:`Decimator`: keep at most ``fps`` frames per second of media (or wall) time.
-- :class:`LatestSlot`: a one-frame mailbox for realtime sources; a newer frame replaces an
-  older one that was not taken yet (the replaced one is the caller's ``queue_full`` drop).
 - :class:`LatencyWindow`: capture-to-result latencies of the last ``window_s`` seconds,
   for p50/p99 in the status.
 """
@@ -10,13 +8,9 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
-
-T = TypeVar("T")
 
 
 class Decimator:
@@ -41,40 +35,6 @@ class Decimator:
         else:
             self._next += self.period
         return True
-
-
-class LatestSlot(Generic[T]):
-    """Holds the newest item only. ``put`` returns the item it replaced (or None)."""
-
-    def __init__(self) -> None:
-        self._item: T | None = None
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, item: T) -> T | None:
-        """Store ``item``; returns the item it replaced, or ``item`` itself once closed."""
-        with self._cond:
-            if self._closed:
-                return item
-            old, self._item = self._item, item
-            self._cond.notify()
-            return old
-
-    def take(self, timeout: float) -> T | None:
-        """The item, waiting up to ``timeout``; None when empty (or closed)."""
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> T | None:
-        """Wake any waiter; returns an item nobody took."""
-        with self._cond:
-            self._closed = True
-            item, self._item = self._item, None
-            self._cond.notify_all()
-            return item
 
 
 class LatencyWindow:

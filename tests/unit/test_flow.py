@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from vsa.flow import Decimator, LatencyWindow, LatestSlot
+from vsa.flow import Decimator, LatencyWindow
 
 
 def kept(fps_in: float, cap: float, seconds: float = 10.0, start: float = 0.0) -> int:
@@ -31,23 +29,6 @@ def test_decimation_tolerates_jitter_and_restarts_after_jumps():
     assert d.keep(3.0)  # timestamps went backwards (a reconnect): start again
     with pytest.raises(ValueError):
         Decimator(0)
-
-
-def test_latest_slot_replaces_and_reports_the_replaced_item():
-    slot: LatestSlot[int] = LatestSlot()
-    assert slot.put(1) is None
-    assert slot.put(2) == 1  # 1 was never taken: the caller counts it as dropped
-    assert slot.take(0.01) == 2
-    assert slot.take(0.01) is None
-    got: list[int | None] = []
-    t = threading.Thread(target=lambda: got.append(slot.take(10)))
-    t.start()
-    slot.put(3)
-    t.join(10)
-    assert got == [3]
-    slot.put(4)
-    assert slot.close() == 4
-    assert slot.put(5) == 5  # closed: handed back, so the caller can count it
 
 
 def test_latency_window_percentiles_and_expiry():

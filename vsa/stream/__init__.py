@@ -13,7 +13,8 @@ The source state machine (docs/states.md)::
 
 - ``machine``: the state machine, checked against ``vsa.schema.SOURCE_TRANSITIONS``;
 - ``ledger``: the frame accounting (decoded == emitted + dropped once ended);
-- ``delivery``: lossless (back-pressure) or realtime (newest frame only) delivery;
+- ``delivery``: lossless (back-pressure) or realtime (the newest released frame) delivery;
+- ``pacing``: a live stream's frames released at the pace of their timestamps, its arrivals;
 - ``connection``: retry or give up after a connection ended;
 - ``outputs``: the stream's sinks;
 - ``worker``: the threads that wire them.
