@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -39,10 +38,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -50,47 +47,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python scripts/bench_bursty.py` from anywhere: vsa imports
     sys.path.insert(0, str(REPO))
 
+from vsa.tools.hls import live_hls, stop  # noqa: E402 - after the path above
+
 TARGET_RATIO = 0.9
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def live_hls(folder: Path, size: str, fps: float, segment_s: float) -> Iterator[str]:
-    """ffmpeg writing live HLS (``-re``, a keyframe per segment) into ``folder``, served on
-    127.0.0.1; yields the playlist's URL; both stopped on exit."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise RuntimeError("the hls row needs the ffmpeg CLI (apt install ffmpeg)")
-    folder.mkdir(parents=True, exist_ok=True)
-    width, height = size.split("x")
-    args = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re"]
-    args += ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps:g}"]
-    args += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
-    args += ["-g", str(round(fps * segment_s)), "-f", "hls", "-hls_time", f"{segment_s:g}"]
-    args += ["-hls_list_size", "6", "-hls_flags", "delete_segments", "live.m3u8"]
-    writer = subprocess.Popen(args, cwd=folder, stdout=subprocess.DEVNULL)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=folder))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        playlist, deadline = folder / "live.m3u8", time.monotonic() + 30
-        while not (playlist.exists() and playlist.read_text().count(".ts") >= 2):
-            if time.monotonic() > deadline or writer.poll() is not None:
-                raise RuntimeError("ffmpeg wrote no live HLS playlist within 30 s")
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/live.m3u8"
-    finally:
-        writer.terminate()
-        try:
-            writer.wait(10)
-        except subprocess.TimeoutExpired:
-            writer.kill()
-            writer.wait(10)
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @contextlib.contextmanager
@@ -115,12 +74,7 @@ def live_ts(size: str, fps: float) -> Iterator[str]:
         time.sleep(1.0)
         yield url
     finally:
-        writer.terminate()
-        try:
-            writer.wait(10)
-        except subprocess.TimeoutExpired:
-            writer.kill()
-            writer.wait(10)
+        stop(writer)
 
 
 def _pct(values: list[float], q: float) -> float | None:

@@ -37,33 +37,19 @@ CAMERA_FPS = 15.0
 TARGET = 0.9
 
 
-def max_min(demand: dict[str, float], capacity: float) -> dict[str, float]:
-    """Water-filling: each gets min(its demand, an equal split of what is left)."""
-    share: dict[str, float] = {}
-    left, todo = capacity, dict(demand)
-    while todo:
-        even = left / len(todo)
-        small = {k: d for k, d in todo.items() if d <= even}
-        if not small:
-            share.update(dict.fromkeys(todo, even))
-            break
-        for k, d in small.items():
-            share[k], left = d, left - d
-            del todo[k]
-    return share
-
-
 def fair_shares(
     demand: dict[str, float], runs: dict[str, str], capacity: float
 ) -> dict[str, float]:
     """Max-min per run first (a run asks for the sum of its streams), then within each run."""
+    from vsa.batching import max_min_shares
+
     by_run: dict[str, dict[str, float]] = {}
     for stream, run in runs.items():
         by_run.setdefault(run, {})[stream] = demand[stream]
-    run_share = max_min({r: sum(d.values()) for r, d in by_run.items()}, capacity)
+    run_share = max_min_shares({r: sum(d.values()) for r, d in by_run.items()}, capacity)
     shares: dict[str, float] = {}
     for run, streams in by_run.items():
-        shares.update(max_min(streams, run_share[run]))
+        shares.update(max_min_shares(streams, run_share[run]))
     return shares
 
 

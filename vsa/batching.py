@@ -119,6 +119,24 @@ class _Group(Generic[T]):
         return waiting.item
 
 
+def max_min_shares(demand: dict[Hashable, float], capacity: float) -> dict[Hashable, float]:
+    """The max-min fair shares of ``capacity`` (water-filling): each gets min(its demand, an
+    equal split of what the smaller demands leave). What the former aims for among streams of
+    one priority, and runs; the tests and ``scripts/bench_mixed.py`` measure against it."""
+    share: dict[Hashable, float] = {}
+    left, todo = capacity, dict(demand)
+    while todo:
+        even = left / len(todo)
+        small = {k: d for k, d in todo.items() if d <= even}
+        if not small:
+            share.update(dict.fromkeys(todo, even))
+            break
+        for k, d in small.items():
+            share[k], left = d, left - d
+            del todo[k]
+    return share
+
+
 class BatchFormer(Generic[T]):
     def __init__(
         self,

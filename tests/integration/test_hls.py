@@ -5,12 +5,8 @@ delivery paces those bursts instead of keeping one frame per burst."""
 from __future__ import annotations
 
 import contextlib
-import functools
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,52 +14,21 @@ import pytest
 from tests import media
 from tests.integration.conftest import read_jsonl, wait_for
 from vsa.config import parse_run, resolve_paths
+from vsa.tools import hls
 
 pytestmark = pytest.mark.integration
 
 FPS = 15
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 @contextlib.contextmanager
 def live_hls(folder: Path) -> Iterator[str]:
-    """A live HLS playlist (320x180 @ 15 fps, 1 s segments, the last 6 kept) written in real
-    time by ffmpeg into ``folder`` and served on 127.0.0.1; yields its URL. Both are stopped
-    on exit."""
+    """A live HLS playlist (320x180 @ 15 fps, 1 s segments) written in real time by ffmpeg
+    and served on 127.0.0.1 (``vsa.tools.hls``); yields its URL, ffmpeg's log beside it."""
     ffmpeg = media.ffmpeg_or_skip()
-    folder.mkdir()
-    # a keyframe per second: each segment is one second
-    args = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re"]
-    args += ["-f", "lavfi", "-i", f"testsrc2=size=320x180:rate={FPS}"]
-    args += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", str(FPS)]
-    args += ["-f", "hls", "-hls_time", "1", "-hls_list_size", "6"]
-    args += ["-hls_flags", "delete_segments", "live.m3u8"]
-    log = (folder.parent / "ffmpeg.log").open("wb")
-    writer = subprocess.Popen(args, cwd=folder, stdout=log, stderr=log)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=folder))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        playlist = folder / "live.m3u8"
-        wait_for(
-            lambda: playlist.exists() and playlist.read_text().count(".ts") >= 2,
-            30,
-            "ffmpeg's first two HLS segments",
-        )
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/live.m3u8"
-    finally:
-        writer.terminate()
-        try:
-            writer.wait(10)
-        except subprocess.TimeoutExpired:
-            writer.kill()
-            writer.wait(10)
-        log.close()
-        httpd.shutdown()
-        httpd.server_close()
+    with (folder.parent / "ffmpeg.log").open("wb") as log:
+        with hls.live_hls(folder, "320x180", FPS, 1.0, log=log, ffmpeg=ffmpeg) as url:
+            yield url
 
 
 def test_live_hls_is_paced_not_thinned(client, tmp_path):

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.unit.fakes import FakeClock
-from vsa.batching import BatchFormer
+from vsa.batching import BatchFormer, max_min_shares
 
 
 @pytest.fixture
@@ -771,22 +771,6 @@ def simulate_mixed(
     }
 
 
-def max_min_shares(demand: dict[str, float], capacity: float) -> dict[str, float]:
-    """Water-filling: each stream gets min(its demand, an equal split of what is left)."""
-    share, left, todo = {}, capacity, dict(demand)
-    while todo:
-        even = left / len(todo)
-        small = {k: d for k, d in todo.items() if d <= even}
-        if not small:
-            share.update(dict.fromkeys(todo, even))
-            break
-        for k, d in small.items():
-            share[k] = d
-            left -= d
-            del todo[k]
-    return share
-
-
 @pytest.mark.parametrize("seed", [3, 4])
 def test_a_camera_beside_a_lossless_file_gets_its_fair_share(seed: int):
     """The issue's case: a realtime camera (credit 1) beside a lossless file in one run. The
@@ -898,3 +882,10 @@ def test_a_camera_that_gets_all_its_frames_caps_nobody_however_soon_it_sends():
             former.add("file", f"f{i}")
         batch = former.take()
         assert batch[0] == "c1" and len(batch) == 1 + files, batch
+
+
+def test_max_min_shares_fill_the_small_demands_then_split_the_rest():
+    assert max_min_shares({"a": 2.0, "b": math.inf}, 10.0) == {"a": 2.0, "b": 8.0}
+    assert max_min_shares({"a": 6.0, "b": math.inf}, 10.0) == {"a": 5.0, "b": 5.0}
+    shares = max_min_shares({"a": 1.0, "b": 3.0, "c": 9.0, "d": 9.0}, 12.0)
+    assert shares == {"a": 1.0, "b": 3.0, "c": 4.0, "d": 4.0}
