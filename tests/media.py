@@ -416,6 +416,17 @@ def ffmpeg_or_skip() -> str:
     return found
 
 
+def vod_hls(path: Path, seconds: int, size: str = "160x96", fps: int = 10) -> Path:
+    """An HLS VOD playlist (``#EXT-X-ENDLIST``, 1 s segments beside it) of ``seconds`` of
+    ffmpeg's test pattern, ``fps`` * ``seconds`` frames; skips without the ffmpeg CLI."""
+    ffmpeg = ffmpeg_or_skip()
+    args = [ffmpeg, "-loglevel", "error", "-nostdin", "-f", "lavfi"]
+    args += ["-i", f"testsrc2=size={size}:rate={fps}", "-t", str(seconds)]
+    args += ["-c:v", "libx264", "-g", str(fps), "-f", "hls", "-hls_time", "1"]
+    subprocess.run([*args, "-hls_list_size", "0", str(path)], check=True, timeout=60)
+    return path
+
+
 def ffmpeg_rotate_tag(src: Path, degrees: int, dst: Path) -> Path:
     """Copy ``src`` with the ffmpeg CLI's ``-metadata:s:v:0 rotate=degrees`` (stream copy).
 

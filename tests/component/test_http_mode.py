@@ -4,14 +4,10 @@ source says (``finite``, ``endless``) and the mode a stream in ``mode: auto`` ta
 
 from __future__ import annotations
 
-import functools
 import json
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,40 +18,23 @@ from vsa.core.frames import Frame, FrameResult
 from vsa.sinks import open_sinks
 from vsa.sources import SourceOptions, open_source
 from vsa.stream import StreamSettings, StreamWorker
+from vsa.tools.hls import serve_folder
 
 TIMEOUT = 60.0
 FRAMES = {"clip.mp4": 20, "vod.m3u8": 40}  # the HLS playlist: 4 s at 10 fps
 LIMITS = {"open_timeout_s": 5.0, "read_timeout_s": 5.0, "stall_timeout_s": 5.0}
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a folder with ``clip.mp4``, ``vod.m3u8`` and ``live.m3u8`` (its segments)."""
-    ffmpeg = media.ffmpeg_or_skip()
     www = tmp_path_factory.mktemp("www")
     media.good_clip(www, frames=FRAMES["clip.mp4"], size=(160, 120), name="clip.mp4")
-    hls = ["-f", "hls", "-hls_time", "1", "-hls_list_size", "0", str(www / "vod.m3u8")]
-    subprocess.run(
-        [ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x96:rate=10"]
-        + ["-t", "4", "-c:v", "libx264", "-g", "10", *hls],
-        check=True,
-        timeout=TIMEOUT,
-    )
-    vod = (www / "vod.m3u8").read_text()
+    vod = media.vod_hls(www / "vod.m3u8", 4).read_text()
     assert "#EXT-X-ENDLIST" in vod
     (www / "live.m3u8").write_text(vod.replace("#EXT-X-ENDLIST\n", ""))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(www)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_folder(www) as base:
+        yield base
 
 
 @pytest.mark.parametrize(

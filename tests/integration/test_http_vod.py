@@ -5,16 +5,12 @@ each burst as ``queue_full``)."""
 
 from __future__ import annotations
 
-import functools
-import subprocess
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from tests import media
 from tests.integration.conftest import read_jsonl
 from vsa.config import parse_run, resolve_paths
+from vsa.tools.hls import serve_folder
 
 pytestmark = pytest.mark.integration
 
@@ -22,39 +18,24 @@ HLS_FRAMES = 30  # 3 s at 10 fps, 1 s segments
 MP4_FRAMES = 20
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_hls_vod_and_mp4_over_http_default_to_lossless(client, tmp_path):
-    ffmpeg = media.ffmpeg_or_skip()
     www = tmp_path / "www"
     www.mkdir()
     media.good_clip(www, frames=MP4_FRAMES, size=(160, 120), name="clip.mp4")
-    args = [ffmpeg, "-loglevel", "error", "-nostdin", "-f", "lavfi"]
-    args += ["-i", "testsrc2=size=160x96:rate=10", "-t", str(HLS_FRAMES // 10)]
-    args += ["-c:v", "libx264", "-g", "10", "-f", "hls", "-hls_time", "1", "-hls_list_size", "0"]
-    subprocess.run([*args, str(www / "vod.m3u8")], check=True, timeout=60)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(www)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    media.vod_hls(www / "vod.m3u8", HLS_FRAMES // 10)
     limits = {"open_timeout_s": 5, "read_timeout_s": 5, "stall_timeout_s": 5}
-    run = {
-        "name": "http-vod",
-        "output_dir": str(tmp_path / "out"),
-        "sources": [
-            {"id": "vod", "uri": f"{base}/vod.m3u8", **limits},  # mode: auto
-            {"id": "web", "uri": f"{base}/clip.mp4", **limits},
-        ],
-        "batching": {"max_batch_size": 4, "max_wait_ms": 20},
-    }
-    try:
+    with serve_folder(www) as base:
+        run = {
+            "name": "http-vod",
+            "output_dir": str(tmp_path / "out"),
+            "sources": [
+                {"id": "vod", "uri": f"{base}/vod.m3u8", **limits},  # mode: auto
+                {"id": "web", "uri": f"{base}/clip.mp4", **limits},
+            ],
+            "batching": {"max_batch_size": 4, "max_wait_ms": 20},
+        }
         run_id = client.submit(resolve_paths(parse_run(run), tmp_path))["run_id"]
         final = client.wait(run_id, timeout_s=180).to_dict()
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert final["state"] == "FINISHED", final
     by_id = {s["id"]: s for s in final["sources"]}
     for sid, frames in (("vod", HLS_FRAMES), ("web", MP4_FRAMES)):
