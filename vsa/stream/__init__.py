@@ -17,6 +17,7 @@ The source state machine (docs/states.md)::
 - ``pacing``: a live stream's frames released at the pace of their timestamps, its arrivals;
 - ``connection``: retry or give up after a connection ended;
 - ``outputs``: the stream's sinks;
+- ``processors``: the chain run on each result in frame order before the sinks;
 - ``worker``: the threads that wire them.
 """
 

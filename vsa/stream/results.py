@@ -1,6 +1,7 @@
-"""The sink thread of a stream: take each submitted chunk's results in submit order, write the
-outputs, count every frame (emitted, or dropped with its cause), then close the outputs and
-settle the final state."""
+"""The sink thread of a stream: take each submitted chunk's results in submit order, run the
+stream's processors on each (``processors``), write the outputs, count every frame (emitted,
+or dropped with its cause), then close the outputs and the processors and settle the final
+state."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from vsa.stream.books import Books
 from vsa.stream.connection import sink_error
 from vsa.stream.delivery import Slots
 from vsa.stream.outputs import Outputs
+from vsa.stream.processors import ProcessorChain
 from vsa.stream.settings import Pending
 from vsa.uri import mask_uri
 
@@ -36,9 +38,12 @@ class ResultWriter:
         result_timeout_s: float,
         clock: Clock,
         on_emit: Callable[[Frame, float], None] | None = None,
+        processors: ProcessorChain | None = None,
     ) -> None:
-        """The delivery's slots come with ``use`` before the first chunk does."""
+        """The delivery's slots come with ``use`` before the first chunk does. ``processors``
+        (none by default) enrich each inferred result, in frame order, before the sinks."""
         self.books, self.outputs, self.stopping = books, outputs, stopping
+        self.processors = processors if processors is not None else ProcessorChain(name=books.name)
         self.slots: Slots | None = None
         self.release_early = False
         self.result_timeout_s, self._clock, self._on_emit = result_timeout_s, clock, on_emit
@@ -49,6 +54,7 @@ class ResultWriter:
         # (this thread's time in the sinks: drawing, encoding, files)
         self.decode_cpu_s = 0.0
         self.sinks_cpu_s = 0.0
+        self.processors_cpu_s = 0.0  # this thread's time in the processors
 
     def use(self, slots: Slots, release_early: bool) -> None:
         """The slots of the stream's delivery (set once its mode is known). ``release_early``:
@@ -112,6 +118,10 @@ class ResultWriter:
                     self._done(1)
                     continue
                 self.books.inferred()
+                if self.processors:  # a processor that fails leaves the result as it was
+                    started_cpu = time.thread_time()
+                    result = self.processors.process(frame, result)
+                    self.processors_cpu_s += time.thread_time() - started_cpu
                 started_cpu = time.thread_time()
                 try:
                     self.outputs.write(frame, result)
@@ -153,6 +163,7 @@ class ResultWriter:
         if decode.is_alive() or decode.ident is None:
             self.outputs.ready.set()
         self.outputs.close(self.output_lost)
+        self.processors.close()
         final = self.books.finish(self.stopping.is_set())
         ledger = self.books.ledger
         log.info(

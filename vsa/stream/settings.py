@@ -10,6 +10,7 @@ from vsa.config import ReconnectSpec
 from vsa.core.frames import Frame, FrameResult
 from vsa.sources import FrameSource, SourceOptions
 from vsa.stream.outputs import EarlierOutputs
+from vsa.stream.processors import Processor
 
 
 class Pending(Protocol):
@@ -57,6 +58,11 @@ class StreamSettings:
     index_offset: int = 0  # a restarted source goes on numbering where it was
     # a resumed stream: its earlier incarnations' files, checked before it starts (output_lost)
     earlier: EarlierOutputs | None = None
+    # the stream's result processors, in order (``vsa.stream.processors``): made once by the
+    # worker; None: no processors, the sinks get the results as inference made them
+    processors: Callable[[], Sequence[Processor]] | None = None
+    # a restarted stream: its processors' saved state (``StreamWorker.processor_state``)
+    processor_state: dict[str, dict[str, Any]] | None = None
 
     @classmethod
     def from_spec(cls, source: Any, window_s: float, **overrides: Any) -> StreamSettings:

@@ -2,7 +2,9 @@
 
 Wiring only. The parts: ``books`` (the state machine and the frame ledger behind one lock),
 ``delivery`` (lossless or realtime), ``decoder`` (the decode thread: connect, deliver, retry),
-``results`` (the sink thread: results in submit order, outputs, final state) and ``outputs``.
+``results`` (the sink thread: results in submit order, processors, outputs, final state),
+``processors`` (the stream's result processors, made from ``StreamSettings.processors`` and
+restored from ``StreamSettings.processor_state``) and ``outputs``.
 
 Threads: decode; sink; in realtime mode also submit (the newest frame whenever a slot frees).
 ``submit`` is injected: the Ray source actor puts frames in the object store and calls the
@@ -35,6 +37,7 @@ from vsa.stream.connection import stop_grace_s
 from vsa.stream.decoder import Decoder
 from vsa.stream.delivery import Lossless, Realtime, Slots
 from vsa.stream.outputs import Outputs
+from vsa.stream.processors import ProcessorChain
 from vsa.stream.results import END, ResultWriter
 from vsa.stream.settings import Mode, Opener, StreamSettings, Submit
 from vsa.uri import mask_source_uri
@@ -68,8 +71,17 @@ class StreamWorker:
         # the caller's options stay as they were: this stream's copy reports to its books
         self.options = dataclasses.replace(s.options, on_skip=self.books.skipped, max_fps=s.max_fps)
         self.outputs = Outputs(sinks_factory, self.name)
+        self.processors = ProcessorChain(s.processors() if s.processors else (), self.name)
+        if s.processor_state:
+            self.processors.restore(s.processor_state)
         self.writer = ResultWriter(
-            self.books, self.outputs, self.stopping, s.result_timeout_s, clock, on_emit
+            self.books,
+            self.outputs,
+            self.stopping,
+            s.result_timeout_s,
+            clock,
+            on_emit,
+            self.processors,
         )
         self.decoder = Decoder(
             uri,
@@ -187,6 +199,7 @@ class StreamWorker:
         )
         self.stopping.set()
         self.outputs.ready.set()  # never opened
+        self.processors.close()
         self.books.finish(True)
         return True
 
@@ -217,6 +230,11 @@ class StreamWorker:
                 left = None if deadline is None else max(0.0, deadline - self._clock.monotonic())
                 thread.join(left)
         return not any(t.is_alive() for t in self._threads)
+
+    def processor_state(self) -> dict[str, dict[str, Any]]:
+        """The processors' state by name, taken between two frames (``ProcessorChain.state``):
+        a restarted stream goes on from it (``StreamSettings.processor_state``)."""
+        return self.processors.state()
 
     @property
     def state(self) -> SourceState:
