@@ -474,7 +474,15 @@ class VideoSinkSpec(_Strict):
 
 
 class JsonlSinkSpec(_Strict):
-    """One JSON line per frame: `<output_dir>/<source id>.jsonl`."""
+    """One JSON line per frame: `<output_dir>/<source id>.jsonl`.
+
+    Each line starts with `"v": 2`, the version of the line's schema; a line without `v` is
+    version 1 (written by an older vsa: the same fields, none of a detection's `track_id` or
+    `attributes`). A detection carries `track_id` (int) only once a tracker set one and
+    `attributes` (an object of JSON values) only when it has any. A file begun by an older
+    vsa is resumed and appended to as it is, so it may hold both versions; readers look
+    fields up by name.
+    """
 
     type: Literal["jsonl"]
 

@@ -190,7 +190,9 @@ def test_jsonl_writer_lines_parse_and_are_flushed(tmp_path: Path):
     for r in records:
         writer.write(r)
     # flushed line by line: readable while open
-    assert [json.loads(line) for line in path.read_text().splitlines()] == records
+    # each line carries the schema version first (issue 25)
+    expected = [{"v": 2, **r} for r in records]
+    assert [json.loads(line) for line in path.read_text().splitlines()] == expected
     assert writer.lines_written == 3
     writer.close()
     writer.close()

@@ -147,11 +147,11 @@ def test_jsonl_writer_append_continues_and_truncate_replaces(tmp_path: Path):
     w = JsonlWriter(path, append=True)
     w.write({"a": 2})
     w.close()
-    assert path.read_bytes() == b'{"a":1}\n{"a":2}\n'
+    assert path.read_bytes() == b'{"a":1}\n{"v":2,"a":2}\n'  # an old line, then a versioned one
     w = JsonlWriter(path)
     w.write({"a": 3})
     w.close()
-    assert path.read_bytes() == b'{"a":3}\n'
+    assert path.read_bytes() == b'{"v":2,"a":3}\n'
     assert oct(path.stat().st_mode & 0o777) == oct(0o644 & ~current_umask())
 
 

@@ -7,21 +7,113 @@ Numpy only: the code that builds detections from model output (torch, OpenCV) st
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 
+class Attributes(Mapping[str, Any]):
+    """A detection's attributes: a read-only mapping of str to JSON values.
+
+    Values are str, int, float (finite), bool, None, or lists/tuples and str-keyed dicts of
+    them; lists are kept as tuples and dicts as ``Attributes``, so nothing inside can change
+    and the mapping hashes. ``to_json()`` gives plain dicts and lists back. Anything else (a
+    numpy scalar, a set, a non-str key, NaN) is refused here, not when the line is written.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any] | None = None, /, **more: Any) -> None:
+        merged = {**(items or {}), **more}
+        self._items: dict[str, Any] = {
+            _key(k, "attributes"): _frozen(v, k) for k, v in merged.items()
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Attributes):
+            return self._items == other._items
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"Attributes({self._items!r})"
+
+    def __reduce__(self) -> tuple[type[Attributes], tuple[dict[str, Any]]]:
+        return Attributes, (self._items,)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: _thawed(v) for k, v in self._items.items()}
+
+
+NO_ATTRIBUTES = Attributes()  # the shared default: a detection without attributes costs nothing
+
+
+def _key(key: object, where: str) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"{where}: keys must be str, got {key!r} ({type(key).__name__})")
+    return key
+
+
+def _frozen(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"attribute {where!r}: {value} is not a JSON number (finite float)")
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v, where) for v in value)
+    if isinstance(value, Mapping):
+        return Attributes({_key(k, f"attribute {where!r}"): v for k, v in value.items()})
+    raise TypeError(
+        f"attribute {where!r}: {type(value).__name__} is not a JSON value; expected str, int, "
+        "float, bool, None, or a list or str-keyed dict of them (convert numpy values with "
+        "int() or float())"
+    )
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, Attributes):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_thawed(v) for v in value]
+    return value
+
+
 @dataclass
 class Detection:
-    """One object in source pixels. ``mask`` (bool) covers ``mask_box()`` of the frame, when given."""
+    """One object in source pixels. ``mask`` (bool) covers ``mask_box()`` of the frame, when given.
+
+    ``track_id``: the object's identity across frames, when a tracker gave it one (None until
+    then). ``attributes``: per-detection values a later stage adds (a plain mapping is turned
+    into :class:`Attributes`). Both default to nothing, so building a detection costs what it
+    did, and the JSON line leaves them out while unset.
+    """
 
     label: str
     class_id: int
     score: float
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source pixels
     mask: np.ndarray | None = field(default=None, repr=False)
+    track_id: int | None = None
+    attributes: Attributes = NO_ATTRIBUTES
+
+    def __post_init__(self) -> None:
+        if type(self.attributes) is not Attributes:
+            self.attributes = Attributes(self.attributes)
 
     def mask_box(self) -> tuple[int, int, int, int]:
         """Integer region ``[y1:y2, x1:x2]`` that ``mask`` covers."""
@@ -59,6 +151,10 @@ class Detection:
             "score": round(float(self.score), 4),
             "box": [round(float(v), 1) for v in self.box],
         }
+        if self.track_id is not None:
+            record["track_id"] = int(self.track_id)
+        if self.attributes:
+            record["attributes"] = self.attributes.to_json()
         placed = self.mask_in_frame(height, width)
         if placed is not None:  # the box-sized mask, never a frame-sized one
             record["mask"] = rle_encode_region(*placed, height, width)
@@ -137,4 +233,12 @@ class Letterbox:
         return (x - self.pad_x) / self.scale, (y - self.pad_y) / self.scale
 
 
-__all__ = ["Detection", "Letterbox", "rle_decode", "rle_encode", "rle_encode_region"]
+__all__ = [
+    "NO_ATTRIBUTES",
+    "Attributes",
+    "Detection",
+    "Letterbox",
+    "rle_decode",
+    "rle_encode",
+    "rle_encode_region",
+]

@@ -17,6 +17,13 @@ from typing import Any
 
 FileId = tuple[int, int]  # (st_dev, st_ino)
 
+# Every line the writer writes starts with ``"v": SCHEMA_VERSION``. A line without ``v`` is
+# version 1 (written before the key existed: the same fields, no ``track_id`` or
+# ``attributes`` on a detection). Readers look fields up by name and accept both, so a file
+# begun by an older vsa is appended to, and resumed from, as it is.
+VERSION_KEY = "v"
+SCHEMA_VERSION = 2
+
 # A missing O_NOFOLLOW/O_CLOEXEC (not on every platform) adds nothing to the flags.
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -87,7 +94,11 @@ def missing_reason(path: str | Path, identity: FileId) -> str | None:
 
 
 class JsonlWriter:
-    """``append``: continue an existing file (a restarted source actor) instead of replacing it."""
+    """``append``: continue an existing file (a restarted source actor) instead of replacing it.
+
+    Each record is written as one line that starts with ``"v": SCHEMA_VERSION``; a record that
+    carries its own ``v`` keeps it.
+    """
 
     def __init__(self, path: str | Path, append: bool = False) -> None:
         self.path = Path(path)
@@ -105,7 +116,8 @@ class JsonlWriter:
         self.lines_written = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        line = {VERSION_KEY: SCHEMA_VERSION, **record}
+        self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
         self._file.flush()
         self.lines_written += 1
 
@@ -159,8 +171,17 @@ def _open_for_reading(path: Path) -> int | None:
         return None
 
 
+def record_version(record: dict[str, Any]) -> int:
+    """The schema version of a parsed line: its ``v``, or 1 for a line written without one."""
+    version = record.get(VERSION_KEY, 1)
+    return version if isinstance(version, int) and not isinstance(version, bool) else 1
+
+
 def last_record(path: str | Path, run_id: str) -> dict[str, Any] | None:
-    """The last complete line of ``path`` when it belongs to ``run_id`` (else None)."""
+    """The last complete line of ``path`` when it belongs to ``run_id`` (else None).
+
+    Any schema version, with or without ``v``: only ``run`` and ``frame`` are read.
+    """
     fd = _open_for_reading(Path(path))
     if fd is None:
         return None
