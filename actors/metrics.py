@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
-from vsa.schema import SourceState
+from vsa.schema import SourceState, SourceStatus
 
 STREAM = ("run", "source")
 LATENCY_BOUNDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -91,6 +91,7 @@ class StreamMetrics:
     ) -> None:
         """Counters advance by what changed since the last call; gauges take the values.
         ``cpu``: CPU seconds so far by stage."""
+        typed = SourceStatus.from_dict(status)
         with self._lock:
             seen = self._seen
             for stage, total in (cpu or {}).items():
@@ -98,26 +99,26 @@ class StreamMetrics:
                 if delta > 0:
                     self.cpu.inc(delta, tags={"stage": stage})
                 seen["cpu"][stage] = total
-            for key, counter in (
-                ("frames_decoded", self.decoded),
-                ("frames_inferred", self.inferred),
-                ("frames_emitted", self.emitted),
-                ("reconnects", self.reconnects),
+            for key, value, counter in (
+                ("frames_decoded", typed.frames_decoded, self.decoded),
+                ("frames_inferred", typed.frames_inferred, self.inferred),
+                ("frames_emitted", typed.frames_emitted, self.emitted),
+                ("reconnects", typed.reconnects, self.reconnects),
             ):
-                delta = status.get(key, 0) - seen.get(key, 0)
+                delta = value - seen.get(key, 0)
                 if delta > 0:
                     counter.inc(delta)
-                seen[key] = status.get(key, 0)
-            for cause, n in status.get("drops", {}).items():
+                seen[key] = value
+            for cause, n in typed.drops.items():
                 delta = n - seen["drops"].get(cause, 0)
                 if delta > 0:
                     self.dropped.inc(delta, tags={"cause": cause})
                 seen["drops"][cause] = n
-        self.fps.set(status.get("fps", 0.0))
-        self.in_flight.set(status.get("in_flight", 0))
-        self.store_bytes.set(status.get("in_flight", 0) * frame_bytes)
+        self.fps.set(typed.fps)
+        self.in_flight.set(typed.in_flight)
+        self.store_bytes.set(typed.in_flight * frame_bytes)
         for state in SOURCE_STATES:
-            self.state.set(1.0 if status.get("state") == state else 0.0, tags={"state": state})
+            self.state.set(1.0 if typed.state.value == state else 0.0, tags={"state": state})
 
 
 class InferenceMetrics:

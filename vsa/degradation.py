@@ -1,7 +1,7 @@
 """Sustained performance degradation of a run: which sources are too slow or drop too much.
 
-The controller polls its sources every half second and hands their status dicts to
-``DegradationTracker.update``. Per source, and only while it is ``STREAMING``:
+The controller polls its sources every half second and hands their statuses
+(``vsa.schema.SourceStatus``) to ``DegradationTracker.update``. Per source, and only while it is ``STREAMING``:
 
 * ``drops``: frames dropped / frames decoded over the last ``window_s`` seconds (``decimated``
   drops count in neither: they were asked for), once 80% of the window is covered, above
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from vsa.config import DegradationSpec
+from vsa.schema import DropCause, SourceState, SourceStatus
 
 KINDS = ("drops", "latency")  # the order they are named in, per source
 
@@ -77,14 +78,13 @@ class DegradationTracker:
     def active(self) -> frozenset[Condition]:
         return frozenset(self._active)
 
-    def _measure(
-        self, sid: str, status: Mapping[str, Any], now: float
-    ) -> dict[str, tuple[str, bool]]:
+    def _measure(self, sid: str, status: SourceStatus, now: float) -> dict[str, tuple[str, bool]]:
         """Per kind that can be measured now: (its words, above the threshold)."""
         limits = self.limits
-        counted = status.get("drops") or {}
-        drops = sum(v for k, v in counted.items() if k != "decimated")
-        decoded = status.get("frames_decoded", 0) - counted.get("decimated", 0)
+        counted = status.drops
+        decimated = DropCause.DECIMATED.value
+        drops = sum(v for k, v in counted.items() if k != decimated)
+        decoded = status.frames_decoded - counted.get(decimated, 0)
         samples = self.window.setdefault(sid, deque())
         samples.append((now, decoded, drops))
         while samples and now - samples[0][0] > limits.window_s:
@@ -94,13 +94,13 @@ class DegradationTracker:
         if now - t0 >= 0.8 * limits.window_s and decoded - d0 > 0:
             ratio = (drops - x0) / (decoded - d0)
             found["drops"] = (f"{sid} drops {ratio:.0%} of frames", ratio > limits.max_drop_ratio)
-        p99 = (status.get("latency_ms") or {}).get("p99")
+        p99 = status.latency_ms.p99
         if p99 is not None:
             found["latency"] = (f"{sid} p99 latency {p99:.0f} ms", p99 > limits.max_p99_latency_ms)
         return found
 
-    def update(self, sources: Mapping[str, Mapping[str, Any]]) -> DegradationChange | None:
-        """Measure ``sources`` (source id -> status dict) now; the change, if the set of
+    def update(self, sources: Mapping[str, SourceStatus]) -> DegradationChange | None:
+        """Measure ``sources`` (source id -> its status) now; the change, if the set of
         active conditions changed."""
         now = self._clock()
         for sid in [s for s in self.window if s not in sources]:
@@ -109,7 +109,7 @@ class DegradationTracker:
         ended: list[Condition] = []
         order: list[Condition] = []
         for sid, status in sources.items():
-            streaming = status.get("state") == "STREAMING"
+            streaming = status.state is SourceState.STREAMING
             found = self._measure(sid, status, now) if streaming else {}
             for kind in KINDS:
                 cond = Condition(sid, kind)

@@ -11,6 +11,7 @@ from typing import IO, Any
 
 from vsa.flow import LatencyHistogram
 from vsa.fsutil import atomic_write_with
+from vsa.schema import SourceStatus
 
 PERCENTILES = (50, 90, 99)
 
@@ -31,35 +32,37 @@ def build_report(run: dict[str, Any], series: dict[str, list[list[float]]]) -> d
     streams, everything = [], LatencyHistogram()
     totals: Counter[str] = Counter()
     drops: Counter[str] = Counter()
-    for s in run["sources"]:
+    for s in map(SourceStatus.from_dict, run["sources"]):
         # bucket counts, plus the exact maximum the source measured (None: no samples, or a
         # source that did not send it; then the top bucket's edge stands in)
-        counts = s.get("latency_hist") or {}
-        max_ms = s.get("latency_max_ms")
+        counts = s.latency_hist
+        max_ms = s.latency_max_ms
         max_s = None if max_ms is None else max_ms / 1000
         hist = LatencyHistogram()
         hist.merge(counts, max_s)
         everything.merge(counts, max_s)
-        for key in ("frames_decoded", "frames_inferred", "frames_emitted", "frames_dropped"):
-            totals[key] += s.get(key, 0)
-        drops.update(s.get("drops", {}))
+        totals["frames_decoded"] += s.frames_decoded
+        totals["frames_inferred"] += s.frames_inferred
+        totals["frames_emitted"] += s.frames_emitted
+        totals["frames_dropped"] += s.frames_dropped
+        drops.update(s.drops)
         streams.append(
             {
-                "id": s["id"],
-                "uri": s["uri"],  # already masked
-                "state": s["state"],
-                "code": s.get("code"),
-                "error": s.get("error"),
-                "frames_decoded": s.get("frames_decoded", 0),
-                "frames_inferred": s.get("frames_inferred", 0),
-                "frames_emitted": s.get("frames_emitted", 0),
-                "frames_dropped": s.get("frames_dropped", 0),
-                "drops": s.get("drops", {}),
-                "fps_mean": round(s.get("frames_emitted", 0) / duration, 2),
+                "id": s.id,
+                "uri": s.uri,  # already masked
+                "state": s.state.value,
+                "code": s.code,
+                "error": s.error,
+                "frames_decoded": s.frames_decoded,
+                "frames_inferred": s.frames_inferred,
+                "frames_emitted": s.frames_emitted,
+                "frames_dropped": s.frames_dropped,
+                "drops": s.drops,
+                "fps_mean": round(s.frames_emitted / duration, 2),
                 "latency_ms": _percentiles(hist),
-                "reconnects": s.get("reconnects", 0),
-                "restarts": s.get("restarts", 0),
-                "transitions": s.get("transitions", []),
+                "reconnects": s.reconnects,
+                "restarts": s.restarts,
+                "transitions": [t.to_dict() for t in s.transitions],
             }
         )
     return {

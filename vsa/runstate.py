@@ -13,9 +13,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
-from vsa.schema import TERMINAL_RUN_STATES, TERMINAL_SOURCE_STATES, RunState, SourceState
+from vsa.schema import (
+    TERMINAL_RUN_STATES,
+    TERMINAL_SOURCE_STATES,
+    RunState,
+    SourceState,
+    SourceStatus,
+)
 
 __all__ = [
     "DOWN",
@@ -43,20 +48,18 @@ def derive_run_state(source_states: Iterable[str]) -> RunState:
     return RunState.DEGRADED if any(s in DOWN for s in states) else RunState.UP
 
 
-def run_reason(sources: Iterable[Mapping[str, Any]]) -> str | None:
+def run_reason(sources: Iterable[SourceStatus]) -> str | None:
     """Why a run is not simply UP: the sources that are down or not yet streaming, with codes."""
     parts = []
     for s in sources:
-        state = s.get("state")
+        state = s.state.value
         if state in DOWN or state == "CONNECTING":
-            code = s.get("code")
-            parts.append(f"{s.get('id')} {state}" + (f" ({code})" if code else ""))
+            code = s.code
+            parts.append(f"{s.id} {state}" + (f" ({code})" if code else ""))
     return ", ".join(parts) or None
 
 
-def carry_over(
-    previous: Mapping[str, Any], resumed: Mapping[str, int] | None
-) -> tuple[int, int, int]:
+def carry_over(previous: SourceStatus, resumed: Mapping[str, int] | None) -> tuple[int, int, int]:
     """``(emitted, decoded, lost)`` of a source's incarnations before Ray restarted its actor.
 
     ``previous``: the last status polled from the dead incarnation (with the counts of the ones
@@ -67,13 +70,13 @@ def carry_over(
     decoded == emitted + dropped holds across the restart. A file or generator source resumes
     right after the last frame written, so those frames are decoded again by the new process.
     """
-    drops = sum(previous.get("drops", {}).values())
-    polled = previous.get("frames_decoded", 0)
+    drops = sum(previous.drops.values())
+    polled = previous.frames_decoded
     if resumed and "emitted" in resumed:
         emitted = resumed["emitted"]
         decoded = max(polled, resumed["frame"], emitted + drops)
     else:  # no JSONL: the last poll is all we know
-        emitted = previous.get("frames_emitted", 0)
+        emitted = previous.frames_emitted
         decoded = max(polled, emitted + drops)
     # ``output_lost``: frames written into files deleted while the engine was down, which the
     # new incarnation counts itself (decoded and dropped as output_lost): not carried here

@@ -13,6 +13,7 @@ from tests import media
 from tests.component.test_reconnect import instant, wait_for
 from vsa.config import JsonlSinkSpec, VideoSinkSpec
 from vsa.runstate import carry_over
+from vsa.schema import SourceStatus
 from vsa.sinks import open_sinks, output_paths
 from vsa.sources import SourceOptions, open_source
 from vsa.sources.base import input_identity
@@ -82,7 +83,8 @@ def test_outputs_deleted_while_the_engine_was_down_move_their_frames_to_output_l
     resumed = {"output_lost": w.carried_lost}
     if deleted == "video":  # the JSONL is still there: the actor read it
         resumed |= {"frame": 12, "emitted": 12}
-    emitted, decoded, lost = carry_over(SAVED, resumed)
+    saved = SourceStatus.from_dict({"id": "cam1", "state": "STREAMING", **SAVED})
+    emitted, decoded, lost = carry_over(saved, resumed)
     assert (emitted, decoded, lost) == (0, 2, 0)
     base = {"frames_decoded": decoded, "frames_inferred": emitted, "frames_emitted": emitted}
     total = merge({**base, "drops": SAVED["drops"]}, status)

@@ -12,6 +12,7 @@ import pytest
 from tests.unit.fakes import FakeClock
 from vsa.config import DegradationSpec
 from vsa.degradation import Condition, DegradationChange, DegradationTracker
+from vsa.schema import SourceStatus
 
 LIMITS = DegradationSpec(max_drop_ratio=0.5, max_p99_latency_ms=5000.0, window_s=10.0)
 
@@ -28,6 +29,11 @@ def status(
         "drops": drops or {},
         "latency_ms": {"p50": None if p99 is None else p99 / 2, "p99": p99},
     }
+
+
+def typed(sources: dict[str, dict[str, Any]]) -> dict[str, SourceStatus]:
+    """The polled dicts as the controller hands them to the tracker: read once, typed."""
+    return {sid: SourceStatus.from_dict({"id": sid, **s}) for sid, s in sources.items()}
 
 
 def old_degradation(
@@ -71,7 +77,7 @@ def poll(
     step: float = 0.5,
 ) -> DegradationChange | None:
     clock.advance(step)
-    return tracker.update(sources)
+    return tracker.update(typed(sources))
 
 
 # --- hysteresis and the set of conditions ---------------------------------------------
@@ -236,7 +242,7 @@ def test_invalid_hold_s():
 def test_uses_monotonic_clock_by_default():
     tracker = DegradationTracker(LIMITS, hold_s=0.0)
     before = time.monotonic()
-    change = tracker.update({"a": status(decoded=10, p99=6000)})
+    change = tracker.update(typed({"a": status(decoded=10, p99=6000)}))
     assert change is not None and change.started == (Condition("a", "latency"),)
     assert before <= tracker.window["a"][0][0] <= time.monotonic()
 
@@ -356,7 +362,7 @@ def test_measurements_match_the_old_implementation(clock: FakeClock, name: str):
         clock.advance(step)
         sources = _sources(polled)
         old = old_degradation(sources, window, LIMITS, clock.now)
-        tracker.update(sources)
+        tracker.update(typed(sources))
         assert old == want, name
         assert tracker.reason == want, name
 
@@ -385,7 +391,7 @@ def test_random_polls_match_the_old_implementation(clock: FakeClock, seed: int):
             drops = {"stale": n["stale"], "decimated": n["decimated"]}
             sources[sid] = status(n["decoded"], drops, p99, state)
         old = old_degradation(sources, window, limits, clock.now)
-        tracker.update(sources)
+        tracker.update(typed(sources))
         assert tracker.reason == old
 
 
@@ -404,7 +410,7 @@ def test_random_polls_with_hold_report_only_changes_of_the_set(clock: FakeClock,
         sources = {
             sid: status(p99=v, state=state if sid == "a" else "STREAMING") for sid, v in p99.items()
         }
-        change = tracker.update(sources)
+        change = tracker.update(typed(sources))
         if change is None:
             assert tracker.active == before
             continue

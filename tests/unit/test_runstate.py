@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vsa.runstate import RunState, carry_over, derive_run_state, run_reason
+from vsa.schema import SourceStatus
 from vsa.stream import SourceState
 
 TABLE = [
@@ -91,10 +92,11 @@ def test_reason_names_the_sources_that_are_down_with_their_codes():
         {"id": "cam4", "state": "CONNECTING", "code": None},
         {"id": "clip", "state": "FINISHED", "code": None},
     ]
-    assert run_reason(sources) == (
+    statuses = [SourceStatus.from_dict(s) for s in sources]
+    assert run_reason(statuses) == (
         "cam2 RECONNECTING (UNREACHABLE), cam3 FAILED (AUTH_FAILED), cam4 CONNECTING"
     )
-    assert run_reason(sources[:1]) is None
+    assert run_reason(statuses[:1]) is None
 
 
 CARRY = [
@@ -112,7 +114,8 @@ CARRY = [
 
 @pytest.mark.parametrize(("previous", "resumed", "expected"), CARRY)
 def test_carry_over_keeps_the_frame_accounting_exact(previous, resumed, expected):
-    emitted, decoded, lost = carry_over(previous, resumed)
+    polled = SourceStatus.from_dict({"id": "cam1", "state": "STREAMING", **previous})
+    emitted, decoded, lost = carry_over(polled, resumed)
     assert (emitted, decoded, lost) == expected
     drops = sum(previous["drops"].values())
     assert decoded == emitted + drops + lost  # the invariant across a restart

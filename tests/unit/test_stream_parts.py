@@ -152,6 +152,17 @@ def test_ledger_merge_across_incarnations_keeps_the_invariant():
     assert merged.balanced and merged.drops == Counter(stale=1, source_lost=2)
 
 
+def test_ledger_merge_lists_the_earlier_causes_first_and_keeps_zeros():
+    """As the controller's records always had them (``vsa.supervision.runbook.merge``)."""
+    earlier = FrameLedger(4, 4, 2, Counter(stale=2))
+    now = FrameLedger(3, 3, 3, Counter(decimated=0, queue_full=0, stale=0))
+    merged = now.merge(earlier)
+    assert list(merged.drops.items()) == [("stale", 2), ("decimated", 0), ("queue_full", 0)]
+    assert (merged.decoded, merged.inferred, merged.emitted) == (7, 7, 5)
+    assert now.drops == Counter(decimated=0, queue_full=0, stale=0)  # neither is changed
+    assert earlier.drops == Counter(stale=2)
+
+
 # --- after a connection ended ------------------------------------------------------------------
 BACKOFF = Backoff(ReconnectSpec(initial_s=1, max_s=8, multiplier=2, jitter=0, max_attempts=3))
 

@@ -4,6 +4,8 @@ the series, warnings and the durable form; a fake clock, no Ray."""
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from tests.unit.fakes import FakeClock
 from vsa.config import RunSpec, parse_run
 from vsa.runstate import RunState
 from vsa.secrets import is_sealed, unseal
+from vsa.stream.ledger import FrameLedger
 from vsa.supervision.runbook import (
     KV_VERSION,
     RunRecord,
@@ -153,6 +156,74 @@ def test_merge_adds_the_earlier_incarnations():
     merged = merge({**base, "drops": {"stale": 2, "x": 1}, "restarts": 3}, s)
     assert counts(merged) == (14, 10, 10, {"stale": 3, "x": 1}, 3)
     assert merged["frames_dropped"] == 4
+
+
+def old_merge(base: Mapping[str, Any] | None, status: Mapping[str, Any]) -> dict[str, Any]:
+    """``merge`` as it was before it used ``FrameLedger.merge``, verbatim: the oracle."""
+    if not base:
+        return {**status, "restarts": 0}
+    out = dict(status)
+    for key in ("frames_decoded", "frames_inferred", "frames_emitted"):
+        out[key] = status.get(key, 0) + base.get(key, 0)
+    drops = Counter(base.get("drops", {}))
+    drops.update(status.get("drops", {}))
+    out["drops"] = dict(drops)
+    out["frames_dropped"] = sum(drops.values())
+    out["restarts"] = base.get("restarts", 0)
+    return out
+
+
+# (earlier incarnations' counts as carried in ``base``, the polled status's counts)
+MERGES = [
+    pytest.param(FrameLedger(), FrameLedger(3, 2, 2, Counter(stale=1)), id="nothing-earlier"),
+    pytest.param(
+        FrameLedger(100, 90, 90, Counter(queue_full=5, source_lost=5)),
+        FrameLedger(10, 8, 8, Counter(stale=2)),
+        id="new-cause-after",
+    ),
+    pytest.param(
+        FrameLedger(7, 7, 7, Counter(stale=2, decimated=4)),
+        FrameLedger(9, 3, 3, Counter(decimated=6, stale=0)),
+        id="same-causes-and-a-zero",
+    ),
+    pytest.param(FrameLedger(14, 12, 12, Counter(stale=2)), FrameLedger(), id="nothing-yet"),
+]
+
+
+@pytest.mark.parametrize(("earlier", "now"), MERGES)
+def test_the_controllers_merge_is_the_ledgers(earlier: FrameLedger, now: FrameLedger):
+    """One merge: the record's counts are ``FrameLedger.merge``'s, and the merged dict is the one
+    the controller saved before (same keys, same order, the status's own ``in_flight``)."""
+    base = {
+        "frames_decoded": earlier.decoded,
+        "frames_inferred": earlier.inferred,
+        "frames_emitted": earlier.emitted,
+        "drops": dict(earlier.drops),
+        "restarts": 2,
+    }
+    polled = status(decoded=now.decoded, emitted=now.emitted, drops=dict(now.drops))
+    polled.update(frames_inferred=now.inferred, in_flight=now.in_flight)
+    merged = merge(base, polled)
+    total = now.merge(earlier)
+    assert FrameLedger.from_fields(merged) == total
+    assert merged["frames_dropped"] == total.dropped
+    assert merged["in_flight"] == now.in_flight  # this incarnation's frames under way
+    assert merged == old_merge(base, polled)
+    assert list(merged) == list(old_merge(base, polled))
+    assert list(merged["drops"]) == list(old_merge(base, polled)["drops"])
+
+
+def test_a_restart_carries_the_ledgers_merge():
+    """Through ``absorb``: the record's counts after a restart are those of the dead incarnation
+    (with its unwritten frames as ``source_lost``) merged with the new one's by the ledger."""
+    r = record()
+    r.absorb("cam1", status(decoded=100, emitted=90, drops={"queue_full": 5}))
+    r.absorb("cam1", status(inc="b", decoded=10, emitted=8, drops={"stale": 1}))
+    dead = FrameLedger(100, 90, 90, Counter(queue_full=5, source_lost=5))
+    assert FrameLedger.from_fields(r.sources["cam1"]) == FrameLedger(
+        10, 8, 8, Counter(stale=1)
+    ).merge(dead)
+    assert r.status("cam1").frames_dropped == 11
 
 
 def test_source_ended():

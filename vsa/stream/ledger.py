@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vsa.schema import DropCause
+from vsa.schema import DropCause, SourceStatus
 
 
 def cause_name(cause: DropCause | str) -> str:
@@ -71,12 +71,17 @@ class FrameLedger:
         return self.in_flight == 0
 
     def merge(self, earlier: FrameLedger) -> FrameLedger:
-        """This ledger plus an earlier incarnation's counts (a new object)."""
+        """This ledger plus an earlier incarnation's counts (a new object): the one merge of
+        the engine (the controller carries a restarted source's counts over with it). The
+        drops list the earlier incarnation's causes first and keep every cause either counted,
+        as the controller's records always have."""
+        drops = Counter(earlier.drops)
+        drops.update(self.drops)
         return FrameLedger(
             self.decoded + earlier.decoded,
             self.inferred + earlier.inferred,
             self.emitted + earlier.emitted,
-            self.drops + earlier.drops,
+            drops,
         )
 
     def fields(self) -> dict[str, Any]:
@@ -91,8 +96,20 @@ class FrameLedger:
         }
 
     @classmethod
+    def of(cls, status: SourceStatus) -> FrameLedger:
+        """The counts of a source's typed status."""
+        return cls(
+            status.frames_decoded,
+            status.frames_inferred,
+            status.frames_emitted,
+            Counter(status.drops),
+        )
+
+    @classmethod
     def from_fields(cls, status: Mapping[str, Any]) -> FrameLedger:
-        """The counts of a status dict (``fields()``'s keys)."""
+        """The counts of a dict of ``fields()``'s keys, such as the counts the controller
+        carries over from a source's earlier incarnations (its durable ``base``, which is not
+        a whole status)."""
         return cls(
             int(status.get("frames_decoded", 0)),
             int(status.get("frames_inferred", 0)),

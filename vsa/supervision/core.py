@@ -60,7 +60,7 @@ from vsa.outputs import (
     claim_outputs,
 )
 from vsa.report import build_report, write_report
-from vsa.runstate import ENDED, RunState
+from vsa.runstate import RunState
 from vsa.schema import SourceState
 from vsa.stream import stop_grace_s
 from vsa.supervision.handles import (
@@ -505,13 +505,13 @@ class ControllerCore:
         stop``, a failure): it is left as it ended, not drained."""
         if record.monitor is not None:
             record.monitor.cancel()
-        states = {sid: dict(status) for sid, status in record.sources.items()}
+        ended = {sid: status.terminal for sid, status in record.statuses().items()}
         await self._stop_sources(record, timeout_s)
         if record.state.terminal:
             return False
         record.stop_requested = False
         for sid, status in record.sources.items():
-            if states.get(sid, {}).get("state") not in ENDED:
+            if not ended.get(sid, False):
                 # stopped for the restart, not ended: the resumed source starts again
                 status["state"] = SourceState.CONNECTING.value
                 status["fps"] = 0.0  # not the last rate seen: nothing flows until it resumes
@@ -872,10 +872,7 @@ class ControllerCore:
 
     async def _monitor_once(self, record: RunRecord) -> bool:
         """Poll the run's sources once and take what they say; True when the monitor is done."""
-        ended = ENDED  # a polled source's state is a string
-        live = {
-            sid: a for sid, a in record.actors.items() if record.sources[sid]["state"] not in ended
-        }
+        live = {sid: a for sid, a in record.actors.items() if not record.status(sid).terminal}
         results = await asyncio.gather(*(self._poll(a) for a in live.values()))
         if record.stop_requested or record.state.terminal:
             return True  # stop() owns the final statuses

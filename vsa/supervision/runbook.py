@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,16 +26,16 @@ from vsa.config import RunSpec
 from vsa.constants import KEEP_FINISHED
 from vsa.degradation import DegradationTracker
 from vsa.errors import RunNotFound
-from vsa.runstate import ENDED, RunState, carry_over, derive_run_state, run_reason
-from vsa.schema import DropCause, SourceState
+from vsa.runstate import RunState, carry_over, derive_run_state, run_reason
+from vsa.schema import DropCause, SourceState, SourceStatus
 from vsa.secrets import needs_sealing, seal
+from vsa.stream.ledger import FrameLedger
 from vsa.supervision.store import RunStore
 from vsa.uri import mask_source_uri, mask_uri
 
 # the controller's logger: the lines a record logs read as they did when it lived there
 log = logging.getLogger("vsa.controller")
 KV_VERSION = 1
-COUNTERS = ("frames_decoded", "frames_inferred", "frames_emitted")
 UNSAVED = "unsaved"  # the kind of the warning of a run whose last save failed
 
 
@@ -78,19 +77,28 @@ def initial_source_status(source_id: str, uri: str) -> dict[str, Any]:
     }
 
 
-def merge(base: Mapping[str, Any] | None, status: Mapping[str, Any]) -> dict[str, Any]:
-    """A source's status with the counters of its earlier incarnations added."""
+def merge(
+    base: Mapping[str, Any] | None,
+    status: Mapping[str, Any],
+    polled: SourceStatus | None = None,
+) -> dict[str, Any]:
+    """A source's status with the counters of its earlier incarnations added
+    (``FrameLedger.merge``). ``base``: those counters (``FrameLedger.fields()``'s keys and
+    ``restarts``, as saved); ``polled``: ``status`` already read (``SourceStatus.from_dict``).
+    The status keeps its own keys in their order, and its ``in_flight``."""
     if not base:
         return {**status, "restarts": 0}
-    out = dict(status)
-    for key in COUNTERS:
-        out[key] = status.get(key, 0) + base.get(key, 0)
-    drops = Counter(base.get("drops", {}))
-    drops.update(status.get("drops", {}))
-    out["drops"] = dict(drops)
-    out["frames_dropped"] = sum(drops.values())
-    out["restarts"] = base.get("restarts", 0)
-    return out
+    now = FrameLedger.of(SourceStatus.from_dict(status) if polled is None else polled)
+    total = now.merge(FrameLedger.from_fields(base))
+    return {
+        **status,
+        "frames_decoded": total.decoded,
+        "frames_inferred": total.inferred,
+        "frames_emitted": total.emitted,
+        "drops": dict(total.drops),
+        "frames_dropped": total.dropped,
+        "restarts": base.get("restarts", 0),
+    }
 
 
 @dataclass
@@ -156,26 +164,36 @@ class RunRecord:
         """Take a polled status. A new incarnation (Ray restarted the actor) carries the
         counters over: a ``source_restarted`` event, whose details are returned (the record
         changed in a way worth saving at once); None otherwise."""
-        previous = self.sources.get(sid, {})
-        old, new = previous.get("incarnation"), status.get("incarnation")
+        polled = SourceStatus.from_dict(status)
+        previous = self.status(sid) if sid in self.sources else None
+        old = None if previous is None else previous.incarnation
+        new = polled.incarnation
         restarted = None
-        if old is not None and new is not None and old != new:
+        if previous is not None and old is not None and new is not None and old != new:
             base = self.base.setdefault(sid, {})
-            drops = Counter(previous.get("drops", {}))
-            emitted, decoded, lost = carry_over(previous, status.get("resumed"))
+            counts = FrameLedger.of(previous)
+            emitted, decoded, lost = carry_over(previous, polled.resumed)
             if lost > 0:
-                drops[DropCause.SOURCE_LOST.value] += lost
+                counts.drop(DropCause.SOURCE_LOST, lost)
             base.update(
                 frames_decoded=decoded,
                 frames_inferred=emitted,
                 frames_emitted=emitted,
-                drops=dict(drops),
-                restarts=previous.get("restarts", 0) + 1,
+                drops=dict(counts.drops),
+                restarts=previous.restarts + 1,
             )
             restarted = {"source": sid, "lost": max(0, lost)}
             self.event("source_restarted", **restarted)
-        self.sources[sid] = merge(self.base.get(sid), status)
+        self.sources[sid] = merge(self.base.get(sid), status, polled)
         return restarted
+
+    def status(self, sid: str) -> SourceStatus:
+        """Source ``sid``'s status, typed (``sources`` keeps the dicts as polled and saved)."""
+        return SourceStatus.from_dict(self.sources[sid])
+
+    def statuses(self) -> dict[str, SourceStatus]:
+        """Every source's status, typed, by id."""
+        return {sid: SourceStatus.from_dict(s) for sid, s in self.sources.items()}
 
     def source_ended(self, sid: str, state: str, error: str) -> None:
         """A source whose actor cannot tell: ``FAILED`` (it died) or ``STOPPED`` (its stop
@@ -189,7 +207,7 @@ class RunRecord:
         ran), and no source shows its last rate as live (fps 0)."""
         ended = SourceState.FAILED if state is RunState.FAILED else SourceState.STOPPED
         for sid, status in self.sources.items():
-            if status.get("state") not in ENDED:
+            if not self.status(sid).terminal:
                 transition = {"t": round(self.clock(), 3), "state": ended.value}
                 self.sources[sid] = status = {
                     **status,
@@ -203,10 +221,11 @@ class RunRecord:
         that state is terminal, update the degradation (an event when its set of conditions
         changes); UP reads DEGRADED while degraded. The caller enters the state or finishes."""
         self.sample()
-        state = derive_run_state([s["state"] for s in self.sources.values()])
+        statuses = self.statuses()
+        state = derive_run_state([s.state.value for s in statuses.values()])
         if state.terminal:
             return state
-        change = self.degradation.update(self.sources)
+        change = self.degradation.update(statuses)
         if change:  # the set of conditions changed, not merely their numbers
             self.event("degraded" if change.reason else "degradation_ended", **change.as_event())
         if self.degradation.reason and state is RunState.UP:
@@ -219,10 +238,10 @@ class RunRecord:
         if now - self.sampled_at < 1.0:
             return
         self.sampled_at = now
-        for sid, s in self.sources.items():
-            lat = s.get("latency_ms") or {}
+        for sid, s in self.statuses().items():
+            lat = s.latency_ms
             rows = self.series.setdefault(sid, [])
-            rows.append([round(now, 3), s.get("fps", 0.0), lat.get("p50"), lat.get("p99")])
+            rows.append([round(now, 3), s.fps, lat.p50, lat.p99])
             if len(rows) > 4000:
                 del rows[::2]
 
@@ -275,12 +294,13 @@ class RunRecord:
         log.warning("run=%s %s %s", self.id, what, json.dumps(details) if details else "")
 
     def reason(self) -> str | None:
-        parts = [p for p in (run_reason(self.sources.values()), self.degradation.reason) if p]
+        statuses = self.statuses().values()
+        parts = [p for p in (run_reason(statuses), self.degradation.reason) if p]
         return "; ".join(parts) or None
 
     def sources_error(self) -> str:
         """The error of a run whose sources all failed: theirs, or a generic one."""
-        errors = [f"{s['id']}: {s['error']}" for s in self.sources.values() if s.get("error")]
+        errors = [f"{s.id}: {s.error}" for s in self.statuses().values() if s.error]
         return "; ".join(errors) or "every source failed"
 
     # --- views ---------------------------------------------------------------------------
