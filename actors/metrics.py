@@ -58,6 +58,12 @@ class StreamMetrics:
         self.decode = Histogram(
             "vsa_decode_seconds", "Decoding (and BGR conversion) per frame.", DECODE_BOUNDS, STREAM
         )
+        self.burst_frames = Gauge(
+            "vsa_source_burst_frames",
+            "Mean frames per burst a live realtime source delivered over the status window "
+            "(1: smooth; HLS with 1 s segments at 15 fps: about 15); 0 before any.",
+            STREAM,
+        )
         self.cpu = Counter(
             "vsa_stream_cpu_seconds",
             "CPU seconds of the emitted frames by stage: decode (and BGR conversion), sinks "
@@ -76,6 +82,7 @@ class StreamMetrics:
             self.state,
             self.latency,
             self.decode,
+            self.burst_frames,
             self.cpu,
         ):
             metric.set_default_tags(tags)
@@ -117,6 +124,7 @@ class StreamMetrics:
         self.fps.set(typed.fps)
         self.in_flight.set(typed.in_flight)
         self.store_bytes.set(typed.in_flight * frame_bytes)
+        self.burst_frames.set(typed.arrival.burst_frames or 0.0)
         for state in SOURCE_STATES:
             self.state.set(1.0 if typed.state.value == state else 0.0, tags={"state": state})
 

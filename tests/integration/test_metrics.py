@@ -111,7 +111,12 @@ def test_prometheus_scrapes_per_stream_metrics_and_the_latency_count_is_frames_e
         assert value(prometheus, f"ray_vsa_frames_decoded_total{{{sel}}}") == FRAMES
         assert value(prometheus, f"ray_vsa_decode_seconds_count{{{sel}}}") == FRAMES
     names = {r["metric"]["__name__"] for r in query(prometheus, f'{{run="{run_id}"}}')}
-    assert {"ray_vsa_source_fps", "ray_vsa_source_queue_depth", "ray_vsa_source_state"} <= names
+    assert {
+        "ray_vsa_source_fps",
+        "ray_vsa_source_queue_depth",
+        "ray_vsa_source_state",
+        "ray_vsa_source_burst_frames",
+    } <= names
     # inference metrics, tagged by model
     assert value(prometheus, 'sum(ray_vsa_batch_size_count{model="builtin-shapes-v1"})') > 0
     # Ray's own resource metrics sit beside them in the same Prometheus
