@@ -89,6 +89,17 @@ class _Sender:
 
 
 @dataclass
+class _Caps:
+    """Who caps whom now (see the module), derived once per change of the former: which
+    credit-bound peers cap each stream, which credit-bound groups cap each group (with their
+    credit over weight), and each group's streams. Counts served are read live."""
+
+    streams: dict[tuple[Hashable, Hashable], list[tuple[Hashable, Hashable]]]
+    groups: dict[Hashable, list[tuple[Hashable, float]]]
+    members: dict[Hashable, list[tuple[Hashable, Hashable]]]
+
+
+@dataclass
 class _Group(Generic[T]):
     # streams in least-recently-served order; a stream with nothing waiting is removed
     queues: OrderedDict[Hashable, deque[_Waiting[T]]] = field(default_factory=OrderedDict)
@@ -171,6 +182,8 @@ class BatchFormer(Generic[T]):
         self.patience_s = 0.0
         # how long a stream that said it lost frames (``behind``) stays eager
         self.eager_hold_s = EAGER_HOLD_S
+        self._version = 0  # bumped by every change the caps derive from (``_caps``)
+        self._caps_of: tuple[tuple[int, float, float], _Caps] | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -223,6 +236,8 @@ class BatchFormer(Generic[T]):
         g.priority[stream] = priority
         g.size += 1
         self._size += 1
+        if not was_active or sender.eager != was_eager:
+            self._version += 1  # who caps whom may change (``_caps``)
         if not was_active or (sender.eager and not was_eager):
             self._catch_up(key, now)
         if group_was != self._group_state(group, now):
@@ -232,6 +247,7 @@ class BatchFormer(Generic[T]):
         """Give ``group`` ``weight`` turns in a row per round (default 1); kept until changed."""
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
             raise ValueError("weight must be an integer >= 1")
+        self._version += 1
         if weight == 1:
             self._weights.pop(group, None)
         else:
@@ -281,23 +297,54 @@ class BatchFormer(Generic[T]):
         credit, bound = self._group_credit(group, now)
         return credit > 0, bound
 
+    def _caps(self, now: float) -> _Caps:
+        """The caps in force now: derived again only after a change (frames added, taken or
+        back, a sender forgotten, a weight) or at another time or patience, so that choosing
+        a frame costs what it did before the caps, plus its cappers."""
+        stamp = (self._version, now, self.patience_s)
+        if self._caps_of is not None and self._caps_of[0] == stamp:
+            return self._caps_of[1]
+        members: dict[Hashable, list[tuple[Hashable, Hashable]]] = {}
+        bound: dict[Hashable, list[tuple[Hashable, Hashable]]] = {}
+        credit: dict[Hashable, float] = {}
+        for key, sender in self._senders.items():
+            group = key[0]
+            members.setdefault(group, []).append(key)
+            credit.setdefault(group, 0.0)
+            if not self._active(key, now):
+                continue
+            credit[group] += sender.limit
+            if sender.eager:
+                bound.setdefault(group, []).append(key)
+        streams = {}
+        for group, keys in bound.items():
+            for key in members[group]:
+                sender = self._senders[key]
+                streams[key] = [
+                    peer
+                    for peer in keys
+                    if peer != key
+                    and self._senders[peer].limit < sender.limit
+                    and self._senders[peer].priority >= sender.priority
+                ]
+        groups = {
+            group: [
+                (other, credit[other] / self._weights.get(other, 1))
+                for other in bound
+                if other != group and credit[other] < credit[group]
+            ]
+            for group in members
+        }
+        caps = _Caps(streams, groups, members)
+        self._caps_of = (stamp, caps)
+        return caps
+
     def _capping(
         self, key: tuple[Hashable, Hashable], now: float
     ) -> list[tuple[Hashable, Hashable]]:
         """The credit-bound peers that cap ``key``: its group, its priority level or above,
         a smaller credit."""
-        sender = self._senders.get(key)
-        if sender is None:
-            return []
-        return [
-            peer
-            for peer, other in self._senders.items()
-            if peer[0] == key[0]
-            and peer != key
-            and other.limit < sender.limit
-            and other.priority >= sender.priority
-            and self._bound(peer, now)
-        ]
+        return self._caps(now).streams.get(key, [])
 
     def _room(self, key: tuple[Hashable, Hashable], now: float) -> float:
         """Frames ``key`` may take now before a credit-bound peer of its group caps it."""
@@ -310,25 +357,16 @@ class BatchFormer(Generic[T]):
             room = min(room, other.served + other.limit - served)
         return room
 
-    def _group_caps(self, group: Hashable, now: float) -> list[tuple[Hashable, float, float]]:
-        """The credit-bound groups that cap ``group``: (group, served, credit / weight)."""
-        credit, _ = self._group_credit(group, now)
-        caps = []
-        for other in {key[0] for key in self._senders}:
-            if other == group:
-                continue
-            other_credit, bound = self._group_credit(other, now)
-            if bound and other_credit < credit:
-                weight = self._weights.get(other, 1)
-                caps.append((other, self._group_served.get(other, 0.0), other_credit / weight))
-        return caps
+    def _group_caps(self, group: Hashable, now: float) -> list[tuple[Hashable, float]]:
+        """The credit-bound groups that cap ``group``: (group, credit / weight)."""
+        return self._caps(now).groups.get(group, [])
 
     def _group_room(self, group: Hashable, now: float) -> float:
         """Frames ``group`` may take now before a credit-bound group caps it (weighted)."""
         served, weight = self._group_served.get(group, 0.0), self._weights.get(group, 1)
         room = math.inf
-        for _, other_served, ahead in self._group_caps(group, now):
-            room = min(room, (other_served + ahead - served) * weight)
+        for other, ahead in self._group_caps(group, now):
+            room = min(room, (self._group_served.get(other, 0.0) + ahead - served) * weight)
         return room
 
     def _catch_up(self, key: tuple[Hashable, Hashable], now: float) -> None:
@@ -394,10 +432,10 @@ class BatchFormer(Generic[T]):
                 for peer in self._capping((group, stream), now):
                     if self._coming(peer, now) and not self._waiting(peer):
                         times.add(self._returned[peer])
-            for other, _, _ in self._group_caps(group, now):
-                for key, t in self._returned.items():
-                    if key[0] == other and self._coming(key, now) and not self._waiting(key):
-                        times.add(t)
+            for other, _ in self._group_caps(group, now):
+                for key in self._caps(now).members.get(other, []):
+                    if self._coming(key, now) and not self._waiting(key):
+                        times.add(self._returned[key])
         return sorted(times)
 
     # --- when a batch is ready ----------------------------------------------------------
@@ -422,6 +460,7 @@ class BatchFormer(Generic[T]):
     def _forget(self, key: tuple[Hashable, Hashable]) -> None:
         """A stream quiet past the horizon (stopped, or slower than the horizon)."""
         del self._senders[key]  # it starts level again when it comes back (_catch_up)
+        self._version += 1
         self._returned.pop(key, None)
         if not any(k[0] == key[0] for k in self._senders):
             self._group_served.pop(key[0], None)
@@ -471,6 +510,7 @@ class BatchFormer(Generic[T]):
         """A batch has finished: its streams may send again. ``taken``: that batch's
         ``last_taken`` where several run at once; None: every batch taken so far."""
         now = self._clock()
+        self._version += 1
         for key in [k for k, t in self._returned.items() if now - t > self.horizon_s]:
             del self._returned[key]
         if taken is None:
@@ -570,6 +610,7 @@ class BatchFormer(Generic[T]):
             item = g.pop(stream)
             self._size -= 1
             if is_stale(item):
+                self._version += 1  # gone, not running: its stream may be idle now
                 stale.append(item)
                 if not g.size:
                     del self._groups[key]
@@ -595,4 +636,5 @@ class BatchFormer(Generic[T]):
         items = [w.item for g in self._groups.values() for q in g.queues.values() for w in q]
         self._groups.clear()
         self._size = 0
+        self._version += 1
         return items
