@@ -25,7 +25,9 @@ import ray
 from actors.frames import FrameSender, this_actor_restarted
 from actors.metrics import StreamMetrics
 from vsa import settings
-from vsa.config import RunSpec
+from vsa.analytics.chain import processors_for
+from vsa.analytics.resume import saved_state
+from vsa.config import RunSpec, writes_truth
 from vsa.constants import DROPS_SUMMARY_S, INFERENCE_WAIT_S
 from vsa.control.priority import lower_data_plane
 from vsa.core.frames import Frame
@@ -132,12 +134,27 @@ class SourceActor:
                 uri = unseal(sealed_uri)
             except Exception as exc:  # noqa: BLE001 - a VsaError says what to do; anything else too
                 opener = _failing_opener(SourceError("SECRET_UNAVAILABLE", str(exc)))
+        processor_state = None
+        if restarted and source.tracked is not None:  # ids above those written, counts go on
+            try:
+                processor_state = saved_state(Path(spec.output_dir), run_id, source_id)
+            except Exception as exc:  # noqa: BLE001 - never fail the constructor
+                log.error(
+                    "run=%s source=%s cannot read its analytics files: %s", run_id, source_id, exc
+                )
         self.worker = StreamWorker(
             run_id,
             source_id,
             uri,
             lambda fps: open_sinks(
-                spec.sinks, spec.output_dir, run_id, source_id, fps, resume=restarted
+                spec.sinks,
+                spec.output_dir,
+                run_id,
+                source_id,
+                fps,
+                resume=restarted,
+                events=bool(source.lines or source.zones),
+                truth=writes_truth(source.uri),
             ),
             self._submit,
             StreamSettings.from_spec(
@@ -146,6 +163,8 @@ class SourceActor:
                 options=options,
                 index_offset=offset,
                 earlier=earlier,
+                processors=(lambda: processors_for(source)) if source.tracked else None,
+                processor_state=processor_state,
             ),
             opener=opener,
             on_emit=self._emitted,

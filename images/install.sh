@@ -5,7 +5,8 @@
 #   images/install.sh [--require-torch] [--dry-run] [--print-constraints] SOURCE
 #
 # SOURCE: the project directory or a vsa wheel. pip installs it with the dependencies that
-# pyproject.toml declares ([project] dependencies is the single list: nothing is added here).
+# pyproject.toml declares ([project] dependencies is the single list), then, without their
+# metadata's dependencies, the packages of images/no-deps.txt (the tracker library: why there).
 # The torch already installed (the PyTorch base image's CUDA build, NVIDIA's Jetson build, a
 # host's own) is kept: pip is constrained to its exact version, and to NumPy 1.x when torch
 # came with NumPy 1.x (a build against the NumPy 1 ABI fails under NumPy 2). Without a torch,
@@ -96,6 +97,9 @@ constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 [ -z "$kept" ] || printf '%s\n' "$kept" >"$constraints"
 install=("$PYTHON" -m pip install --no-cache-dir --constraint "$constraints" "$source")
+# then the packages whose metadata must not be followed (each with why in images/no-deps.txt)
+no_deps=$(dirname "${BASH_SOURCE[0]}")/no-deps.txt
+extra=("$PYTHON" -m pip install --no-cache-dir --no-deps -r "$no_deps")
 
 if [ -n "$kept" ]; then
   echo "install.sh: constraints ${kept//$'\n'/, }"
@@ -103,10 +107,12 @@ else
   echo "install.sh: no torch in $PYTHON: pip installs torch from the index"
 fi
 if [ "$dry_run" = 1 ]; then
+  echo "${extra[*]}"
   echo "${install[*]}"
   exit 0
 fi
 "${install[@]}"
+"${extra[@]}"
 
 # What was installed: vsa's CLI builds, every requirement vsa declares (its installed metadata,
 # i.e. pyproject.toml) is installed, torch is still the one kept. torch is not imported: on
@@ -117,6 +123,7 @@ import re
 import sys
 
 import actors  # noqa: F401
+import trackers  # noqa: F401 - images/no-deps.txt
 from vsa.cli import build_parser
 
 build_parser()

@@ -137,7 +137,7 @@ echo 'deploy: vsa status did not answer within 300 s' >&2
 exit 1"
 else
   whl="vsa-$version-py3-none-any.whl"
-  files=("dist/$whl" images/install.sh images/constraints.txt images/systemd/vsa.service images/systemd/vsa.env)
+  files=("dist/$whl" images/install.sh images/constraints.txt images/no-deps.txt images/systemd/vsa.service images/systemd/vsa.env)
   venv="/opt/vsa/$version-\$(date +%Y%m%d%H%M%S)"
   if [ "$target" = jetson ]; then
     # NVIDIA's torch is installed system-wide on a Jetson: the venv sees it and keeps it

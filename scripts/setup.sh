@@ -24,5 +24,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   pip_install "${VSA_TORCH:-torch==2.13.0}"
 fi
 pip_install -e ".[test]"
-"$PY" -c "import vsa, actors, torch, av, cv2, ray" || { echo "setup: install failed" >&2; exit 1; }
+# installed without their metadata's dependencies: why, in images/no-deps.txt
+pip_install --no-deps -r images/no-deps.txt
+"$PY" -c "import vsa, actors, torch, av, cv2, ray, trackers" || { echo "setup: install failed" >&2; exit 1; }
 export PATH="$PWD/$VENV/bin:$PATH"

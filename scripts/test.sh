@@ -37,9 +37,10 @@ for candidate in python3.10 "$HOME"/.pyenv/versions/3.10.*/bin/python /usr/bin/p
 done
 if [ -n "$PY310" ]; then
   [ -x .venv310/bin/python ] || "$PY310" -m venv .venv310
-  .venv310/bin/python -m pip install -q numpy opencv-python-headless pyyaml pydantic matplotlib \
-    cryptography psutil pytest pytest-timeout hypothesis >.venv310/install.log 2>&1 \
-    || { tail -n 30 .venv310/install.log; exit 1; }
+  { .venv310/bin/python -m pip install -q numpy opencv-python-headless pyyaml pydantic matplotlib \
+      cryptography psutil supervision scipy rich pytest pytest-timeout hypothesis \
+      && .venv310/bin/python -m pip install -q --no-deps -r images/no-deps.txt; } \
+    >.venv310/install.log 2>&1 || { tail -n 30 .venv310/install.log; exit 1; }
   .venv310/bin/python -m pytest -q -p no:cacheprovider tests/unit
 else
   echo "Python 3.10 not found: the unit tier ran under $(python --version) only" >&2

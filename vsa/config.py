@@ -17,7 +17,7 @@ import stat
 import sys
 import types
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -34,6 +34,8 @@ from pydantic import (
 
 from vsa import uri as uri_mod
 from vsa import yamlsafe
+from vsa.analytics import geometry
+from vsa.analytics.geometry import ANCHORS
 from vsa.errors import ConfigError, VsaError
 
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -148,6 +150,154 @@ class DegradationSpec(_Strict):
         5000.0, gt=0, description="p99 capture-to-result latency of a source over the window."
     )
     window_s: float = Field(30.0, gt=0, le=3600, description="The window both are measured on.")
+
+
+_Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-1_000_000, le=1_000_000)]
+_Point = tuple[_Coordinate, _Coordinate]
+MAX_ZONE_POINTS = 256
+
+
+def _check_points(points: Sequence[tuple[float, float]], coords: str, field: str) -> None:
+    if coords == "relative":
+        for i, (x, y) in enumerate(points):
+            if not (0 <= x <= 1 and 0 <= y <= 1):
+                raise ValueError(
+                    f"{field}[{i}]: [{x:g}, {y:g}] is outside the frame: relative coordinates "
+                    "are in [0, 1] (fractions of the width and height); for pixels set "
+                    "coords: pixels"
+                )
+    else:
+        for i, (x, y) in enumerate(points):
+            if x < 0 or y < 0:
+                raise ValueError(f"{field}[{i}]: [{x:g}, {y:g}]: pixel coordinates are >= 0")
+
+
+class LineSpec(_Strict):
+    """A counting line: a track whose anchor crosses the segment between the two points
+    counts one crossing, `in` towards `in_side`, `out` the other way."""
+
+    id: str = Field(
+        pattern=_ID_RE, description="Line id, unique among the source's lines and zones."
+    )
+    points: tuple[_Point, _Point] = Field(
+        description="The segment's two ends, `[[x1, y1], [x2, y2]]`: fractions of the frame "
+        "(`coords: relative`, the default) or pixels (`coords: pixels`); x to the right, y down."
+    )
+    coords: Literal["relative", "pixels"] = Field(
+        "relative", description="`relative`: 0-1 of the width and height; `pixels`: source pixels."
+    )
+    in_side: Literal["left", "right"] = Field(
+        "left",
+        description='Which side is "in": left or right as you walk from the first point '
+        "to the second on the screen (for a line drawn left to right, `left` is above it).",
+    )
+    classes: ClassNames | None = Field(
+        None, description="Count only these model classes (default: all)."
+    )
+    anchor: Literal[ANCHORS] = Field(  # type: ignore[valid-type]
+        "bottom_center",
+        description="The point of a track's box that must cross: `bottom_center` (feet, "
+        "wheels), `center`, ... (`" + "`, `".join(ANCHORS) + "`).",
+    )
+
+    @model_validator(mode="after")
+    def _geometry(self) -> LineSpec:
+        a, b = self.points
+        if a == b:
+            raise ValueError(
+                f"points: the two ends are the same point [{a[0]:g}, {a[1]:g}]: a line needs "
+                "two different points"
+            )
+        _check_points(self.points, self.coords, "points")
+        return self
+
+
+class ZoneSpec(_Strict):
+    """A zone: live occupancy, an event when a track enters or leaves (with its dwell time),
+    and optionally when it stays longer than `loiter_s`."""
+
+    id: str = Field(
+        pattern=_ID_RE, description="Zone id, unique among the source's lines and zones."
+    )
+    polygon: list[_Point] = Field(
+        min_length=3,
+        max_length=MAX_ZONE_POINTS,
+        description="The zone's corners in order, `[[x, y], ...]` (at least 3, not "
+        "self-intersecting): fractions of the frame (`coords: relative`) or pixels.",
+    )
+    coords: Literal["relative", "pixels"] = Field(
+        "relative", description="`relative`: 0-1 of the width and height; `pixels`: source pixels."
+    )
+    classes: ClassNames | None = Field(
+        None, description="Count only these model classes (default: all)."
+    )
+    anchor: Literal[ANCHORS] = Field(  # type: ignore[valid-type]
+        "bottom_center", description="The point of a track's box that must be inside."
+    )
+    loiter_s: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="A `loiter` event when a track stays in the zone this long (once per "
+        "visit, stream time); default: none.",
+    )
+
+    @field_validator("polygon", mode="before")
+    @classmethod
+    def _enough(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) < 3:
+            raise ValueError(f"a zone needs at least 3 points, got {len(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _geometry(self) -> ZoneSpec:
+        _check_points(self.polygon, self.coords, "polygon")
+        crossing = geometry.self_intersection(self.polygon)
+        if crossing is not None:
+            i, j = crossing
+            n = len(self.polygon)
+            if self.polygon[i] == self.polygon[j]:
+                raise ValueError(
+                    f"polygon: points {i} and {j} are the same point: list each corner once"
+                )
+            raise ValueError(
+                f"polygon: edge {i}-{(i + 1) % n} crosses edge {j}-{(j + 1) % n}: the polygon "
+                "intersects itself; list the corners in order around the zone"
+            )
+        if geometry.area(self.polygon) == 0:
+            raise ValueError("polygon: its points are on one line (no area)")
+        return self
+
+
+class TrackingSpec(_Strict):
+    """The stream's multi-object tracker (ByteTrack, from the `trackers` library)."""
+
+    lost_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="A track that is not seen for this long (stream time) ends; one seen again "
+        "sooner keeps its id (occlusions, frames dropped in realtime mode).",
+    )
+    activation_score: float = Field(
+        0.5, ge=0, le=1, description="Lowest detection score that starts a new track."
+    )
+    high_score: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Detections at or above it are matched first; lower ones only continue "
+        "tracks (ByteTrack's second stage).",
+    )
+    match_iou: float = Field(
+        0.1, ge=0, le=1, description="Lowest IoU between a track's prediction and a detection."
+    )
+    min_frames: int = Field(
+        2, ge=1, le=30, description="Frames a new track must be seen in before it gets an id."
+    )
+    trail_points: int = Field(
+        30, ge=0, le=1000, description="Recent anchor points per track drawn as its trail."
+    )
 
 
 class SourceSpec(_Strict):
@@ -266,6 +416,18 @@ class SourceSpec(_Strict):
         description="Frames larger than this (width x height) are refused with FRAME_TOO_LARGE; "
         "raise it to accept bigger video.",
     )
+    tracking: TrackingSpec | None = Field(
+        None,
+        description="Track objects across frames (ids in the JSONL's `track_id`). On by "
+        "default when the source has `lines` or `zones`; `tracking: {}` turns it on with the "
+        "defaults for a source without them. See docs/analytics.md.",
+    )
+    lines: list[LineSpec] = Field(
+        default_factory=list, max_length=64, description="Counting lines (tracking is on)."
+    )
+    zones: list[ZoneSpec] = Field(
+        default_factory=list, max_length=64, description="Zones (tracking is on)."
+    )
 
     @field_validator("id")
     @classmethod
@@ -290,6 +452,28 @@ class SourceSpec(_Strict):
         except ValueError as exc:  # they quote parts of the URI: keep the message one short line
             raise ValueError(_clip_quoted(str(exc))) from None
         return value
+
+    @property
+    def tracked(self) -> TrackingSpec | None:
+        """The tracker in effect: as given, or the defaults when the source has lines or
+        zones; None: no tracking."""
+        if self.tracking is not None:
+            return self.tracking
+        return TrackingSpec() if self.lines or self.zones else None
+
+    @model_validator(mode="after")
+    def _unique_areas(self) -> SourceSpec:
+        seen: dict[str, str] = {}
+        for kind, items in (("lines", self.lines), ("zones", self.zones)):
+            for i, item in enumerate(items):
+                where = f"{kind}[{i}]"
+                if item.id in seen:
+                    raise ValueError(
+                        f"{where}.id: duplicate id '{item.id}' (also {seen[item.id]}): lines "
+                        "and zones of a source need different ids"
+                    )
+                seen[item.id] = where
+        return self
 
     @property
     def in_flight(self) -> int | None:
@@ -582,7 +766,51 @@ def output_names(spec: RunSpec, segments: int = 3) -> list[str]:
             names += [f"{source.id}.part{n}.mp4" for n in range(2, segments + 1)]
         if "jsonl" in kinds:
             names.append(f"{source.id}.jsonl")
+        names += side_files(source)
     return [*names, "report.json", "report.png"]
+
+
+def class_problems(spec: RunSpec, classes: Sequence[str]) -> list[str]:
+    """One problem per class name that a source's line or zone filters on and the model does
+    not have (checked at submit, once the model is loaded and its classes are known)."""
+    known = set(classes)
+    shown = ", ".join(_short(c) for c in list(classes)[:12]) + (
+        f" and {len(classes) - 12} more" if len(classes) > 12 else ""
+    )
+    problems = []
+    for i, source in enumerate(spec.sources):
+        for kind, items in (("lines", source.lines), ("zones", source.zones)):
+            for j, item in enumerate(items):
+                for name in item.classes or ():
+                    if name not in known:
+                        problems.append(
+                            f"sources[{i}].{kind}[{j}].classes: unknown class {_short(name)}; "
+                            f"the model's classes are {shown}"
+                        )
+    return problems
+
+
+def side_files(source: SourceSpec) -> list[str]:
+    """The files a source writes whatever its sinks: ``<id>.events.jsonl`` (its lines' and
+    zones' events) and ``<id>.truth.jsonl`` (a ``synthetic://...&truth=1`` source's truth)."""
+    names = []
+    if source.lines or source.zones:
+        names.append(f"{source.id}.events.jsonl")
+    if writes_truth(source.uri):
+        names.append(f"{source.id}.truth.jsonl")
+    return names
+
+
+def writes_truth(uri: str) -> bool:
+    """Whether a source URI is a synthetic one asked for its truth (``truth=1``)."""
+    if uri_mod.scheme_of(uri) != "synthetic":
+        return False
+    from vsa.sources.synthetic import SyntheticParams
+
+    try:
+        return bool(getattr(SyntheticParams.from_uri(uri), "truth", False))
+    except ValueError:
+        return False
 
 
 # --- ${ENV} interpolation -------------------------------------------------------------------

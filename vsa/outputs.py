@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from vsa.config import JsonlSinkSpec, RunSpec, VideoSinkSpec
+from vsa.config import JsonlSinkSpec, RunSpec, VideoSinkSpec, side_files
 from vsa.constants import MEMORY_RESERVE_BYTES
 from vsa.errors import VsaError
 
@@ -140,6 +140,7 @@ def run_files(spec: RunSpec, directory: Path) -> list[Path]:
             names.append(f"{source.id}.mp4")
         if JsonlSinkSpec in kinds:
             names.append(f"{source.id}.jsonl")
+        names += side_files(source)
     names += REPORT_FILES
     found = [directory / n for n in names if os.path.lexists(directory / n)]
     if VideoSinkSpec in kinds:

@@ -269,10 +269,27 @@ def test_install_sh_installs_the_project_and_nothing_else():
     assert positional == ["/src"]
     for flag in ("--no-deps", "-r", "--requirement", "-e", "--editable", "--upgrade", "-U"):
         assert flag not in options, command
-    # and the script has no other pip install than that one
+    # and the script has no other pip install than that one and the --no-deps packages of
+    # images/no-deps.txt (each pinned exactly, each with why it cannot follow its metadata)
     code = [ln for ln in INSTALL_SH.read_text().splitlines() if not ln.lstrip().startswith("#")]
     pip_lines = [ln for ln in code if re.search(r"\bpip3?\b.*\binstall\b", ln)]
-    assert len(pip_lines) == 1 and pip_lines[0].rstrip().endswith('"$source")'), pip_lines
+    assert len(pip_lines) == 2, pip_lines
+    assert pip_lines[0].rstrip().endswith('"$source")'), pip_lines
+    assert pip_lines[1].rstrip().endswith('--no-deps -r "$no_deps")'), pip_lines
+    extra = shlex.split(done.stdout.strip().splitlines()[-2])
+    assert extra[-3:] == ["--no-deps", "-r", str(INSTALL_SH.parent / "no-deps.txt")], extra
+
+
+def test_no_deps_packages_are_pinned_and_installed_as_pinned():
+    import importlib.metadata as md
+
+    lines = (INSTALL_SH.parent / "no-deps.txt").read_text().splitlines()
+    pins = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    assert pins, "images/no-deps.txt pins nothing"
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        assert re.fullmatch(r"[A-Za-z0-9._-]+", name) and version, pin
+        assert md.version(name) == version, f"{pin}: {md.version(name)} is installed"
 
 
 def test_install_sh_keeps_the_base_torch_and_its_numpy_abi(tmp_path):
@@ -287,7 +304,10 @@ def test_install_sh_keeps_the_base_torch_and_its_numpy_abi(tmp_path):
     assert lines[:2] == ["torch==2.4.0", "numpy<2"]
     # the other pins of images/constraints.txt, but NumPy and OpenCV left within numpy<2
     pinned = {requirement_name(x) for x in lines[2:]}
-    assert pinned == {"ray", "av", "pyyaml", "pydantic", "matplotlib", "cryptography", "psutil"}
+    assert pinned == {
+        "ray", "av", "pyyaml", "pydantic", "matplotlib", "cryptography", "psutil",
+        "supervision", "scipy", "rich",
+    }  # fmt: skip
     # with the environment's own torch (NumPy 2 or none): torch pinned, nothing else
     done = install_sh("--print-constraints")
     assert done.returncode == 0, done.stderr

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from vsa.core.detections import Detection
+from vsa.core.scene import Event, SceneView
 
 
 class Frame:
@@ -100,6 +101,9 @@ class FrameResult:
     batch: int = 0  # sequence number of that batch in the inference engine
     arrived: float | None = None  # wall time the frame reached the inference engine
     queue_ms: float | None = None  # from its arrival to the start of its batch
+    # added on the stream's side by its processors (``vsa.analytics``), never by inference:
+    events: tuple[Event, ...] = field(default=())  # line crossings, zone entries... (in order)
+    scene: SceneView | None = None  # lines, zones and track trails for the overlay
 
 
 __all__ = ["Frame", "FrameResult"]

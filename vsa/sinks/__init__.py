@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from vsa.config import JsonlSinkSpec, SinkSpec, VideoSinkSpec
 from vsa.constants import CHECK_INTERVAL_S
 from vsa.core.frames import Frame, FrameResult
-from vsa.sinks.jsonl import JsonlWriter
+from vsa.core.scene import EVENTS_SCHEMA_VERSION
+from vsa.sinks.jsonl import VERSION_KEY, JsonlWriter
 
 if TYPE_CHECKING:
     from vsa.sinks.video import VideoSink
@@ -182,6 +183,59 @@ def frame_record(run_id: str, source_id: str, frame: Frame, result: FrameResult)
     }
 
 
+class EventsSink:
+    """A stream's analytics events (``result.events``: line crossings, zone entries...), one
+    line each in ``<id>.events.jsonl`` (schema: docs/analytics.md), appended on resume."""
+
+    def __init__(self, run_id: str, source_id: str, path: Path, resume: bool = False) -> None:
+        self.run_id, self.source_id = run_id, source_id
+        self.writer = JsonlWriter(path, append=resume)
+
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        for event in result.events:
+            self.writer.write(
+                {VERSION_KEY: EVENTS_SCHEMA_VERSION, **event.to_json(self.run_id, self.source_id)}
+            )
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class TruthSink:
+    """A synthetic source's ground truth (``synthetic://...&truth=1``) for each frame written:
+    ``<id>.truth.jsonl``, one line per frame with each visible object's identity and box."""
+
+    def __init__(self, run_id: str, source_id: str, path: Path, resume: bool = False) -> None:
+        self.run_id, self.source_id = run_id, source_id
+        self.writer = JsonlWriter(path, append=resume)
+
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        truth = frame.truth
+        if truth is None:
+            return
+        self.writer.write(
+            {
+                VERSION_KEY: 1,
+                "run": self.run_id,
+                "source": self.source_id,
+                "frame": frame.index,
+                "pts": None if frame.pts is None else round(frame.pts, 6),
+                "objects": [
+                    {
+                        "id": t.get("id"),
+                        "class": t["label"],
+                        "box": [round(v, 2) for v in t["box"]],
+                        "visible": t.get("visible"),
+                    }
+                    for t in truth
+                ],
+            }
+        )
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 def open_sinks(
     specs: Sequence[SinkSpec],
     output_dir: str | Path,
@@ -189,6 +243,9 @@ def open_sinks(
     source_id: str,
     fps: float | None,
     resume: bool = False,
+    *,
+    events: bool = False,
+    truth: bool = False,
 ) -> list[Sink]:
     """The stream's sinks; ``resume`` continues the files of an earlier incarnation.
 
@@ -211,6 +268,10 @@ def open_sinks(
             )
         elif isinstance(spec, JsonlSinkSpec):
             sinks.append(JsonlSink(run_id, source_id, out / f"{source_id}.jsonl", resume))
+    if events:  # the source's lines and zones: written whatever the sinks
+        sinks.append(EventsSink(run_id, source_id, out / f"{source_id}.events.jsonl", resume))
+    if truth:
+        sinks.append(TruthSink(run_id, source_id, out / f"{source_id}.truth.jsonl", resume))
     return sinks
 
 
@@ -239,10 +300,12 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CHECK_INTERVAL_S",
+    "EventsSink",
     "FrameResult",
     "JsonlSink",
     "OutputLost",
     "Sink",
+    "TruthSink",
     "VideoSink",
     "frame_record",
     "open_sinks",

@@ -14,7 +14,8 @@ and:
   changes the one it was given in place (so a failure leaves it as it was);
 - ``close()``: once, when the stream's sinks are closed (its last frame was written);
 - ``state()`` / ``restore(state)``: a small JSON-able dict, what it needs to go on after its
-  source actor restarts (a tracker's open tracks, a counter's totals).
+  source actor restarts (a tracker's high-water mark of ids, a counter's totals);
+- optionally ``status()``: a JSON-able dict of live values for the stream's status.
 
 A processor that raises on a frame (or returns something other than a ``FrameResult``): the
 frame is still written, with the result as it was before that processor; the processors after
@@ -25,9 +26,9 @@ ledger is the same with or without a chain.
 
 State across a source-actor restart: ``StreamWorker.processor_state()`` is the chain's state
 (``ProcessorChain.state``: a dict keyed by processor name) taken between two frames; a stream
-restored with ``StreamSettings.processor_state`` goes on from it. Saving it with the stream's
-carried status (the counters and earlier outputs a restarted source actor resumes from), and
-handing it back on restart, is the next step: nothing outside ``vsa/stream`` calls these yet.
+restored with ``StreamSettings.processor_state`` goes on from it. A restarted or resumed
+source actor finds that state in its files (``vsa.analytics.resume``: what was written is
+what counts), so nothing has to be saved elsewhere before a crash.
 """
 
 from __future__ import annotations
@@ -134,6 +135,21 @@ class ProcessorChain:
                     continue
                 saved[p.name] = state
         return saved
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """What each processor that has a ``status()`` says about itself now (live counts),
+        by name; one that fails is logged and left out."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for p in self.processors:
+                status = getattr(p, "status", None)
+                if status is None:
+                    continue
+                try:
+                    out[p.name] = status()
+                except Exception:  # noqa: BLE001 - the status of the others still shows
+                    log.exception("%s processor %s: its status failed", self.name, p.name)
+        return out
 
     def restore(self, saved: dict[str, dict[str, Any]]) -> None:
         """Hand each processor its saved state (before the first frame). A name no processor

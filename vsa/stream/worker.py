@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from vsa.analytics.chain import analytics_status
 from vsa.core.clock import SYSTEM_CLOCK, Clock
 from vsa.core.frames import Frame
 from vsa.reconnect import Backoff
@@ -250,4 +251,7 @@ class StreamWorker:
             "uri": mask_source_uri(self.uri),
             "mode": "auto" if self.mode is None else self.mode.name,  # auto: not opened yet
             **self.books.fields(),
+            **(
+                {"analytics": analytics_status(self.processors.status())} if self.processors else {}
+            ),
         }

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from vsa import settings
-from vsa.config import RunSpec
+from vsa.config import RunSpec, class_problems
 from vsa.constants import (
     ENGINE_TIMEOUT_S,
     KEEP_FINISHED,
@@ -401,6 +401,10 @@ class ControllerCore:
             )
             record.model, ready = await self._ensure_engine(spec)
             record.engine_key = record.model.pop("key")
+            problems = class_problems(spec, record.model.get("classes") or [])
+            if problems:  # a line or zone counts a class the model does not have
+                await self._release_engine(record)
+                raise ConfigError(problems)
             record.placement = place([s.id for s in spec.sources], self._load(), ready)
             # durable before anything of it runs: a run that could not resume is refused
             await self._save_new(record)
@@ -924,7 +928,7 @@ class ControllerCore:
         try:
             if report:
                 summary = record.final_summary(state, finished_at)
-                built = build_report(summary, record.series)
+                built = build_report(summary, record.series, record.counts)
                 paths = await self._to_thread(write_report, record.spec.output_dir, built)
                 record.report = [str(p) for p in paths]
                 log.info("run=%s report: %s", record.id, ", ".join(record.report))
