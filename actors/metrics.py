@@ -3,7 +3,12 @@ its Prometheus port (names get Ray's ``ray_`` prefix) next to Ray's own CPU, GPU
 metrics, and the Ray dashboard shows them. The table is in docs/metrics.md.
 
 Tag keys: ``run`` and ``source`` for every per-stream metric (``cause`` for drops,
-``state`` for the source state), ``model`` for the inference metrics.
+``state`` for the source state; ``line``, ``direction`` and ``class`` for line crossings,
+``zone`` for zone occupancy, ``kind`` for analytics events), ``model`` for the inference
+metrics. Tag values from the user or the model (class names) pass :func:`tag_value`.
+
+Ray is imported by the metric classes alone: the pure helpers (:func:`tag_value`,
+:func:`advance`, :func:`analytics_deltas`) import without it (the unit tier tests them).
 """
 
 from __future__ import annotations
@@ -11,9 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ray.util.metrics import Counter, Gauge, Histogram
-
-from vsa.schema import SourceState, SourceStatus
+from vsa.schema import Analytics, SourceState, SourceStatus
 
 STREAM = ("run", "source")
 LATENCY_BOUNDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -21,6 +24,49 @@ DECODE_BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]
 BATCH_SECONDS_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 BATCH_SIZE_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128]
 SOURCE_STATES = tuple(s.value for s in SourceState)  # the order of vsa.schema.SourceState
+DIRECTIONS = ("in", "out")
+
+
+def tag_value(text: str) -> str:
+    """``text`` as a metric tag value: printable ASCII stays (Ray's metrics take ASCII
+    alone), every other character and the backslash are escaped as Python writes them
+    (``é`` -> ``\\xe9``, a newline -> ``\\n``), so two names never share a tag value."""
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        c if " " <= c <= "~" and c != "\\" else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+def advance(seen: dict[Any, int], key: Any, total: int) -> int:
+    """How far the cumulative count ``key`` went since it was last ``seen`` (from 0 the first
+    time), and remember ``total``. Never negative: a count lower than before was restarted,
+    and its new value is the base from then on."""
+    delta = total - seen.get(key, 0)
+    seen[key] = total
+    return max(0, delta)
+
+
+def analytics_deltas(
+    seen: dict[Any, int], analytics: Analytics
+) -> tuple[list[tuple[dict[str, str], int]], list[tuple[str, int]]]:
+    """What the analytics' cumulative counts advanced since ``seen`` (updated): line
+    crossings as (tags line, direction, class; n) and events as (kind, n), those above 0."""
+    crossings: list[tuple[dict[str, str], int]] = []
+    for line_id, line in analytics.lines.items():
+        for name, counts in line.classes.items():
+            for direction, total in zip(DIRECTIONS, (counts.in_, counts.out), strict=True):
+                delta = advance(seen, ("line", line_id, direction, name), total)
+                if delta > 0:
+                    tags = {"line": tag_value(str(line_id)), "direction": direction}
+                    crossings.append(({**tags, "class": tag_value(str(name))}, delta))
+    events = []
+    for kind, total in analytics.events.items():
+        delta = advance(seen, ("event", kind), total)
+        if delta > 0:
+            events.append((tag_value(str(kind)), delta))
+    return crossings, events
 
 
 class StreamMetrics:
@@ -31,6 +77,8 @@ class StreamMetrics:
     """
 
     def __init__(self, run_id: str, source_id: str) -> None:
+        from ray.util.metrics import Counter, Gauge, Histogram
+
         tags = {"run": run_id, "source": source_id}
         self._lock = threading.Lock()
         self.decoded = Counter("vsa_frames_decoded", "Frames decoded.", STREAM)
@@ -70,6 +118,20 @@ class StreamMetrics:
             "(drawing, encoding, writing).",
             (*STREAM, "stage"),
         )
+        self.line_crossings = Counter(
+            "vsa_line_crossings",
+            "Tracks that crossed a counting line, by line, direction (in, out) and class.",
+            (*STREAM, "line", "direction", "class"),
+        )
+        self.zone_occupancy = Gauge(
+            "vsa_zone_occupancy", "Tracks inside a zone now.", (*STREAM, "zone")
+        )
+        self.analytics_events = Counter(
+            "vsa_analytics_events",
+            "Scene analytics events by kind (line_cross, zone_enter, zone_leave, loiter).",
+            (*STREAM, "kind"),
+        )
+        self.tracks = Gauge("vsa_tracks", "Live (confirmed) tracks now.", STREAM)
         for metric in (
             self.decoded,
             self.inferred,
@@ -84,9 +146,13 @@ class StreamMetrics:
             self.decode,
             self.burst_frames,
             self.cpu,
+            self.line_crossings,
+            self.zone_occupancy,
+            self.analytics_events,
+            self.tracks,
         ):
             metric.set_default_tags(tags)
-        self._seen: dict[str, Any] = {"drops": {}, "cpu": {}}
+        self._seen: dict[str, Any] = {"drops": {}, "cpu": {}, "analytics": {}}
 
     def frame_emitted(self, latency_s: float, decode_s: float | None) -> None:
         self.latency.observe(max(0.0, latency_s))
@@ -121,6 +187,16 @@ class StreamMetrics:
                 if delta > 0:
                     self.dropped.inc(delta, tags={"cause": cause})
                 seen["drops"][cause] = n
+            if typed.analytics is not None:
+                crossings, events = analytics_deltas(seen["analytics"], typed.analytics)
+                for tags, n in crossings:
+                    self.line_crossings.inc(n, tags=tags)
+                for kind, n in events:
+                    self.analytics_events.inc(n, tags={"kind": kind})
+        if typed.analytics is not None:
+            self.tracks.set(typed.analytics.tracks)
+            for zone_id, zone in typed.analytics.zones.items():
+                self.zone_occupancy.set(zone.occupancy, tags={"zone": tag_value(str(zone_id))})
         self.fps.set(typed.fps)
         self.in_flight.set(typed.in_flight)
         self.store_bytes.set(typed.in_flight * frame_bytes)
@@ -131,6 +207,8 @@ class StreamMetrics:
 
 class InferenceMetrics:
     def __init__(self) -> None:
+        from ray.util.metrics import Counter, Gauge, Histogram
+
         self.batch_seconds = Histogram(
             "vsa_inference_batch_seconds", "Model time per batch.", BATCH_SECONDS_BOUNDS, ("model",)
         )

@@ -195,9 +195,27 @@ def render_run(run: RunStatus) -> str:
                 f"  {s.id} arrives in bursts of {arrival.burst_frames or 0:.0f} frames: paced "
                 f"by its timestamps{held}"
             )
+        lines.extend(analytics_lines(s))
     if run.report:
         lines.append(f"  report: {', '.join(run.report)}")
     return "\n".join(lines)
+
+
+def analytics_lines(s: SourceStatus) -> list[str]:
+    """One line per counting line and zone of a source with analytics (none without)."""
+    analytics = s.analytics
+    if analytics is None:
+        return []
+    out = [
+        f"  {s.id}: line {line_id} in {line.in_} out {line.out}"
+        for line_id, line in analytics.lines.items()
+    ]
+    out += [
+        f"  {s.id}: zone {zone_id} {zone.occupancy} inside ({zone.entered} entered, "
+        f"{zone.left} left, {zone.loitering} loitering)"
+        for zone_id, zone in analytics.zones.items()
+    ]
+    return out
 
 
 def _ms(value: float | None) -> str:

@@ -1,5 +1,6 @@
 """The end-of-run report: ``<output_dir>/report.json`` and ``report.png`` (fps and latency over
-time per stream). Built by the controller when a run ends or is stopped; no Ray needed here."""
+time per stream, and the analytics counts over time when a stream has analytics). Built by the
+controller when a run ends or is stopped; no Ray needed here."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typing import IO, Any
 
 from vsa.flow import LatencyHistogram
 from vsa.fsutil import atomic_write_with
-from vsa.schema import SourceStatus
+from vsa.schema import Analytics, SourceStatus
+
+Series = dict[str, list[list[float]]]  # source id -> [t, fps, p50 ms, p99 ms] rows
+# source id -> count name ("line:door:in", "zone:lobby:entered") -> [t, n] rows
+Counts = dict[str, dict[str, list[list[float]]]]
 
 PERCENTILES = (50, 90, 99)
 
@@ -25,47 +30,101 @@ def _percentiles(hist: LatencyHistogram) -> dict[str, float | None]:
     return out
 
 
-def build_report(run: dict[str, Any], series: dict[str, list[list[float]]]) -> dict[str, Any]:
-    """``run``: the controller's run summary; ``series``: per source, [t, fps, p50, p99] rows."""
+def analytics_totals(analytics: Analytics) -> dict[str, Any]:
+    """A source's final analytics without its live values (tracks, occupancy, loitering)."""
+    return {
+        "track_ids": analytics.track_ids,
+        "lines": {
+            line_id: {
+                "in": line.in_,
+                "out": line.out,
+                "classes": {name: {"in": c.in_, "out": c.out} for name, c in line.classes.items()},
+            }
+            for line_id, line in analytics.lines.items()
+        },
+        "zones": {
+            zone_id: {"entered": zone.entered, "left": zone.left}
+            for zone_id, zone in analytics.zones.items()
+        },
+        "events": dict(analytics.events),
+    }
+
+
+def _run_analytics(streams: dict[str, Analytics]) -> dict[str, Any]:
+    """The run's analytics summed over its streams (line and zone ids are a stream's own: the
+    run sums crossings, by class too, and zone entries and exits)."""
+    crossings: Counter[str] = Counter()
+    zones: Counter[str] = Counter()
+    events: Counter[str] = Counter()
+    classes: dict[str, Counter[str]] = {}
+    for analytics in streams.values():
+        for line in analytics.lines.values():
+            crossings.update({"in": line.in_, "out": line.out})
+            for name, c in line.classes.items():
+                classes.setdefault(name, Counter()).update({"in": c.in_, "out": c.out})
+        for zone in analytics.zones.values():
+            zones.update({"entered": zone.entered, "left": zone.left})
+        events.update(analytics.events)
+    return {
+        "streams": list(streams),
+        "track_ids": sum(a.track_ids for a in streams.values()),
+        "crossings": {"in": crossings["in"], "out": crossings["out"]},
+        "classes": {name: {"in": c["in"], "out": c["out"]} for name, c in sorted(classes.items())},
+        "zones": {"entered": zones["entered"], "left": zones["left"]},
+        "events": dict(events),
+    }
+
+
+def build_report(
+    run: dict[str, Any], series: Series, counts: Counts | None = None
+) -> dict[str, Any]:
+    """``run``: the controller's run summary; ``series``: per source, [t, fps, p50, p99] rows;
+    ``counts``: per source with analytics, its sampled cumulative counts (``Counts``).
+
+    A run without analytics has no ``analytics`` or ``counts`` keys (the report is as before
+    analytics existed)."""
     end = run.get("finished_at") or run["created_at"]
     duration = max(1e-9, end - run["created_at"])
     streams, everything = [], LatencyHistogram()
     totals: Counter[str] = Counter()
     drops: Counter[str] = Counter()
+    analytics: dict[str, Analytics] = {}
     for s in map(SourceStatus.from_dict, run["sources"]):
         # bucket counts, plus the exact maximum the source measured (None: no samples, or a
         # source that did not send it; then the top bucket's edge stands in)
-        counts = s.latency_hist
+        buckets = s.latency_hist
         max_ms = s.latency_max_ms
         max_s = None if max_ms is None else max_ms / 1000
         hist = LatencyHistogram()
-        hist.merge(counts, max_s)
-        everything.merge(counts, max_s)
+        hist.merge(buckets, max_s)
+        everything.merge(buckets, max_s)
         totals["frames_decoded"] += s.frames_decoded
         totals["frames_inferred"] += s.frames_inferred
         totals["frames_emitted"] += s.frames_emitted
         totals["frames_dropped"] += s.frames_dropped
         drops.update(s.drops)
-        streams.append(
-            {
-                "id": s.id,
-                "uri": s.uri,  # already masked
-                "state": s.state.value,
-                "code": s.code,
-                "error": s.error,
-                "frames_decoded": s.frames_decoded,
-                "frames_inferred": s.frames_inferred,
-                "frames_emitted": s.frames_emitted,
-                "frames_dropped": s.frames_dropped,
-                "drops": s.drops,
-                "fps_mean": round(s.frames_emitted / duration, 2),
-                "latency_ms": _percentiles(hist),
-                "reconnects": s.reconnects,
-                "restarts": s.restarts,
-                "transitions": [t.to_dict() for t in s.transitions],
-            }
-        )
-    return {
+        stream: dict[str, Any] = {
+            "id": s.id,
+            "uri": s.uri,  # already masked
+            "state": s.state.value,
+            "code": s.code,
+            "error": s.error,
+            "frames_decoded": s.frames_decoded,
+            "frames_inferred": s.frames_inferred,
+            "frames_emitted": s.frames_emitted,
+            "frames_dropped": s.frames_dropped,
+            "drops": s.drops,
+            "fps_mean": round(s.frames_emitted / duration, 2),
+            "latency_ms": _percentiles(hist),
+            "reconnects": s.reconnects,
+            "restarts": s.restarts,
+            "transitions": [t.to_dict() for t in s.transitions],
+        }
+        if s.analytics is not None:
+            analytics[s.id] = s.analytics
+            stream["analytics"] = analytics_totals(s.analytics)
+        streams.append(stream)
+    report: dict[str, Any] = {
         "run": run["id"],
         "name": run["name"],
         "state": run["state"],
@@ -88,6 +147,12 @@ def build_report(run: dict[str, Any], series: dict[str, list[list[float]]]) -> d
             for sid, rows in series.items()
         },
     }
+    if analytics:
+        report["analytics"] = _run_analytics(analytics)
+    sampled = {sid: dict(named) for sid, named in (counts or {}).items() if named}
+    if sampled:
+        report["counts"] = sampled
+    return report
 
 
 def write_report(output_dir: str | Path, report: dict[str, Any]) -> list[Path]:
@@ -121,12 +186,17 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
 
 
 def plot(report: dict[str, Any], path: Path) -> Path:
+    """fps and latency over time per stream; below them, when a stream has analytics, its
+    cumulative counts (line crossings, zone entries) over time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_fps, ax_lat) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    counts: Counts = report.get("counts") or {}
+    panels = 3 if any(rows for named in counts.values() for rows in named.values()) else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(10, 3 * panels), sharex=True)
+    ax_fps, ax_lat = axes[0], axes[1]
     t0 = report["started_at"]
     for sid, data in report["series"].items():
         rows = data["rows"]
@@ -141,9 +211,18 @@ def plot(report: dict[str, Any], path: Path) -> Path:
         )
     ax_fps.set_ylabel("frames/s emitted")
     ax_lat.set_ylabel("latency (ms)")
-    ax_lat.set_xlabel("seconds since the run started")
+    axes[-1].set_xlabel("seconds since the run started")
     ax_fps.set_title(f"{report['run']} ({report['state']})")
-    for ax in (ax_fps, ax_lat):
+    if panels == 3:
+        ax_counts = axes[2]
+        for sid, named in counts.items():
+            for name, rows in named.items():
+                if rows:
+                    label = f"{sid} {name.replace(':', ' ')}"
+                    t = [r[0] - t0 for r in rows]
+                    ax_counts.step(t, [r[1] for r in rows], where="post", label=label)
+        ax_counts.set_ylabel("count so far")
+    for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small", ncol=2)

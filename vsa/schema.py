@@ -17,7 +17,8 @@ The source state machine (docs/states.md)::
     any non-terminal state -> STOPPED (stop requested)
 
 The status contracts (``STATUS_VERSION``): :class:`RunStatus` and :class:`SourceStatus` (with
-:class:`LatencyMs`, :class:`Arrival`, :class:`SourceTransition`, :class:`RunTransition` and
+:class:`LatencyMs`, :class:`Arrival`, :class:`Analytics` (:class:`LineCounts`,
+:class:`Crossings`, :class:`ZoneCounts`), :class:`SourceTransition`, :class:`RunTransition` and
 :class:`Event`) type the dicts that the controller answers (``RunRecord.summary()``, a source
 actor's status) and that ``vsa status --json`` prints. ``from_dict`` reads today's dicts (no ``"v"``: version 1),
 keeps unknown keys in ``extra`` and refuses a newer version; ``to_dict`` writes the same dict
@@ -146,12 +147,21 @@ def _wire(
     dump: Callable[[Any], Any] | None = None,
     default: Any = MISSING,
     default_factory: Any = MISSING,
+    key: str | None = None,
 ) -> Any:
     """A field read by ``parse(value, where)`` and written by ``dump(value)`` (both default
-    to a deep copy). A field without a default is a required key."""
+    to a deep copy), under the wire key ``key`` (default: the field's name; for a key that
+    is no Python name, such as ``"in"``). A field without a default is a required key."""
     return field(
-        default=default, default_factory=default_factory, metadata={"parse": parse, "dump": dump}
+        default=default,
+        default_factory=default_factory,
+        metadata={"parse": parse, "dump": dump, "key": key},
     )
+
+
+def _key(f: Any) -> str:
+    """A field's wire key."""
+    return f.metadata.get("key") or f.name
 
 
 def _default_of(f: Any) -> Any:
@@ -190,9 +200,24 @@ def _strings(value: Any, where: str) -> list[str]:
     return [copy.deepcopy(v) for v in value]
 
 
-def _nested(kind: Any) -> Callable[[Any, str], Any]:
+def _nested(kind: Any, optional: bool = False) -> Callable[[Any, str], Any]:
     def parse(value: Any, where: str) -> Any:
+        if value is None and optional:
+            return None
         return kind.from_dict(value, where=where)
+
+    return parse
+
+
+def _dict_of(kind: Any) -> Callable[[Any, str], dict[str, Any]]:
+    """A dict of ``kind`` by name (a line's id, a class name)."""
+
+    def parse(value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a dict, got {type(value).__name__}")
+        return {
+            name: kind.from_dict(item, where=f"{where}[{name!r}]") for name, item in value.items()
+        }
 
     return parse
 
@@ -216,8 +241,16 @@ def _to_dict(value: Any) -> Any:
     return value.to_dict()
 
 
+def _optional_to_dict(value: Any) -> Any:
+    return None if value is None else value.to_dict()
+
+
 def _list_to_dicts(values: list[Any]) -> list[Any]:
     return [v.to_dict() for v in values]
+
+
+def _dict_to_dicts(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: v.to_dict() for name, v in values.items()}
 
 
 def _check_version(v: Any, where: str) -> None:
@@ -258,15 +291,16 @@ class _Wire:
         kwargs: dict[str, Any] = {}
         omitted = set()
         for f in wire:
-            if f.name not in d:
+            key = _key(f)
+            if key not in d:
                 if f.default is MISSING and f.default_factory is MISSING:
-                    raise ValueError(f"{where}: missing required key {f.name!r}")
-                omitted.add(f.name)
+                    raise ValueError(f"{where}: missing required key {key!r}")
+                omitted.add(key)
                 continue
             parse = f.metadata.get("parse")
-            value = d[f.name]
-            kwargs[f.name] = parse(value, f"{where}: {f.name}") if parse else copy.deepcopy(value)
-        known = {f.name for f in wire} | cls._RESERVED
+            value = d[key]
+            kwargs[f.name] = parse(value, f"{where}: {key}") if parse else copy.deepcopy(value)
+        known = {_key(f) for f in wire} | cls._RESERVED
         kwargs["extra"] = {k: copy.deepcopy(v) for k, v in d.items() if k not in known}
         kwargs["omitted"] = frozenset(omitted)
         return kwargs
@@ -279,10 +313,11 @@ class _Wire:
             if f.name in _LOCAL:
                 continue
             value = getattr(self, f.name)
-            if f.name in omitted and value == _default_of(f):
+            key = _key(f)
+            if key in omitted and value == _default_of(f):
                 continue
             dump = f.metadata.get("dump")
-            out[f.name] = dump(value) if dump else copy.deepcopy(value)
+            out[key] = dump(value) if dump else copy.deepcopy(value)
         for key, value in getattr(self, "extra", {}).items():
             out.setdefault(key, copy.deepcopy(value))
         return out
@@ -318,6 +353,70 @@ class Arrival(_Wire):
     burst_frames: float | None = None  # mean frames per burst (1.0: a smooth source)
     jitter_ms: float | None = None  # mean |arrival step - timestamp step| between frames
     hold_ms: float | None = None  # the longest a frame was held by the jitter buffer
+    extra: dict[str, Any] = _extra()
+    omitted: frozenset[str] = _omitted()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Crossings(_Wire):
+    """Crossings of a counting line, by direction (cumulative over the run): one class's, in
+    :attr:`LineCounts.classes`. ``in`` on the wire is ``in_`` here (a Python keyword)."""
+
+    _WHAT = "crossings"
+    in_: int = _wire(key="in", default=0)  # crossed in its "in" direction
+    out: int = 0
+    extra: dict[str, Any] = _extra()
+    omitted: frozenset[str] = _omitted()
+
+    @property
+    def total(self) -> int:
+        """Crossings either way."""
+        return self.in_ + self.out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineCounts(Crossings):
+    """A counting line's crossings (cumulative over the run), with those of each model class
+    (``classes``: class name -> :class:`Crossings`)."""
+
+    _WHAT = "line"
+    classes: dict[str, Crossings] = _wire(
+        parse=_dict_of(Crossings), dump=_dict_to_dicts, default_factory=dict
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZoneCounts(_Wire):
+    """A zone: the tracks inside now (``occupancy``) and loitering now (``loitering``), and
+    how many entered and left over the run (cumulative)."""
+
+    _WHAT = "zone"
+    occupancy: int = 0  # live
+    entered: int = 0
+    left: int = 0
+    loitering: int = 0  # live
+    extra: dict[str, Any] = _extra()
+    omitted: frozenset[str] = _omitted()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Analytics(_Wire):
+    """A source's scene analytics (tracking, line crossings, zone occupancy); the status has
+    None for a source without lines or zones. Counts are cumulative over the run (the source
+    actor restores them after a restart), except the live ``tracks``,
+    ``ZoneCounts.occupancy`` and ``ZoneCounts.loitering``."""
+
+    _WHAT = "analytics"
+    tracks: int = 0  # live (confirmed) tracks now
+    track_ids: int = 0  # track ids handed out so far in this run (ids are 1..track_ids)
+    lines: dict[str, LineCounts] = _wire(
+        parse=_dict_of(LineCounts), dump=_dict_to_dicts, default_factory=dict
+    )  # line id -> its counts
+    zones: dict[str, ZoneCounts] = _wire(
+        parse=_dict_of(ZoneCounts), dump=_dict_to_dicts, default_factory=dict
+    )  # zone id -> its counts
+    # event kind (line_cross, zone_enter, zone_leave, loiter) -> how many so far
+    events: dict[str, int] = _wire(parse=_mapping(), default_factory=dict)
     extra: dict[str, Any] = _extra()
     omitted: frozenset[str] = _omitted()
 
@@ -410,6 +509,10 @@ class SourceStatus(_Wire):
     restarts: int = 0  # how often Ray restarted the source actor
     inference: str | None = None  # the inference actor serving it (vsa.supervision.pool)
     transport: str | None = None  # how its frames reach inference: "channel" or "ray"
+    # its scene analytics; None (or absent) when it has no lines or zones
+    analytics: Analytics | None = _wire(
+        parse=_nested(Analytics, optional=True), dump=_optional_to_dict, default=None
+    )
     extra: dict[str, Any] = _extra()
     omitted: frozenset[str] = _omitted()
 
@@ -518,16 +621,20 @@ __all__ = [
     "STATUS_VERSION",
     "TERMINAL_RUN_STATES",
     "TERMINAL_SOURCE_STATES",
+    "Analytics",
     "Arrival",
+    "Crossings",
     "DropCause",
     "Event",
     "LatencyMs",
+    "LineCounts",
     "RunState",
     "RunStatus",
     "RunTransition",
     "SourceState",
     "SourceStatus",
     "SourceTransition",
+    "ZoneCounts",
     "check_source_transition",
     "runs_from_dict",
 ]

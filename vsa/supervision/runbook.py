@@ -131,6 +131,9 @@ class RunRecord:
     # why its last save failed (it would not resume after an engine restart); None once saved
     unsaved: str | None = None
     series: dict[str, list[list[float]]] = field(default_factory=dict)  # for report.png
+    # per source with analytics, its cumulative counts over time ({"line:door:in": [[t, n],
+    # ...], "zone:lobby:entered": ...}), for the report; like ``series``, not saved
+    counts: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
     sampled_at: float = 0.0
     report: list[str] = field(default_factory=list)  # the report files, once written
     # source id -> its URI with credentials, sealed (vsa.secrets); the spec holds masked URIs
@@ -233,17 +236,22 @@ class RunRecord:
         return state
 
     def sample(self) -> None:
-        """One row per source per second: [t, fps, p50 ms, p99 ms] (bounded: halved when full)."""
+        """One row per source per second: [t, fps, p50 ms, p99 ms] in ``series``, and for a
+        source with analytics one [t, n] row per cumulative count in ``counts`` (bounded:
+        halved when full)."""
         now = self.clock()
         if now - self.sampled_at < 1.0:
             return
         self.sampled_at = now
+        t = round(now, 3)
         for sid, s in self.statuses().items():
             lat = s.latency_ms
-            rows = self.series.setdefault(sid, [])
-            rows.append([round(now, 3), s.fps, lat.p50, lat.p99])
-            if len(rows) > 4000:
-                del rows[::2]
+            _append(self.series.setdefault(sid, []), [t, s.fps, lat.p50, lat.p99])
+            if s.analytics is None:
+                continue
+            named = self.counts.setdefault(sid, {})
+            for name, n in analytics_counts(s).items():
+                _append(named.setdefault(name, []), [t, n])
 
     def warn(self, kind: str, text: str, hold_s: float) -> None:
         """Show ``text`` in the status for ``hold_s`` from now; an event unless it is shown
@@ -387,6 +395,30 @@ class RunRecord:
             record.spec, record.sealed = seal_sources(record.spec)
         record.transitions, record.events = d["transitions"], d.get("events", [])
         return record
+
+
+def analytics_counts(status: SourceStatus) -> dict[str, int]:
+    """A source's cumulative analytics counts by name: ``line:<id>:in``, ``line:<id>:out``,
+    ``zone:<id>:entered``, ``zone:<id>:left`` (ids never hold a colon); none without
+    analytics."""
+    analytics = status.analytics
+    if analytics is None:
+        return {}
+    out: dict[str, int] = {}
+    for line_id, line in analytics.lines.items():
+        out[f"line:{line_id}:in"] = line.in_
+        out[f"line:{line_id}:out"] = line.out
+    for zone_id, zone in analytics.zones.items():
+        out[f"zone:{zone_id}:entered"] = zone.entered
+        out[f"zone:{zone_id}:left"] = zone.left
+    return out
+
+
+def _append(rows: list[list[Any]], row: list[Any], limit: int = 4000) -> None:
+    """Add ``row``; past ``limit`` rows, every other one goes (the series keeps its span)."""
+    rows.append(row)
+    if len(rows) > limit:
+        del rows[::2]
 
 
 def why(exc: BaseException) -> str:
