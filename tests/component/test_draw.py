@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vsa.draw import COLOURS, colour_for, draw_detections
+from vsa.core.scene import LineView, SceneView, ZoneView
+from vsa.draw import (
+    COLOURS,
+    LINE_COLOUR,
+    WARNING_COLOUR,
+    ZONE_COLOUR,
+    colour_for,
+    draw_detections,
+    track_colour,
+)
 from vsa.models.base import Detection
 
 H, W = 240, 320
@@ -263,3 +272,239 @@ def test_masks_are_blended_inside_their_box_only():
     assert rows.max() + y1 <= y2 + 2
     assert changed[y1 + 5 : y2 - 5, x1 + 5 : x2 - 5].all()
     assert not changed[y2 + 3 :, :].any()
+
+
+# --- tracked detections and the scene overlay (zones, lines, trails) ----------------------
+
+
+def changed(out: np.ndarray) -> np.ndarray:
+    return (out != BG).any(-1)
+
+
+def near(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 16) -> bool:
+    return bool(np.abs(pixel.astype(int) - np.array(colour, int)).max() <= tolerance)
+
+
+def tag_right_edge(out: np.ndarray, class_id: int) -> int:
+    """The rightmost column of the filled label tag above BOX."""
+    x1, y1, _, _ = BOX
+    tag = (out[y1 - 20 : y1, :] == np.array(colour_for(class_id), np.uint8)).all(-1)
+    return int(np.nonzero(tag.any(0))[0].max())
+
+
+def test_a_tracked_detection_shows_its_track_id_in_its_label():
+    plain = draw_detections(frame(), [detection(None, class_id=2)])
+    tracked_det = detection(None, class_id=2)
+    tracked_det.track_id = 12
+    tracked = draw_detections(frame(), [tracked_det])
+    # "#12 square 0.90" is wider than "square 0.90"; the tag keeps the class colour
+    assert tag_right_edge(tracked, 2) > tag_right_edge(plain, 2) + 15
+    x1, y1, _, _ = BOX
+    label = tracked[y1 - 20 : y1, x1 : tag_right_edge(tracked, 2)]
+    assert (label >= 200).all(-1).sum() > 10  # white text in the tag
+    # the box itself is drawn as before
+    np.testing.assert_array_equal(tracked[y1 + 1 :], plain[y1 + 1 :])
+
+
+def test_track_colour_is_stable_and_distinct():
+    assert track_colour(7) == track_colour(7)
+    colours = {track_colour(i) for i in range(24)}
+    assert len(colours) == 24
+    assert all(0 <= c <= 255 for colour in colours for c in colour)
+    assert track_colour(-3) == track_colour(-3)
+
+
+@pytest.mark.parametrize("spec", IN_PLACE_CASES)
+def test_without_a_scene_the_pixels_are_the_old_ones(spec):
+    dets = detections_for(spec)
+    original = textured()
+    expected = draw_detections(original, dets)
+    np.testing.assert_array_equal(draw_detections(original, dets, scene=None), expected)
+    np.testing.assert_array_equal(draw_detections(original, dets, scene=SceneView()), expected)
+
+
+def test_a_line_is_drawn_along_its_path():
+    line = LineView("gate", (20.0, 200.0), (300.0, 200.0), 12, 4, "left")
+    out = draw_detections(frame(), [], scene=SceneView(lines=(line,)))
+    for x in [*range(25, 100, 5), *range(220, 296, 5)]:  # away from the arrow and the tag
+        assert near(out[200, x], LINE_COLOUR), (x, out[200, x])
+    assert not changed(out)[:150].any()  # nothing far from it
+    assert not changed(out)[:, :15].any() and not changed(out)[:, 305:].any()
+
+
+# horizontal line at y=120 from x=20 to 300 (middle x=160), and vertical at x=160 from y=20 to 220
+# (middle y=120); "left" of start -> end on the screen (y down) is where cross < 0
+ABOVE, BELOW = (slice(104, 117), slice(140, 181)), (slice(123, 140), slice(100, 221))
+RIGHT, LEFT = (slice(100, 141), slice(163, 260)), (slice(100, 141), slice(60, 157))
+
+
+@pytest.mark.parametrize(
+    "start, end, in_side, arrow_side, tag_side",
+    [
+        ((20, 120), (300, 120), "left", ABOVE, BELOW),  # going right: left is up
+        ((20, 120), (300, 120), "right", BELOW, ABOVE),
+        ((300, 120), (20, 120), "left", BELOW, ABOVE),  # going left: left is down
+        ((160, 20), (160, 220), "left", RIGHT, LEFT),  # going down: left is +x on screen
+        ((160, 20), (160, 220), "right", LEFT, RIGHT),
+    ],
+)
+def test_a_line_arrow_points_to_its_in_side(start, end, in_side, arrow_side, tag_side):
+    sx, sy = start
+    ex, ey = end
+    # the definition of the contract, for the arrow's region's centre
+    ys, xs = arrow_side
+    px, py = (xs.start + xs.stop) / 2, (ys.start + ys.stop) / 2
+    cross = (ex - sx) * (py - sy) - (ey - sy) * (px - sx)
+    assert (cross < 0) == (in_side == "left")
+    line = LineView("gate", (float(sx), float(sy)), (float(ex), float(ey)), 1, 2, in_side)
+    drawn = changed(draw_detections(frame(), [], scene=SceneView(lines=(line,))))
+    # a thin arrow on the "in" side, the wide tag on the other
+    assert 5 <= drawn[arrow_side].sum() < 150, drawn[arrow_side].sum()
+    assert drawn[tag_side].sum() > 500
+
+
+def test_a_trail_is_drawn_along_its_points_in_its_track_colour():
+    points = tuple((float(x), 40.0 + 0.5 * x) for x in range(20, 300, 10))  # oldest first
+    out = draw_detections(frame(), [], scene=SceneView(trails={7: points}))
+    for x, y in points[1:-1]:
+        assert changed(out)[round(y) - 1 : round(y) + 2, round(x)].any(), (x, y)
+    hits = out[changed(out)]
+    assert any(near(p, track_colour(7), 8) for p in hits)
+    keep = np.ones((H, W), bool)
+    for x, y in points:
+        keep[max(0, round(y) - 8) : round(y) + 8, max(0, round(x) - 12) : round(x) + 12] = False
+    assert not changed(out)[keep].any()
+
+
+ZONE = ((60.0, 60.0), (260.0, 60.0), (260.0, 200.0), (60.0, 200.0))
+
+
+def zone_tag_width(out: np.ndarray, colour: tuple[int, int, int]) -> int:
+    tag = (out[62:76, 60:W] == np.array(colour, np.uint8)).all(-1)
+    return int(np.nonzero(tag.any(0))[0].max())
+
+
+def test_a_zone_is_outlined_lightly_filled_and_tagged_with_its_occupancy():
+    zone = ZoneView("lot", ZONE, occupancy=3)
+    out = draw_detections(frame(), [], scene=SceneView(zones=(zone,)), zone_alpha=0.2)
+    for x, y in [(160, 200), (60, 130), (260, 130), (200, 60)]:  # on the outline
+        assert near(out[y, x], ZONE_COLOUR), (x, y, out[y, x])
+    expected = BG * 0.8 + np.array(ZONE_COLOUR) * 0.2  # the fill, inside
+    assert np.abs(out[150, 160].astype(float) - expected).max() <= 1.5
+    assert (out[70:74, 62:75] == np.array(ZONE_COLOUR, np.uint8)).all(-1).any()  # the tag
+    outside = changed(out)
+    outside[57:204, 57:264] = False
+    assert not outside.any()
+
+
+def test_a_zone_with_loitering_tracks_is_in_the_warning_colour_with_a_longer_tag():
+    calm = draw_detections(frame(), [], scene=SceneView(zones=(ZoneView("lot", ZONE, 3),)))
+    loiter = draw_detections(frame(), [], scene=SceneView(zones=(ZoneView("lot", ZONE, 3, 1),)))
+    assert near(loiter[200, 160], WARNING_COLOUR) and not near(loiter[200, 160], ZONE_COLOUR)
+    # "lot: 3 (1 loitering)" is longer than "lot: 3"
+    assert zone_tag_width(loiter, WARNING_COLOUR) > zone_tag_width(calm, ZONE_COLOUR) + 40
+
+
+def test_a_zone_fill_stays_inside_its_polygon():
+    triangle = ((40.0, 40.0), (280.0, 40.0), (40.0, 220.0))
+    out = draw_detections(frame(), [], scene=SceneView(zones=(ZoneView("t", triangle, 0),)))
+    assert changed(out)[100, 80]  # inside
+    assert not changed(out)[200, 260]  # inside the bounding rect, outside the triangle
+    bare = draw_detections(
+        frame(), [], scene=SceneView(zones=(ZoneView("t", triangle, 0),)), zone_alpha=0
+    )
+    assert not changed(bare)[100, 80]  # no fill: only the outline and tag
+
+
+def test_the_scene_is_drawn_under_the_boxes():
+    x1, y1, x2, y2 = BOX
+    mid_y = (y1 + y2) // 2
+    line = LineView("gate", (0.0, mid_y), (float(W), mid_y), 0, 0, "left")
+    zone = ZoneView("lot", ((30.0, 50.0), (210.0, 50.0), (210.0, 190.0), (30.0, 190.0)), 1)
+    scene = SceneView(lines=(line,), zones=(zone,), trails={3: ((x1, mid_y), (x2, y2))})
+    out = draw_detections(frame(), [detection(None, class_id=5)], scene=scene)
+    for y, x in [(mid_y, x1), (mid_y, x2 - 1), (y2 - 1, (x1 + x2) // 2)]:
+        assert near(out[y, x], colour_for(5)), (y, x, out[y, x])
+
+
+def test_in_place_with_a_scene_gives_the_same_pixels_as_a_copy():
+    scene = SceneView(
+        lines=(LineView("gate", (-50.0, 100.0), (400.0, 150.0), 3, 4, "right"),),
+        zones=(ZoneView("lot", ((-20.0, -20.0), (200.0, 10.0), (150.0, 300.0)), 2, 1),),
+        trails={1: ((10.0, 10.0), (50.0, 60.0), (90.0, 80.0)), 2: ((300.0, 200.0), (330.0, 250.0))},
+    )
+    dets = detections_for([(BOX, "circle", 1)])
+    original = textured()
+    on_copy = draw_detections(original, dets, scene=scene)
+    image = original.copy()
+    assert draw_detections(image, dets, in_place=True, scene=scene) is image
+    np.testing.assert_array_equal(image, on_copy)
+    assert (on_copy != draw_detections(original, dets)).any()
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    "scene",
+    [
+        pytest.param(
+            SceneView(lines=(LineView("a", (-500.0, -40.0), (900.0, 600.0), 1, 1, "left"),)),
+            id="line-crossing-the-frame",
+        ),
+        pytest.param(
+            SceneView(lines=(LineView("a", (-1e12, 120.0), (1e12, 121.0), 1, 1, "right"),)),
+            id="line-very-far",
+        ),
+        pytest.param(
+            SceneView(lines=(LineView("a", (100.0, 100.0), (100.0, 100.0), 0, 0, "left"),)),
+            id="line-of-no-length",
+        ),
+        pytest.param(
+            SceneView(lines=(LineView("a", (0.0, 0.0), (W - 1.0, 0.0), 0, 0, "sideways"),)),
+            id="line-on-the-edge-unknown-side",
+        ),
+        pytest.param(
+            SceneView(zones=(ZoneView("z", ((-100.0, -100.0), (1e9, -50.0), (50.0, 1e9)), 2, 1),)),
+            id="zone-mostly-outside",
+        ),
+        pytest.param(
+            SceneView(zones=(ZoneView("z", ((5.0, 5.0),), 1), ZoneView("y", (), 0))),
+            id="zones-degenerate",
+        ),
+        pytest.param(
+            SceneView(zones=(ZoneView("z", ((0.0, 0.0), (W, 0.0), (W, H), (0.0, H)), 9, 9),)),
+            id="zone-the-whole-frame",
+        ),
+        pytest.param(
+            SceneView(
+                trails={
+                    1: ((-50.0, -50.0), (400.0, 300.0), (1e15, -1e15)),
+                    2: ((10.0, 10.0),),
+                    3: (),
+                    4: ((INF, 5.0), (20.0, 20.0), (NAN, 30.0), (60.0, 40.0)),
+                }
+            ),
+            id="trails-outside-short-and-not-finite",
+        ),
+    ],
+)
+def test_a_scene_partly_or_fully_outside_does_not_crash(scene: SceneView):
+    image = frame()
+    out = draw_detections(image, [detection(None)], scene=scene)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert (image == BG).all()
+
+
+@pytest.mark.parametrize(
+    "scene",
+    [
+        SceneView(lines=(LineView("a", (-100.0, -10.0), (500.0, -40.0), 1, 1, "left"),)),
+        SceneView(zones=(ZoneView("z", ((400.0, 10.0), (500.0, 10.0), (450.0, 90.0)), 1, 1),)),
+        SceneView(trails={1: ((-30.0, 10.0), (-5.0, 200.0)), 2: ((330.0, 250.0), (900.0, 300.0))}),
+    ],
+    ids=["line", "zone", "trails"],
+)
+def test_a_scene_wholly_outside_the_frame_draws_nothing(scene: SceneView):
+    out = draw_detections(frame(), [], scene=scene)
+    assert not changed(out).any()

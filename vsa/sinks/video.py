@@ -227,6 +227,7 @@ class VideoSink(_WatchedSink):
             result.detections,
             draw_masks=self.spec.draw_masks,
             in_place=self.draw_in_place,
+            scene=result.scene,
         )
         self.writer.write(annotated, frame.pts)
         self.frames_written += 1
