@@ -75,7 +75,7 @@ BAD = [
     pytest.param(third_source("synthetic://shapes", sid="-cam"), ["sources[2].id: '-cam' is not a valid id (letters, digits, '_', '.', '-'; at most 64)"], id="id-leading-dash"),
     pytest.param(third_source("synthetic://shapes", sid="c" * 65), [f"sources[2].id: '{'c' * 65}' is not a valid id (letters, digits, '_', '.', '-'; at most 64)"], id="id-too-long"),
     pytest.param("name: 'my run'\noutput_dir: out\n" + TWO_GOOD_SOURCES, ["name: 'my run' is not a valid id (letters, digits, '_', '.', '-'; at most 64)"], id="bad-run-name"),
-    pytest.param(third_source("synthetic://shapes?speed=3"), ["sources[2].uri: unknown synthetic parameter 'speed' (known: seed, fps, width, height, frames, objects, pace, burst)"], id="synthetic-unknown-param"),
+    pytest.param(third_source("synthetic://shapes?speed=3"), ["sources[2].uri: unknown synthetic parameter 'speed' (known: seed, fps, width, height, frames, objects, pace, burst, scene, truth)"], id="synthetic-unknown-param"),
     pytest.param(third_source("synthetic://shapes?fps=fast"), ["sources[2].uri: synthetic parameter 'fps' must be a number, got 'fast'"], id="synthetic-fps-not-numeric"),
     pytest.param(third_source("synthetic://shapes?width=641"), ["sources[2].uri: synthetic parameter 'width' must be an even number in [32, 7680], got 641"], id="synthetic-odd-width"),
     pytest.param(third_source("synthetic://shapes?fps=0"), ["sources[2].uri: synthetic parameter 'fps' must be in (0, 1000], got 0"], id="synthetic-fps-zero"),

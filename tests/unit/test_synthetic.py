@@ -187,7 +187,7 @@ def test_zero_objects_has_no_truth():
 
 PARAM_ERRORS = [
     ("synthetic://cubes", "unknown synthetic generator 'cubes' (only 'shapes' exists)"),
-    ("synthetic://shapes?speed=2", "unknown synthetic parameter 'speed' (known: seed, fps, width, height, frames, objects, pace, burst)"),
+    ("synthetic://shapes?speed=2", "unknown synthetic parameter 'speed' (known: seed, fps, width, height, frames, objects, pace, burst, scene, truth)"),
     ("synthetic://shapes?fps=fast", "synthetic parameter 'fps' must be a number, got 'fast'"),
     ("synthetic://shapes?seed=", "synthetic parameter 'seed' must be a number, got ''"),
     ("synthetic://shapes?frames=ten", "synthetic parameter 'frames' must be a number, got 'ten'"),
