@@ -335,3 +335,44 @@ def test_events_file_replays_into_the_same_counts_and_ids(tmp_path: Path) -> Non
     assert replay_events(tmp_path / "cam.events.jsonl", "another-run")["events"] == {}
     state = saved_state(tmp_path, "run-1", "cam")
     assert state["tracker"] == {"track_ids": 7}
+
+
+# --- measuring against the truth (vsa.analytics.evaluate) -----------------------------------
+
+
+def test_mot_metrics_of_perfect_and_swapped_tracks() -> None:
+    from vsa.analytics.evaluate import mot_metrics
+
+    truth = {
+        k: [(0, "a", (k, 0, k + 10, 10), 1.0), (1, "b", (k, 50, k + 10, 60), 1.0)]
+        for k in range(10)
+    }
+    perfect = {k: [(7, "a", (k, 0, k + 10, 10)), (8, "b", (k, 50, k + 10, 60))] for k in range(10)}
+    m = mot_metrics(truth, perfect)
+    assert (m["MOTA"], m["IDF1"], m["IDSW"], m["objects"], m["tracks"]) == (1.0, 1.0, 0, 2, 2)
+    # the ids swap half way: two switches, IDF1 down to a half
+    swapped = {
+        k: [
+            (7 if k < 5 else 8, "a", (k, 0, k + 10, 10)),
+            (8 if k < 5 else 7, "b", (k, 50, k + 10, 60)),
+        ]
+        for k in range(10)
+    }
+    m = mot_metrics(truth, swapped)
+    assert m["IDSW"] == 2 and m["IDF1"] == pytest.approx(0.5)
+    # an object hardly visible is not required: missing it costs nothing, tracking it neither
+    hidden = {k: [*truth[k], (2, "c", (200, 0, 210, 10), 0.1)] for k in range(10)}
+    assert mot_metrics(hidden, perfect)["MOTA"] == 1.0
+    extra = {k: [*perfect[k], (9, "c", (200, 0, 210, 10))] for k in range(10)}
+    assert mot_metrics(hidden, extra)["FP"] == 0
+
+
+def test_true_counts_follow_identities_through_the_same_counters() -> None:
+    from vsa.analytics.evaluate import count_errors, true_counts
+
+    line = LineSpec(id="mid", points=((0.5, 0), (0.5, 1)))
+    truth = {k: [(3, "circle", (250 + 10 * k, 100, 290 + 10 * k, 140), 1.0)] for k in range(10)}
+    counts = true_counts(truth, {k: k / 15 for k in truth}, [line], [], (W, H))
+    assert counts["lines"]["mid"]["in"] == 1
+    engine = {"lines": {"mid": {"in": 2, "out": 0}}, "zones": {}}
+    assert count_errors(engine, counts) == {"mid.in": 1, "mid.out": 0}
