@@ -1405,6 +1405,17 @@ def main() -> int:
         "--delivery-only", action="store_true", help="only the delivery cases (implies --delivery)"
     )
     p.add_argument(
+        "--analytics",
+        action="store_true",
+        help="add the cost of scene analytics: CPU per frame of the tracker and of 2 lines and "
+        "2 zones at 20 objects (scripts/bench_analytics.py, no Ray; ~10 s)",
+    )
+    p.add_argument(
+        "--analytics-only",
+        action="store_true",
+        help="only the analytics cost (implies --analytics)",
+    )
+    p.add_argument(
         "--only",
         nargs="+",
         metavar="TEXT",
@@ -1427,6 +1438,8 @@ def main() -> int:
     started = time.monotonic()
     if args.delivery_only:
         return delivery_only(args)
+    if args.analytics_only:
+        return analytics_only(args)
     if args.torch_threads is None:
         # the engine's own choice (VSA_TORCH_THREADS, default auto: measured while it runs);
         # T(B) and the naive loop get every CPU (auto's most)
@@ -1567,6 +1580,7 @@ def main() -> int:
             "probes": probes,
         },
         "delivery": delivery,
+        "analytics": analytics_section() if args.analytics else None,
     }
     out_json.write_text(json.dumps(report, indent=1, default=str))
     png = out_json.with_suffix(".png")
@@ -1641,6 +1655,25 @@ def delivery_section() -> dict[str, Any]:
     bursty = run_bursty(Client(), hls=True, unpaced=True)
     print(bursty_table(bursty), flush=True)
     return {"mixed": mixed, "bursty": bursty}
+
+
+def analytics_section() -> dict[str, Any]:
+    """The tracker's and the counters' CPU per frame (docs/analytics.md, Cost)."""
+    from scripts.bench_analytics import run as run_analytics
+    from scripts.bench_analytics import table as analytics_table
+
+    report = run_analytics()
+    print(analytics_table(report), flush=True)
+    return report
+
+
+def analytics_only(args: argparse.Namespace) -> int:
+    report = analytics_section()
+    out_json = Path(args.out)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps({"analytics": report}, indent=1))
+    print(f"wrote {out_json}")
+    return 0 if report["meets_target"] else 1
 
 
 def delivery_only(args: argparse.Namespace) -> int:

@@ -194,6 +194,7 @@ def test_demo_config_validates():
     assert spec.name == "demo"
     assert [s.id for s in spec.sources] == ["cam1", "cam2", "cam3", "cam4", "clip"]
     assert [s.type for s in spec.sinks] == ["video", "jsonl"]
+    assert spec.sources[1].tracked is not None and spec.sources[1].lines[0].id == "middle"
 
 
 # --- ${ENV} interpolation -------------------------------------------------------------------
