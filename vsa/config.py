@@ -152,6 +152,8 @@ class DegradationSpec(_Strict):
     window_s: float = Field(30.0, gt=0, le=3600, description="The window both are measured on.")
 
 
+ClassName = Annotated[str, Field(max_length=MAX_CLASS_NAME)]
+ClassNames = Annotated[list[ClassName], Field(max_length=MAX_CLASSES)]
 _Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-1_000_000, le=1_000_000)]
 _Point = tuple[_Coordinate, _Coordinate]
 MAX_ZONE_POINTS = 256
@@ -538,8 +540,6 @@ def _classes_kind(value: Any) -> str | None:
     return None
 
 
-ClassName = Annotated[str, Field(max_length=MAX_CLASS_NAME)]
-ClassNames = Annotated[list[ClassName], Field(max_length=MAX_CLASSES)]
 FilePath = Annotated[str, Field(max_length=MAX_TEXT)]
 # Tagged, so a bad value is reported once, against the form it has, not once per form.
 _Classes = Annotated[
