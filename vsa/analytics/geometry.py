@@ -11,43 +11,30 @@ from collections.abc import Sequence
 
 Point = tuple[float, float]
 
-# where on its box a track is, for lines and zones (the anchor that must cross)
-ANCHORS = (
-    "bottom_center",
-    "center",
-    "top_center",
-    "left_center",
-    "right_center",
-    "bottom_left",
-    "bottom_right",
-    "top_left",
-    "top_right",
-)
+# where on its box a track is, for lines and zones (the anchor that must cross): the
+# fractions of the box's width and height from its top-left corner
+_ANCHOR_AT = {
+    "bottom_center": (0.5, 1.0),
+    "center": (0.5, 0.5),
+    "top_center": (0.5, 0.0),
+    "left_center": (0.0, 0.5),
+    "right_center": (1.0, 0.5),
+    "bottom_left": (0.0, 1.0),
+    "bottom_right": (1.0, 1.0),
+    "top_left": (0.0, 0.0),
+    "top_right": (1.0, 0.0),
+}
+ANCHORS = tuple(_ANCHOR_AT)
 
 
 def anchor_point(box: Sequence[float], anchor: str) -> Point:
     """The ``anchor`` of an ``x1, y1, x2, y2`` box."""
+    try:
+        fx, fy = _ANCHOR_AT[anchor]
+    except KeyError:
+        raise ValueError(f"unknown anchor {anchor!r} (known: {', '.join(ANCHORS)})") from None
     x1, y1, x2, y2 = box[0], box[1], box[2], box[3]
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    if anchor == "bottom_center":
-        return cx, y2
-    if anchor == "center":
-        return cx, cy
-    if anchor == "top_center":
-        return cx, y1
-    if anchor == "left_center":
-        return x1, cy
-    if anchor == "right_center":
-        return x2, cy
-    if anchor == "bottom_left":
-        return x1, y2
-    if anchor == "bottom_right":
-        return x2, y2
-    if anchor == "top_left":
-        return x1, y1
-    if anchor == "top_right":
-        return x2, y1
-    raise ValueError(f"unknown anchor {anchor!r} (known: {', '.join(ANCHORS)})")
+    return x1 + fx * (x2 - x1), y1 + fy * (y2 - y1)
 
 
 def cross(a: Point, b: Point, p: Point) -> float:
