@@ -19,7 +19,7 @@ import pytest
 
 from vsa.config import parse_run
 from vsa.constants import ENGINE_TIMEOUT_S, METRICS_FLUSH_S, STATUS_TIMEOUT_S
-from vsa.errors import VsaError
+from vsa.errors import ConfigError, VsaError
 from vsa.runstate import RunState
 from vsa.supervision.core import (
     ControllerCore,
@@ -371,6 +371,32 @@ def test_submit_refuses_an_active_name_and_cuda_without_a_gpu(tmp_path: Path) ->
         with pytest.raises(VsaError, match="has no GPU"):
             await w.core.submit(spec(tmp_path / "c", "c", model={"device": "cuda"}))
         assert len(w.core.book) == 1
+        await w.core.close()
+
+    play(test)
+
+
+def test_analytics_refused_for_an_unknown_class_or_without_the_tracker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = {"id": "door", "points": [[0.5, 0], [0.5, 1]], "classes": ["x", "dog"]}
+
+    def counting(name: str, out: str) -> dict:
+        run = spec(tmp_path / out, name)
+        run["sources"][0]["lines"] = [line]
+        return parse_run(run, env={}).model_dump()
+
+    async def test() -> None:
+        w = World(tmp_path)
+        with pytest.raises(ConfigError) as info:  # the fake model's classes are ["x"]
+            await w.core.submit(counting("a", "a"))
+        assert info.value.problems == [
+            "sources[0].lines[0].classes: unknown class 'dog'; the model's classes are 'x'"
+        ]
+        monkeypatch.setattr("vsa.supervision.core.tracker_installed", lambda: False)
+        with pytest.raises(VsaError, match="needs the trackers package"):
+            await w.core.submit(counting("b", "b"))
+        assert len(w.core.book) == 0
         await w.core.close()
 
     play(test)

@@ -23,6 +23,14 @@ def processors_for(source: Any) -> list[Processor]:
     return chain
 
 
+def tracker_installed() -> bool:
+    """Whether the tracker library can be imported here (it is installed apart from vsa's own
+    dependencies: images/no-deps.txt)."""
+    import importlib.util
+
+    return importlib.util.find_spec("trackers") is not None
+
+
 def analytics_status(status: dict[str, Any]) -> dict[str, Any] | None:
     """The status's ``analytics`` (docs/analytics.md) from the processors' ``status()``
     (``ProcessorChain.status``), None without a tracker."""
@@ -39,4 +47,4 @@ def analytics_status(status: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-__all__ = ["analytics_status", "processors_for"]
+__all__ = ["analytics_status", "processors_for", "tracker_installed"]

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from vsa import settings
+from vsa.analytics.chain import tracker_installed
 from vsa.config import RunSpec, class_problems
 from vsa.constants import (
     ENGINE_TIMEOUT_S,
@@ -347,6 +348,12 @@ class ControllerCore:
             spec = RunSpec.model_validate(run)
         except Exception as exc:  # the client validated already; this guards other callers
             raise ConfigError([str(exc)]) from None
+        if any(src.tracked for src in spec.sources) and not tracker_installed():
+            raise VsaError(
+                "scene analytics (a source's tracking, lines or zones) needs the trackers "
+                "package, which is not installed where the engine runs: pip install "
+                "--no-deps -r images/no-deps.txt (images/install.sh and scripts/setup.sh do)"
+            )
         assert self._submit_lock is not None
         async with self._submit_lock:
             if self.draining:  # a drain that took the lock while this submit waited for it
