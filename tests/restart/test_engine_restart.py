@@ -45,7 +45,12 @@ def test_a_run_resumes_after_a_drained_restart_and_after_a_crash(engine, tmp_pat
                 "output_dir": str(out),
                 "sources": [
                     {"id": "file", "uri": str(clip), "max_in_flight": 2},
-                    {"id": "cam", "uri": "synthetic://shapes?seed=4&fps=10&width=160&height=120"},
+                    {  # a counting camera: its track ids and counts go on across restarts
+                        "id": "cam",
+                        "uri": "synthetic://shapes?scene=cross&seed=4&fps=10&width=320&height=180"
+                        "&objects=2",
+                        "lines": [{"id": "middle", "points": [[0.5, 0], [0.5, 1]]}],
+                    },
                 ],
             }
         )
@@ -54,12 +59,19 @@ def test_a_run_resumes_after_a_drained_restart_and_after_a_crash(engine, tmp_pat
     assert done.returncode == 0, done.stderr
     run_id = json.loads(done.stdout)["run_id"]
     wait_for(lambda: len(frames(out / "file.jsonl")) >= 20, 180, "frames before the drain")
+    cam_jsonl = out / "cam.jsonl"
+    wait_for(
+        lambda: cam_jsonl.exists() and '"track_id"' in cam_jsonl.read_text(),
+        180,
+        "a track of the camera before the drain",
+    )
 
     # 1. drain, ray stop, ray start: the files are closed cleanly, the run resumes
     drained = engine.vsa("drain", "--json")
     assert drained.returncode == 0, drained.stderr
     assert json.loads(drained.stdout)["drained"] == [run_id]
     at_drain = len(frames(out / "file.jsonl"))
+    cam_at_drain = len(frames(out / "cam.jsonl"))
     refused = engine.vsa("submit", str(run_file))
     assert refused.returncode == 1 and "draining" in refused.stderr
     engine.stop()
@@ -94,11 +106,28 @@ def test_a_run_resumes_after_a_drained_restart_and_after_a_crash(engine, tmp_pat
     # the camera went on too, its frames numbered on, none twice
     cam = frames(out / "cam.jsonl")
     assert len(cam) == len(set(cam)) and cam == sorted(cam)
+    # its tracks ended at the drain and new ids went on above every id written before it;
+    # the status's high-water mark and counts are those its files hold
+    ids = [
+        [d["track_id"] for d in json.loads(line)["detections"] if "track_id" in d]
+        for line in (out / "cam.jsonl").read_text().splitlines()
+    ]
+    before = {i for row in ids[:cam_at_drain] for i in row}
+    after = {i for row in ids[cam_at_drain:] for i in row}
+    assert before and after and min(after) > max(before), (sorted(before), sorted(after))
     videos = sorted(out.glob("file*.mp4"))
     assert len(videos) >= 3, videos  # one segment per process: a new one after each restart
     stopped = engine.vsa("stop", run_id, "--json")
     assert stopped.returncode == 0, stopped.stderr
     assert json.loads(stopped.stdout)["state"] == "STOPPED"
+    # stopped: the status's high-water mark and counts are what the camera's files hold
+    cam_status = next(x for x in json.loads(stopped.stdout)["sources"] if x["id"] == "cam")
+    written = [i for line in (out / "cam.jsonl").read_text().splitlines()
+               for d in json.loads(line)["detections"] if (i := d.get("track_id")) is not None]  # fmt: skip
+    assert cam_status["analytics"]["track_ids"] == max(written)
+    crossings = (out / "cam.events.jsonl").read_text().splitlines()
+    counted = cam_status["analytics"]["lines"]["middle"]
+    assert counted["in"] + counted["out"] == len(crossings) > 0
 
 
 def test_a_camera_password_from_a_file_is_nowhere_after_a_resumed_run(engine, tmp_path):
