@@ -132,6 +132,12 @@ class StreamMetrics:
             (*STREAM, "kind"),
         )
         self.tracks = Gauge("vsa_tracks", "Live (confirmed) tracks now.", STREAM)
+        self.sink_lost = Counter(
+            "vsa_sink_frames_lost",
+            "Frames a best-effort sink lost, by sink (its type) and cause (sink_error, "
+            "output_lost, overflow); the stream emitted them, the other sinks wrote them.",
+            (*STREAM, "sink", "cause"),
+        )
         for metric in (
             self.decoded,
             self.inferred,
@@ -150,9 +156,10 @@ class StreamMetrics:
             self.zone_occupancy,
             self.analytics_events,
             self.tracks,
+            self.sink_lost,
         ):
             metric.set_default_tags(tags)
-        self._seen: dict[str, Any] = {"drops": {}, "cpu": {}, "analytics": {}}
+        self._seen: dict[str, Any] = {"drops": {}, "cpu": {}, "analytics": {}, "sinks": {}}
 
     def frame_emitted(self, latency_s: float, decode_s: float | None) -> None:
         self.latency.observe(max(0.0, latency_s))
@@ -187,6 +194,11 @@ class StreamMetrics:
                 if delta > 0:
                     self.dropped.inc(delta, tags={"cause": cause})
                 seen["drops"][cause] = n
+            for name, counts in typed.sinks.items():
+                for cause, total in counts.lost.items():
+                    delta = advance(seen["sinks"], (name, cause), total)
+                    if delta > 0:
+                        self.sink_lost.inc(delta, tags={"sink": name, "cause": cause})
             if typed.analytics is not None:
                 crossings, events = analytics_deltas(seen["analytics"], typed.analytics)
                 for tags, n in crossings:

@@ -196,6 +196,7 @@ def render_run(run: RunStatus) -> str:
                 f"by its timestamps{held}"
             )
         lines.extend(analytics_lines(s))
+        lines.extend(sink_loss_lines(s))
     if run.report:
         lines.append(f"  report: {', '.join(run.report)}")
     return "\n".join(lines)
@@ -216,6 +217,18 @@ def analytics_lines(s: SourceStatus) -> list[str]:
         for zone_id, zone in analytics.zones.items()
     ]
     return out
+
+
+def sink_loss_lines(s: SourceStatus) -> list[str]:
+    """One line per best-effort sink of a source that lost frames (none otherwise)."""
+    return [
+        f"  {s.id}: sink {name} (best effort) lost {c.frames_lost} of "
+        f"{c.written + c.frames_lost} frames ("
+        + ", ".join(f"{cause} {n}" for cause, n in sorted(c.lost.items()) if n)
+        + ")"
+        for name, c in s.sinks.items()
+        if c.frames_lost
+    ]
 
 
 def _ms(value: float | None) -> str:

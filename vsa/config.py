@@ -32,8 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from vsa import sinktypes, yamlsafe
 from vsa import uri as uri_mod
-from vsa import yamlsafe
 from vsa.analytics import geometry
 from vsa.analytics.geometry import ANCHORS
 from vsa.errors import ConfigError, VsaError
@@ -647,7 +647,18 @@ class BatchingSpec(_Strict):
     )
 
 
-class VideoSinkSpec(_Strict):
+class _SinkBase(_Strict):
+    policy: Literal["required", "best_effort"] = Field(
+        "required",
+        description="`required`: a failure of this sink (a write that fails, its file "
+        "deleted) fails the stream (`SINK_ERROR`), as the stream's record must be complete. "
+        "`best_effort`: the frame is lost for this sink only, counted as its loss by cause "
+        "(status `sinks`, metric `vsa_sink_frames_lost`), and the stream and the other sinks "
+        "go on. Network sinks default to `best_effort`.",
+    )
+
+
+class VideoSinkSpec(_SinkBase):
     """Annotated H.264 MP4 per stream: `<output_dir>/<source id>.mp4` (fragmented: playable at any time)."""
 
     type: Literal["video"]
@@ -657,7 +668,7 @@ class VideoSinkSpec(_Strict):
     )
 
 
-class JsonlSinkSpec(_Strict):
+class JsonlSinkSpec(_SinkBase):
     """One JSON line per frame: `<output_dir>/<source id>.jsonl`.
 
     Each line starts with `"v": 2`, the version of the line's schema; a line without `v` is
@@ -671,7 +682,31 @@ class JsonlSinkSpec(_Strict):
     type: Literal["jsonl"]
 
 
-SinkSpec = Annotated[VideoSinkSpec | JsonlSinkSpec, Field(discriminator="type")]
+def _video_parts(source_id: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(source_id)}\.part\d+\.mp4$")
+
+
+# The built-in sink types (vsa.sinktypes): the run file's union below follows from them.
+sinktypes.register(
+    sinktypes.SinkType(
+        "video",
+        VideoSinkSpec,
+        "vsa.sinks.video:open_video",
+        files=lambda sid: [f"{sid}.mp4"],
+        more=_video_parts,
+        draws=True,
+    )
+)
+sinktypes.register(
+    sinktypes.SinkType(
+        "jsonl", JsonlSinkSpec, "vsa.sinks:open_jsonl", files=lambda sid: [f"{sid}.jsonl"]
+    )
+)
+
+SinkSpec = Annotated[
+    Union[tuple(t.spec for t in sinktypes.sink_types().values())],  # noqa: UP007
+    Field(discriminator="type"),
+]
 
 
 class RunSpec(_Strict):
@@ -759,13 +794,13 @@ def output_names(spec: RunSpec, segments: int = 3) -> list[str]:
     also on case-insensitive filesystems.
     """
     kinds = {sink.type for sink in spec.sinks}
+    types = [t for t in sinktypes.sink_types().values() if t.name in kinds]  # registry order
     names: list[str] = []
     for source in spec.sources:
-        if "video" in kinds:
-            names.append(f"{source.id}.mp4")
-            names += [f"{source.id}.part{n}.mp4" for n in range(2, segments + 1)]
-        if "jsonl" in kinds:
-            names.append(f"{source.id}.jsonl")
+        for kind in types:
+            names += kind.files(source.id)
+            if kind.name == "video":
+                names += [f"{source.id}.part{n}.mp4" for n in range(2, segments + 1)]
         names += side_files(source)
     return [*names, "report.json", "report.png"]
 

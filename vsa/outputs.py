@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from vsa.config import JsonlSinkSpec, RunSpec, VideoSinkSpec, side_files
+from vsa.config import RunSpec, side_files
 from vsa.constants import MEMORY_RESERVE_BYTES
 from vsa.errors import VsaError
+from vsa.sinktypes import sink_type
 
 REPORT_FILES = ("report.json", "report.png")
 # Never written into, whatever VSA_OUTPUT_ROOTS says: a run file (or a symbolic link planted in
@@ -127,24 +127,20 @@ def _same_dir(a: str | Path, b: str | Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _segment_re(source_id: str) -> re.Pattern[str]:
-    return re.compile(rf"^{re.escape(source_id)}\.part\d+\.mp4$")
-
-
 def run_files(spec: RunSpec, directory: Path) -> list[Path]:
-    """The files of ``spec``'s outputs that exist in ``directory`` (symbolic links included)."""
-    kinds = {type(s) for s in spec.sinks}
+    """The files of ``spec``'s outputs that exist in ``directory`` (symbolic links included):
+    each sink type's files (``vsa.sinktypes``) and later parts, each source's side files, the
+    report."""
+    types = [sink_type(s.type) for s in spec.sinks]
     names: list[str] = []
     for source in spec.sources:
-        if VideoSinkSpec in kinds:
-            names.append(f"{source.id}.mp4")
-        if JsonlSinkSpec in kinds:
-            names.append(f"{source.id}.jsonl")
+        for kind in types:
+            names += kind.files(source.id)
         names += side_files(source)
     names += REPORT_FILES
     found = [directory / n for n in names if os.path.lexists(directory / n)]
-    if VideoSinkSpec in kinds:
-        patterns = [_segment_re(s.id) for s in spec.sources]
+    patterns = [kind.more(s.id) for kind in types if kind.more for s in spec.sources]
+    if patterns:
         try:
             entries = sorted(os.listdir(directory))
         except OSError:

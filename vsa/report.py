@@ -120,6 +120,11 @@ def build_report(
             "restarts": s.restarts,
             "transitions": [t.to_dict() for t in s.transitions],
         }
+        if s.sinks:  # per sink: written, and what a best-effort one lost by cause
+            stream["sinks"] = {
+                name: {"policy": c.policy, "written": c.written, "lost": dict(c.lost)}
+                for name, c in s.sinks.items()
+            }
         if s.analytics is not None:
             analytics[s.id] = s.analytics
             stream["analytics"] = analytics_totals(s.analytics)

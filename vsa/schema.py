@@ -422,6 +422,25 @@ class Analytics(_Wire):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SinkCounts(_Wire):
+    """One of a source's sinks (by its type): its failure ``policy`` (``required`` or
+    ``best_effort``), the frames it ``written`` and, best effort, the frames ``lost`` to it
+    by cause (``sink_error``, ``output_lost``, ``overflow``). Once the source has ended,
+    ``written + sum(lost) == frames_emitted`` (docs/failure-policy.md)."""
+
+    _WHAT = "sink"
+    policy: str = "required"
+    written: int = 0
+    lost: dict[str, int] = _wire(parse=_mapping(), default_factory=dict)
+    extra: dict[str, Any] = _extra()
+    omitted: frozenset[str] = _omitted()
+
+    @property
+    def frames_lost(self) -> int:
+        return sum(self.lost.values())
+
+
+@dataclass(frozen=True, kw_only=True)
 class SourceTransition(_Wire):
     """A source entered ``state`` at ``t`` (wall time, s); ``code`` says why, for a failure."""
 
@@ -509,6 +528,10 @@ class SourceStatus(_Wire):
     restarts: int = 0  # how often Ray restarted the source actor
     inference: str | None = None  # the inference actor serving it (vsa.supervision.pool)
     transport: str | None = None  # how its frames reach inference: "channel" or "ray"
+    # its sinks by type: frames written and (best effort) lost to each (SinkCounts)
+    sinks: dict[str, SinkCounts] = _wire(
+        parse=_dict_of(SinkCounts), dump=_dict_to_dicts, default_factory=dict
+    )
     # its scene analytics; None (or absent) when it has no lines or zones
     analytics: Analytics | None = _wire(
         parse=_nested(Analytics, optional=True), dump=_optional_to_dict, default=None
@@ -622,6 +645,7 @@ __all__ = [
     "TERMINAL_RUN_STATES",
     "TERMINAL_SOURCE_STATES",
     "Analytics",
+    "SinkCounts",
     "Arrival",
     "Crossings",
     "DropCause",

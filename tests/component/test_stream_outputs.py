@@ -127,3 +127,90 @@ def test_a_terminal_state_is_final(tmp_path):
     w.books.machine.enter(SourceState.STREAMING)
     assert w.status()["state"] == "STOPPED"
     assert [t["state"] for t in w.status()["transitions"]] == ["CONNECTING", "STOPPED"]
+
+
+# --- the per-sink failure policy (vsa.sinktypes, vsa.stream.outputs) -------------------------
+
+
+SYNTHETIC = "synthetic://shapes?fps=50&width=64&height=48&frames="  # ends: never reconnected
+
+
+def finite_worker(tmp_path: Path, frames: int, sinks_factory) -> StreamWorker:
+    return StreamWorker(
+        "run-1", "cam1", f"{SYNTHETIC}{frames}", sinks_factory, instant, StreamSettings()
+    )
+
+
+def test_a_best_effort_sink_whose_file_is_deleted_loses_its_frames_and_the_stream_goes_on(
+    tmp_path,
+):
+    specs = [VideoSinkSpec(type="video", policy="best_effort"), JsonlSinkSpec(type="jsonl")]
+    w = finite_worker(
+        tmp_path, 60, lambda fps: open_sinks(specs, tmp_path / "out", "run-1", "cam1", fps)
+    )
+    w.start()
+    wait_for(lambda: w.status()["frames_emitted"] >= 10)
+    (tmp_path / "out" / "cam1.mp4").unlink()  # the recording vanishes mid-stream
+    wait_for(lambda: w.done)
+    status = w.status()
+    # the stream's record (the required JSONL) is whole: nothing failed, nothing dropped
+    assert status["state"] == "FINISHED" and status["code"] is None, status
+    assert status["frames_emitted"] == 60 and status["frames_dropped"] == 0, status
+    assert len((tmp_path / "out" / "cam1.jsonl").read_text().splitlines()) == 60
+    video, jsonl = status["sinks"]["video"], status["sinks"]["jsonl"]
+    assert jsonl == {"policy": "required", "written": 60, "lost": {}}
+    # every frame the stream emitted is written or lost for the video sink, by cause
+    assert video["policy"] == "best_effort" and video["lost"]["output_lost"] >= 10, video
+    assert video["written"] + sum(video["lost"].values()) == 60, video
+
+
+class _Failing:
+    """A best-effort sink whose writes fail from its ``fail_from``-th frame on."""
+
+    def __init__(self, fail_from: int) -> None:
+        self.fail_from, self.calls = fail_from, 0
+        self.sink_name, self.policy = "flaky", "best_effort"
+
+    def write(self, frame, result) -> None:
+        self.calls += 1
+        if self.calls > self.fail_from:
+            raise ConnectionError("the broker went away")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failing_best_effort_sink_is_counted_and_the_others_get_every_frame(tmp_path):
+    specs = [JsonlSinkSpec(type="jsonl")]
+    flaky = _Failing(fail_from=4)
+
+    def sinks(fps):
+        return [flaky, *open_sinks(specs, tmp_path / "out", "run-1", "cam1", fps)]
+
+    w = finite_worker(tmp_path, 12, sinks)
+    w.start()
+    wait_for(lambda: w.done)
+    status = w.status()
+    assert status["state"] == "FINISHED" and status["frames_emitted"] == 12, status
+    assert status["sinks"]["flaky"] == {
+        "policy": "best_effort",
+        "written": 4,
+        "lost": {"sink_error": 8},
+    }
+    assert status["sinks"]["jsonl"]["written"] == 12  # after the failing one, every frame
+
+
+def test_a_failing_required_sink_still_fails_the_stream(tmp_path):
+    specs = [JsonlSinkSpec(type="jsonl")]
+    flaky = _Failing(fail_from=4)
+    flaky.policy = "required"
+
+    def sinks(fps):
+        return [flaky, *open_sinks(specs, tmp_path / "out", "run-1", "cam1", fps)]
+
+    w = finite_worker(tmp_path, 12, sinks)
+    w.start()
+    wait_for(lambda: w.done)
+    status = w.status()
+    assert (status["state"], status["code"]) == ("FAILED", "SINK_ERROR"), status
+    assert status["frames_emitted"] == 4

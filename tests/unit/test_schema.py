@@ -140,7 +140,15 @@ def _documented_causes() -> list[str]:
     """The causes in docs/failure-policy.md's "Frame accounting" table, in order."""
     text = (ROOT / "docs" / "failure-policy.md").read_text()
     section = text.split("## Frame accounting", 1)[1].split("\n## ", 1)[0]
+    section = section.split("\n### ", 1)[0]  # then the per-sink causes (their own table)
     return re.findall(r"^\| `([a-z_]+)` \|", section, re.MULTILINE)
+
+
+def test_per_sink_loss_causes_are_documented():
+    text = (ROOT / "docs" / "failure-policy.md").read_text()
+    section = text.split("### Per sink: required and best effort", 1)[1].split("\n## ", 1)[0]
+    causes = re.findall(r"^\| `([a-z_]+)` \|", section, re.MULTILINE)
+    assert causes == ["sink_error", "output_lost", "overflow"]
 
 
 def test_drop_causes_are_the_documented_strings():

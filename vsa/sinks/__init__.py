@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vsa.config import JsonlSinkSpec, SinkSpec, VideoSinkSpec
+from vsa.config import JsonlSinkSpec, SinkSpec
 from vsa.constants import CHECK_INTERVAL_S
 from vsa.core.frames import Frame, FrameResult
 from vsa.core.scene import EVENTS_SCHEMA_VERSION
 from vsa.sinks.jsonl import VERSION_KEY, JsonlWriter
+from vsa.sinktypes import SinkContext, sink_type
 
 if TYPE_CHECKING:
     from vsa.sinks.video import VideoSink
@@ -236,6 +237,12 @@ class TruthSink:
         self.writer.close()
 
 
+def open_jsonl(spec: JsonlSinkSpec, context: SinkContext) -> JsonlSink:
+    """The ``jsonl`` sink type's factory (``vsa.sinktypes``)."""
+    path = context.output_dir / f"{context.source_id}.jsonl"
+    return JsonlSink(context.run_id, context.source_id, path, context.resume)
+
+
 def open_sinks(
     specs: Sequence[SinkSpec],
     output_dir: str | Path,
@@ -247,27 +254,24 @@ def open_sinks(
     events: bool = False,
     truth: bool = False,
 ) -> list[Sink]:
-    """The stream's sinks; ``resume`` continues the files of an earlier incarnation.
+    """The stream's sinks, through the sink registry (``vsa.sinktypes``); ``resume``
+    continues the files of an earlier incarnation. Each sink gets ``sink_name`` (its type) and
+    ``policy`` (``required`` or ``best_effort``: ``vsa.stream.outputs.Outputs`` applies it).
 
     The caller writes each frame to the sinks in this order. The frame's pixels are theirs:
-    the last video sink draws its overlays into ``frame.image`` itself, not into a copy (the
-    JSONL sink reads only the image's size, and a video sink before it draws on a copy), so
-    after the sinks the image holds the overlays.
+    the last sink that draws overlays (a video sink) draws them into ``frame.image`` itself,
+    not into a copy (the other sinks read only the image's size, and a drawing sink before it
+    draws on a copy), so after the sinks the image holds the overlays.
     """
     out = Path(output_dir)
     sinks: list[Sink] = []
-    last_video = max((i for i, s in enumerate(specs) if isinstance(s, VideoSinkSpec)), default=-1)
-    for i, spec in enumerate(specs):
-        if isinstance(spec, VideoSinkSpec):
-            from vsa.sinks.video import VideoSink  # PyAV and OpenCV: only when a video is written
-
-            sinks.append(
-                VideoSink(
-                    spec, out / f"{source_id}.mp4", fps, resume, draw_in_place=i == last_video
-                )
-            )
-        elif isinstance(spec, JsonlSinkSpec):
-            sinks.append(JsonlSink(run_id, source_id, out / f"{source_id}.jsonl", resume))
+    types = [sink_type(spec.type) for spec in specs]
+    last_drawing = max((i for i, t in enumerate(types) if t.draws), default=-1)
+    for i, (spec, kind) in enumerate(zip(specs, types, strict=True)):
+        context = SinkContext(out, run_id, source_id, fps, resume, draw_in_place=i == last_drawing)
+        sink = kind.open(spec, context)
+        sink.sink_name, sink.policy = kind.name, spec.policy
+        sinks.append(sink)
     if events:  # the source's lines and zones: written whatever the sinks
         sinks.append(EventsSink(run_id, source_id, out / f"{source_id}.events.jsonl", resume))
     if truth:
@@ -276,16 +280,10 @@ def open_sinks(
 
 
 def output_paths(specs: Sequence[SinkSpec], output_dir: str | Path, source_id: str) -> list[Path]:
-    """The first file of each of a stream's sinks (``open_sinks`` names them): a resumed
-    stream that wrote frames finds each of them there (later segments come after the first)."""
+    """The first file of each of a stream's sinks (their types name them): a resumed stream
+    that wrote frames finds each of them there (later segments come after the first)."""
     out = Path(output_dir)
-    paths = []
-    for spec in specs:
-        if isinstance(spec, VideoSinkSpec):
-            paths.append(out / f"{source_id}.mp4")
-        elif isinstance(spec, JsonlSinkSpec):
-            paths.append(out / f"{source_id}.jsonl")
-    return paths
+    return [out / name for spec in specs for name in sink_type(spec.type).files(source_id)]
 
 
 def __getattr__(name: str) -> Any:
@@ -308,6 +306,7 @@ __all__ = [
     "TruthSink",
     "VideoSink",
     "frame_record",
+    "open_jsonl",
     "open_sinks",
     "output_paths",
 ]

@@ -30,6 +30,7 @@ from vsa.core.frames import Frame, FrameResult
 from vsa.draw import draw_detections
 from vsa.sinks import CHECK_INTERVAL_S, _WatchedSink
 from vsa.sinks.jsonl import FileId, file_identity, missing_reason, open_nofollow
+from vsa.sinktypes import SinkContext
 
 log = logging.getLogger("vsa.sinks")
 
@@ -231,3 +232,9 @@ class VideoSink(_WatchedSink):
         )
         self.writer.write(annotated, frame.pts)
         self.frames_written += 1
+
+
+def open_video(spec: VideoSinkSpec, context: SinkContext) -> VideoSink:
+    """The ``video`` sink type's factory (``vsa.sinktypes``)."""
+    path = context.output_dir / f"{context.source_id}.mp4"
+    return VideoSink(spec, path, context.fps, context.resume, draw_in_place=context.draw_in_place)

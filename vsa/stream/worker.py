@@ -251,6 +251,7 @@ class StreamWorker:
             "uri": mask_source_uri(self.uri),
             "mode": "auto" if self.mode is None else self.mode.name,  # auto: not opened yet
             **self.books.fields(),
+            "sinks": self.outputs.status(),
             **(
                 {"analytics": analytics_status(self.processors.status())} if self.processors else {}
             ),

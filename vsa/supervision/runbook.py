@@ -90,8 +90,12 @@ def merge(
         return {**status, "restarts": 0}
     now = FrameLedger.of(SourceStatus.from_dict(status) if polled is None else polled)
     total = now.merge(FrameLedger.from_fields(base))
+    sinks = status.get("sinks")
+    if isinstance(sinks, Mapping) and base.get("sinks"):
+        sinks = merge_sinks(base["sinks"], sinks)
     return {
         **status,
+        **({} if sinks is None else {"sinks": sinks}),
         "frames_decoded": total.decoded,
         "frames_inferred": total.inferred,
         "frames_emitted": total.emitted,
@@ -99,6 +103,25 @@ def merge(
         "frames_dropped": total.dropped,
         "restarts": base.get("restarts", 0),
     }
+
+
+def merge_sinks(
+    earlier: Mapping[str, Mapping[str, Any]], now: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per-sink counts of earlier incarnations added to the current one's (a sink of an
+    earlier one that the current one lacks is kept as it was)."""
+    out: dict[str, dict[str, Any]] = {k: dict(v) for k, v in earlier.items()}
+    for name, counts in now.items():
+        before = out.get(name) or {}
+        lost = dict(before.get("lost") or {})
+        for cause, n in (counts.get("lost") or {}).items():
+            lost[cause] = lost.get(cause, 0) + n
+        out[name] = {
+            **counts,
+            "written": int(before.get("written") or 0) + int(counts.get("written") or 0),
+            "lost": lost,
+        }
+    return out
 
 
 @dataclass
@@ -185,6 +208,8 @@ class RunRecord:
                 drops=dict(counts.drops),
                 restarts=previous.restarts + 1,
             )
+            if self.sources[sid].get("sinks"):  # per-sink counts, earlier ones' included
+                base["sinks"] = self.sources[sid]["sinks"]
             restarted = {"source": sid, "lost": max(0, lost)}
             self.event("source_restarted", **restarted)
         self.sources[sid] = merge(self.base.get(sid), status, polled)
