@@ -682,6 +682,116 @@ class JsonlSinkSpec(_SinkBase):
     type: Literal["jsonl"]
 
 
+class SnapshotSinkSpec(_SinkBase):
+    """A JPEG of the annotated frame when something worth seeing happens:
+    `<output_dir>/<source id>/<UTC time>_<class>.jpg`, with a JSON side file of the frame's
+    detections (and the events that triggered it). Triggers: a detection of `classes` (score
+    >= `min_score`, its box's bottom centre inside `zone` if given) that appears (a new track
+    when the source tracks; otherwise any such detection), and scene analytics events
+    (`events`), each class at most once per `cooldown_s`."""
+
+    type: Literal["snapshot"]
+    policy: Literal["required", "best_effort"] = Field(
+        "best_effort",
+        description="As for every sink; a snapshot sink is `best_effort` by default: a full "
+        "disk loses snapshots, not the stream.",
+    )
+    classes: ClassNames | None = Field(
+        None, description="Snapshot detections of these classes (default: every class)."
+    )
+    min_score: float = Field(0.5, ge=0, le=1, description="Lowest detection score that triggers.")
+    zone: list[_Point] | None = Field(
+        None,
+        min_length=3,
+        max_length=MAX_ZONE_POINTS,
+        description="Only detections whose box's bottom centre is inside this polygon "
+        "(0-1 of the frame) trigger.",
+    )
+    events: list[Literal["line_cross", "zone_enter", "zone_leave", "loiter"]] = Field(
+        default_factory=lambda: ["line_cross", "zone_enter", "loiter"],
+        description="Scene analytics events that trigger a snapshot (a source with lines or "
+        "zones); `[]`: none.",
+    )
+    on_detection: bool = Field(
+        True, description="Whether a detection appearing triggers (false: only `events`)."
+    )
+    cooldown_s: float = Field(
+        10.0, ge=0, le=86_400, description="At most one snapshot per class per this many seconds."
+    )
+    quality: int = Field(85, ge=10, le=100, description="JPEG quality.")
+    max_files: int | None = Field(
+        10_000,
+        ge=1,
+        description="Keep at most this many snapshots per stream (the oldest are deleted); "
+        "`null`: no limit.",
+    )
+
+    @model_validator(mode="after")
+    def _zone(self) -> SnapshotSinkSpec:
+        if self.zone is not None:
+            _check_points(self.zone, "relative", "zone")
+            if geometry.self_intersection(self.zone) is not None or geometry.area(self.zone) == 0:
+                raise ValueError("zone: the polygon intersects itself or has no area")
+        return self
+
+
+class MqttSinkSpec(_SinkBase):
+    """Detections, scene analytics events and state changes published to an MQTT broker
+    (`paho-mqtt`): `<topic>/detections`, `<topic>/events`, `<topic>/state` (retained). A dead
+    or slow broker never slows the stream: messages wait in a bounded outbox per stream and
+    what does not fit is that sink's `overflow` loss."""
+
+    type: Literal["mqtt"]
+    policy: Literal["required", "best_effort"] = Field(
+        "best_effort", description="As for every sink; `best_effort` by default (a network sink)."
+    )
+    host: str = Field(max_length=255, description="The broker's host name or address.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="The broker's port (default 1883, 8883 with `tls`)."
+    )
+    topic: str = Field(
+        "vsa/{run}/{source}",
+        max_length=512,
+        description="Topic prefix; `{run}` (the run's name) and `{source}` (the stream id) are "
+        "replaced.",
+    )
+    detections: Literal["every_frame", "on_change", "off"] = Field(
+        "on_change",
+        description="`every_frame`: one message per frame; `on_change`: when the set of "
+        "classes (or track ids, when tracking) in view changes; `off`: none.",
+    )
+    qos: Literal[0, 1] = Field(0, description="MQTT quality of service of every message.")
+    retain_state: bool = Field(True, description="Publish the state topic retained.")
+    username: str | None = Field(None, max_length=255, description="Broker user name.")
+    password_file: str | None = Field(
+        None,
+        max_length=MAX_TEXT,
+        description="File holding the broker password (its first line), read on the engine "
+        "host when the sink opens: the password is never in the run file, the engine's "
+        "records, logs or status.",
+    )
+    tls: bool = Field(False, description="Connect with TLS.")
+    ca_file: str | None = Field(
+        None,
+        max_length=MAX_TEXT,
+        description="CA certificate file for `tls` (default: the system's).",
+    )
+    client_id: str | None = Field(
+        None, max_length=128, description="MQTT client id (default: vsa-<run>-<source>)."
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
+    max_queued: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Messages waiting for the broker per stream at most; more are lost as "
+        "`overflow`.",
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest wait between reconnect attempts (back-off)."
+    )
+
+
 def _video_parts(source_id: str) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(source_id)}\.part\d+\.mp4$")
 
@@ -701,6 +811,20 @@ sinktypes.register(
     sinktypes.SinkType(
         "jsonl", JsonlSinkSpec, "vsa.sinks:open_jsonl", files=lambda sid: [f"{sid}.jsonl"]
     )
+)
+
+sinktypes.register(
+    sinktypes.SinkType(
+        "snapshot",
+        SnapshotSinkSpec,
+        "vsa.sinks.snapshot:open_snapshot",
+        files=lambda sid: [],
+        folder=lambda sid: sid,
+        reads_pixels=True,  # it draws its own overlays, on its own copy
+    )
+)
+sinktypes.register(
+    sinktypes.SinkType("mqtt", MqttSinkSpec, "vsa.sinks.mqtt:open_mqtt", files=lambda sid: [])
 )
 
 SinkSpec = Annotated[
@@ -911,8 +1035,13 @@ def _is_tag(loc: tuple[Any, ...], i: int) -> bool:
     """Whether ``loc[i]`` is the tag of a tagged union (pydantic puts it in the location)."""
     part, before = loc[i], loc[i - 1] if i else None
     if isinstance(before, int) and i >= 2 and loc[i - 2] == "sinks":
-        return part in ("video", "jsonl")
+        return part in sinktypes.sink_types()
     return isinstance(before, str) and part in _UNION_TAGS.get(before, ())
+
+
+def _sink_names() -> str:
+    names = [f"'{n}'" for n in sinktypes.sink_types()]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _format_error(err: dict[str, Any]) -> str:
@@ -924,9 +1053,9 @@ def _format_error(err: dict[str, Any]) -> str:
         return f"{_loc(loc)}: required field is missing"
     if kind == "union_tag_invalid":
         kind_given = err["input"].get("type") if isinstance(err["input"], dict) else None
-        return f"{_loc(loc)}: unknown sink type {_short(kind_given)} (use 'video' or 'jsonl')"
+        return f"{_loc(loc)}: unknown sink type {_short(kind_given)} (use {_sink_names()})"
     if kind == "union_tag_not_found":
-        return f"{_loc(loc)}: sink needs a 'type' ('video' or 'jsonl')"
+        return f"{_loc(loc)}: sink needs a 'type' ({_sink_names()})"
     if kind == "string_pattern_mismatch":
         # 72: an id a few characters over the limit of 64 is shown whole, to be counted
         return (

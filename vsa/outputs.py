@@ -139,6 +139,11 @@ def run_files(spec: RunSpec, directory: Path) -> list[Path]:
         names += side_files(source)
     names += REPORT_FILES
     found = [directory / n for n in names if os.path.lexists(directory / n)]
+    for kind in types:
+        for source in spec.sources if kind.folder else ():
+            folder = directory / kind.folder(source.id)
+            if folder.is_dir() and not folder.is_symlink():
+                found += sorted(p for p in folder.iterdir() if p.is_file() or p.is_symlink())
     patterns = [kind.more(s.id) for kind in types if kind.more for s in spec.sources]
     if patterns:
         try:

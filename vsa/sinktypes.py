@@ -52,6 +52,9 @@ class SinkType:
     files: Callable[[str], list[str]]
     more: Callable[[str], re.Pattern[str]] | None = None
     draws: bool = False  # draws overlays on the frame (the last such sink draws in place)
+    reads_pixels: bool = False  # reads the frame's pixels (after it, nobody draws in place)
+    # a folder of the output directory, by source id, whose files are all this sink's
+    folder: Callable[[str], str] | None = None
 
     def open(self, spec: Any, context: SinkContext) -> Any:
         module, _, function = self.factory.partition(":")

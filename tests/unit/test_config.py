@@ -49,7 +49,7 @@ MANY_PROBLEMS = [
     "name: required field is missing",
     "sources[0].id: 'a b' is not a valid id (letters, digits, '_', '.', '-'; at most 64)",
     "sources[0].uri: unsupported scheme 'rtps' (use one of: synthetic, file, rtsp, rtsps, rtmp, http, https)",
-    "sinks[1]: unknown sink type 'nope' (use 'video' or 'jsonl')",
+    "sinks[1]: unknown sink type 'nope' (use 'video', 'jsonl', 'snapshot' or 'mqtt')",
 ]
 
 
@@ -87,8 +87,8 @@ BAD = [
     pytest.param(HEADER + TWO_GOOD_SOURCES + "model: {name: torchscript, path: m.pt, input_size: [640, 8]}\n", ["model.input_size: must be two sizes in [32, 4096], got [640, 8]"], id="input-size-too-small"),
     pytest.param(HEADER + TWO_GOOD_SOURCES + "model: {name: torchscript, path: m.pt, task: track}\n", ["model.task: Input should be 'detect' or 'segment'"], id="bad-task"),
     pytest.param(HEADER + TWO_GOOD_SOURCES + "model: {score_threshold: 1.5}\n", ["model.score_threshold: Input should be less than or equal to 1"], id="score-threshold-above-1"),
-    pytest.param(HEADER + TWO_GOOD_SOURCES + "sinks:\n  - type: video\n  - type: rtmp\n", ["sinks[1]: unknown sink type 'rtmp' (use 'video' or 'jsonl')"], id="unknown-sink-type"),
-    pytest.param(HEADER + TWO_GOOD_SOURCES + "sinks:\n  - {crf: 20}\n", ["sinks[0]: sink needs a 'type' ('video' or 'jsonl')"], id="sink-without-type"),
+    pytest.param(HEADER + TWO_GOOD_SOURCES + "sinks:\n  - type: video\n  - type: rtmp\n", ["sinks[1]: unknown sink type 'rtmp' (use 'video', 'jsonl', 'snapshot' or 'mqtt')"], id="unknown-sink-type"),
+    pytest.param(HEADER + TWO_GOOD_SOURCES + "sinks:\n  - {crf: 20}\n", ["sinks[0]: sink needs a 'type' ('video', 'jsonl', 'snapshot' or 'mqtt')"], id="sink-without-type"),
     pytest.param(HEADER + TWO_GOOD_SOURCES + "sinks:\n  - type: jsonl\n  - type: video\n  - type: jsonl\n", ["sinks: 'jsonl' is listed more than once"], id="duplicated-sink-type"),
     pytest.param(HEADER + TWO_GOOD_SOURCES + "sinks:\n  - {type: video, crf: 52}\n", ["sinks[0].crf: Input should be less than or equal to 51"], id="crf-too-high"),
     pytest.param(HEADER + TWO_GOOD_SOURCES + "batching: {max_batch_size: 0}\n", ["batching.max_batch_size: Input should be greater than or equal to 1"], id="max-batch-size-0"),

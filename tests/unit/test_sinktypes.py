@@ -28,7 +28,7 @@ def run(sinks: list) -> dict:
 
 def test_the_run_file_takes_exactly_the_registered_sink_types() -> None:
     names = list(sinktypes.sink_types())
-    assert names[:2] == ["video", "jsonl"]
+    assert names == ["video", "jsonl", "snapshot", "mqtt"]
     spec = parse_run(run([{"type": "video", "policy": "best_effort"}, {"type": "jsonl"}]))
     assert [(s.type, s.policy) for s in spec.sinks] == [
         ("video", "best_effort"),
@@ -37,7 +37,7 @@ def test_the_run_file_takes_exactly_the_registered_sink_types() -> None:
     with pytest.raises(ConfigError) as info:
         parse_run(run([{"type": "carrier-pigeon"}]))
     assert info.value.problems == [
-        "sinks[0]: unknown sink type 'carrier-pigeon' (use 'video' or 'jsonl')"
+        "sinks[0]: unknown sink type 'carrier-pigeon' (use 'video', 'jsonl', 'snapshot' or 'mqtt')"
     ]
     with pytest.raises(ConfigError, match=r"sinks\[0\]\.policy"):
         parse_run(run([{"type": "jsonl", "policy": "sometimes"}]))

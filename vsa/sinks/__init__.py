@@ -260,13 +260,16 @@ def open_sinks(
 
     The caller writes each frame to the sinks in this order. The frame's pixels are theirs:
     the last sink that draws overlays (a video sink) draws them into ``frame.image`` itself,
-    not into a copy (the other sinks read only the image's size, and a drawing sink before it
-    draws on a copy), so after the sinks the image holds the overlays.
+    not into a copy (a drawing sink before it draws on a copy), unless a sink after it reads
+    the pixels (a snapshot sink: then every sink draws on a copy); so after the sinks the
+    image may hold the overlays.
     """
     out = Path(output_dir)
     sinks: list[Sink] = []
     types = [sink_type(spec.type) for spec in specs]
     last_drawing = max((i for i, t in enumerate(types) if t.draws), default=-1)
+    if any(t.reads_pixels for t in types[last_drawing + 1 :]):
+        last_drawing = -1  # a sink after it reads the pixels as decoded: everyone draws on copies
     for i, (spec, kind) in enumerate(zip(specs, types, strict=True)):
         context = SinkContext(out, run_id, source_id, fps, resume, draw_in_place=i == last_drawing)
         sink = kind.open(spec, context)
