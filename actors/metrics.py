@@ -132,6 +132,12 @@ class StreamMetrics:
             (*STREAM, "kind"),
         )
         self.tracks = Gauge("vsa_tracks", "Live (confirmed) tracks now.", STREAM)
+        self.sink_items = Counter(
+            "vsa_sink_items",
+            "What a sink made, by sink and kind (snapshot: snapshots written, cooled: "
+            "triggers skipped by the cool-down; mqtt: messages published...).",
+            (*STREAM, "sink", "kind"),
+        )
         self.sink_lost = Counter(
             "vsa_sink_frames_lost",
             "Frames a best-effort sink lost, by sink (its type) and cause (sink_error, "
@@ -157,6 +163,7 @@ class StreamMetrics:
             self.analytics_events,
             self.tracks,
             self.sink_lost,
+            self.sink_items,
         ):
             metric.set_default_tags(tags)
         self._seen: dict[str, Any] = {"drops": {}, "cpu": {}, "analytics": {}, "sinks": {}}
@@ -199,6 +206,12 @@ class StreamMetrics:
                     delta = advance(seen["sinks"], (name, cause), total)
                     if delta > 0:
                         self.sink_lost.inc(delta, tags={"sink": name, "cause": cause})
+                for kind, total in counts.extra.items():  # its own counts (snapshots...)
+                    if isinstance(total, int) and not isinstance(total, bool):
+                        delta = advance(seen["sinks"], (name, "items", kind), total)
+                        if delta > 0:
+                            tags = {"sink": name, "kind": tag_value(str(kind))}
+                            self.sink_items.inc(delta, tags=tags)
             if typed.analytics is not None:
                 crossings, events = analytics_deltas(seen["analytics"], typed.analytics)
                 for tags, n in crossings:

@@ -169,3 +169,28 @@ def test_a_line_counting_a_class_the_model_does_not_have_is_refused(client, tmp_
         submit(client, tmp_path, "analytics-bad-class", source)
     assert "sources[0].lines[0].classes: unknown class 'bicycle'" in str(info.value)
     assert not (tmp_path / "out" / "cam.jsonl").exists()
+
+
+def test_line_crossings_leave_snapshots_counted_in_the_status(client, tmp_path):
+    frames = 150
+    source = {"id": "cam", "uri": synthetic("cross", frames), "lines": [LINE]}
+    snapshot = {
+        "type": "snapshot",
+        "on_detection": False,
+        "events": ["line_cross"],
+        "cooldown_s": 0,
+    }
+    run_id = submit(client, tmp_path, "analytics-snapshots", source,
+                    sinks=[{"type": "jsonl"}, snapshot])  # fmt: skip
+    run = client.wait(run_id, timeout_s=300).to_dict()
+    assert run["state"] == "FINISHED", run
+    (status,) = run["sources"]
+    crossings = read_jsonl(tmp_path / "out" / "cam.events.jsonl")
+    pictures = sorted((tmp_path / "out" / "cam").glob("*.jpg"))
+    assert crossings and 1 <= len(pictures) <= len(crossings)
+    assert {json.loads(p.with_suffix(".json").read_text())["trigger"] for p in pictures} == {
+        "line_cross"
+    }
+    snap = status["sinks"]["snapshot"]
+    assert snap["policy"] == "best_effort" and snap["snapshots"] == len(pictures)
+    assert snap["written"] == status["frames_emitted"] == frames and snap["lost"] == {}

@@ -29,6 +29,12 @@ class Outputs:
     ``output_lost`` when its file was deleted, which also moves the frames written into that
     file from ``written`` to ``output_lost``), and the other sinks still get the frame. For
     every sink, once the stream has ended, ``written + sum(lost) == frames_emitted``.
+
+    A sink may also say what it lost on its own (``losses()``: cumulative by cause, e.g. an
+    outbox's ``overflow``, frames its ``write`` accepted) and what it made (``counts()``:
+    snapshots written, messages published); ``status`` shows both. A frame an outbox
+    overflowed was accepted by ``write`` and then lost: the status counts it as lost, not
+    written, so ``written + sum(lost) == frames_emitted`` holds for such a sink too.
     """
 
     def __init__(self, factory: Callable[[float | None], list[Sink]], name: str = "") -> None:
@@ -95,11 +101,20 @@ class Outputs:
                 name = getattr(sink, "sink_name", None)
                 if name is None:
                     continue  # the stream's side files (events, truth)
-                out[name] = {
+                lost = Counter(self.lost.get(name, {}))
+                own = getattr(sink, "losses", None)  # a sink's own losses (an outbox's overflow)
+                own_lost = _safely(own) if own is not None else {}
+                lost.update(own_lost)
+                entry: dict[str, Any] = {
                     "policy": _policy(sink),
-                    "written": self.written[name],
-                    "lost": dict(self.lost.get(name, {})),
+                    # accepted, less what it then lost on its own: written + lost == emitted
+                    "written": self.written[name] - sum(own_lost.values()),
+                    "lost": dict(lost),
                 }
+                counts = getattr(sink, "counts", None)  # what it made: snapshots, messages...
+                if counts is not None:
+                    entry.update(_safely(counts))
+                out[name] = entry
         return out
 
     def frames_lost(self, exc: OutputLost) -> int:
@@ -129,6 +144,14 @@ class Outputs:
                     on_lost(exc)
             except Exception as exc:  # noqa: BLE001
                 log.error("%s closing a sink failed: %s", self.name, exc)
+
+
+def _safely(read: Callable[[], dict[str, int]]) -> dict[str, int]:
+    try:
+        return {str(k): int(v) for k, v in read().items()}
+    except Exception:  # noqa: BLE001 - a sink's numbers never break the status
+        log.exception("a sink's counts could not be read")
+        return {}
 
 
 def _name(sink: Sink) -> str:
