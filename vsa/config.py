@@ -658,14 +658,130 @@ class _SinkBase(_Strict):
     )
 
 
+_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
+
+
+def _parse_bytes(value: Any) -> Any:
+    """``50GB`` (powers of 1000), ``50GiB`` (of 1024), ``500MB``, or a number of bytes."""
+    if not isinstance(value, str):
+        return value
+    match = _BYTES_RE.match(value)
+    if match is None or (match.group(3) and not match.group(2)):
+        raise ValueError(
+            f"{_short(value)} is not a size: give bytes (an integer) or a number with a unit "
+            "(B, KB, MB, GB, TB; KiB, MiB, GiB, TiB), e.g. 50GB"
+        )
+    number, prefix, binary, _ = match.groups()
+    unit = 1024 ** "kmgt".index(prefix.lower()) * 1024 if binary else _BYTE_UNITS[prefix.lower()]
+    return int(float(number) * unit)
+
+
+class VideoRetentionSpec(_Strict):
+    """Which segments of a stream's recording are deleted, each time a segment closes: the
+    oldest closed ones first, until the stream's segments are within every limit given. The
+    segment being written is never deleted (nor, once the stream ended, its last one)."""
+
+    max_age_h: float | None = Field(
+        None,
+        gt=0,
+        le=24 * 366 * 10,
+        description="Delete segments that started more than this many hours ago.",
+    )
+    max_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="The stream's segments hold at most this many bytes in all when one "
+        "closes (the open one grows on top until the next cut): an integer, or a size such as "
+        "`50GB` (powers of 1000) or `50GiB` (of 1024).",
+    )
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> Any:
+        return _parse_bytes(value)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> VideoRetentionSpec:
+        if self.max_age_h is None and self.max_bytes is None:
+            raise ValueError("give max_age_h, max_bytes or both (or leave retention out)")
+        return self
+
+
 class VideoSinkSpec(_SinkBase):
-    """Annotated H.264 MP4 per stream: `<output_dir>/<source id>.mp4` (fragmented: playable at any time)."""
+    """Annotated H.264 MP4 per stream: `<output_dir>/<source id>.mp4` (fragmented: playable at
+    any time). With `segment_s`, a recording cut into segments instead:
+    `<output_dir>/<source id>/video/<source id>_<UTC start, YYYYMMDDTHHMMSSZ>.mp4`
+    (docs/recordings.md)."""
 
     type: Literal["video"]
     draw_masks: bool = Field(True, description="Blend instance masks into the video.")
     crf: int = Field(
         23, ge=0, le=51, description="x264 constant rate factor (lower = better, bigger)."
     )
+    segment_s: float | None = Field(
+        None,
+        le=7 * 86_400,
+        description="Cut the recording into segments of this many seconds of the stream's "
+        "timestamps (each starts on a keyframe and is a complete MP4), named by their UTC "
+        "start time; `null`: one file.",
+    )
+    retention: VideoRetentionSpec | None = Field(
+        None,
+        description="Delete the oldest closed segments by age and/or total size (needs "
+        "`segment_s`); `null`: keep every segment.",
+    )
+    draw: Literal["overlay", "none"] = Field(
+        "overlay",
+        description="`overlay`: detections (and scene analytics) drawn on the video; "
+        "`none`: the frames as decoded.",
+    )
+    info: bool = Field(
+        False,
+        description="Write a line in the top left corner of each frame: the stream id, the "
+        "frame's capture time (UTC) and the recording's frame rate.",
+    )
+    fps: float | None = Field(
+        None,
+        le=1000,
+        description="Record at most this many frames a second (the others are skipped by the "
+        "recording only, not lost); `null`: every frame.",
+    )
+    scale: float = Field(
+        1.0,
+        description="Resize frames by this factor, in (0, 1], before encoding (0.5: half the "
+        "width and height); inference is not affected.",
+    )
+
+    @field_validator("segment_s")
+    @classmethod
+    def _segment_s(cls, value: float | None) -> float | None:
+        if value is not None and not value >= 1:
+            raise ValueError(f"must be at least 1 second, got {value}")
+        return value
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, value: float | None) -> float | None:
+        if value is not None and not value > 0:
+            raise ValueError(f"must be more than 0 frames a second, got {value}")
+        return value
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError(f"must be in (0, 1] (0.5: half the width and height), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _retention_needs_segments(self) -> VideoSinkSpec:
+        if self.retention is not None and self.segment_s is None:
+            raise ValueError(
+                "retention: needs segment_s (only closed segments are deleted); set segment_s, "
+                "e.g. 600, or remove retention"
+            )
+        return self
 
 
 class JsonlSinkSpec(_SinkBase):
@@ -796,20 +912,32 @@ def _video_parts(source_id: str) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(source_id)}\.part\d+\.mp4$")
 
 
+def video_folder(source_id: str) -> str:
+    """The folder of a segmented recording (``segment_s``), in the output directory."""
+    return f"{source_id}/video"
+
+
+def video_files(spec: VideoSinkSpec, source_id: str) -> list[str]:
+    """The files a video sink that wrote frames leaves for sure, by its spec: ``<id>.mp4``;
+    none when segmented (retention deletes the oldest segments, and names hold start times)."""
+    return [] if spec.segment_s is not None else [f"{source_id}.mp4"]
+
+
 # The built-in sink types (vsa.sinktypes): the run file's union below follows from them.
 sinktypes.register(
     sinktypes.SinkType(
         "video",
         VideoSinkSpec,
         "vsa.sinks.video:open_video",
-        files=lambda sid: [f"{sid}.mp4"],
+        files=video_files,
         more=_video_parts,
         draws=True,
+        folder=video_folder,  # the segments of a segmented recording
     )
 )
 sinktypes.register(
     sinktypes.SinkType(
-        "jsonl", JsonlSinkSpec, "vsa.sinks:open_jsonl", files=lambda sid: [f"{sid}.jsonl"]
+        "jsonl", JsonlSinkSpec, "vsa.sinks:open_jsonl", files=lambda _, sid: [f"{sid}.jsonl"]
     )
 )
 
@@ -818,13 +946,13 @@ sinktypes.register(
         "snapshot",
         SnapshotSinkSpec,
         "vsa.sinks.snapshot:open_snapshot",
-        files=lambda sid: [],
+        files=lambda _, sid: [],
         folder=lambda sid: sid,
         reads_pixels=True,  # it draws its own overlays, on its own copy
     )
 )
 sinktypes.register(
-    sinktypes.SinkType("mqtt", MqttSinkSpec, "vsa.sinks.mqtt:open_mqtt", files=lambda sid: [])
+    sinktypes.SinkType("mqtt", MqttSinkSpec, "vsa.sinks.mqtt:open_mqtt", files=lambda _, sid: [])
 )
 
 SinkSpec = Annotated[
@@ -917,13 +1045,13 @@ def output_names(spec: RunSpec, segments: int = 3) -> list[str]:
     ``report.json`` and ``report.png``. The validation of ids keeps these names distinct,
     also on case-insensitive filesystems.
     """
-    kinds = {sink.type for sink in spec.sinks}
-    types = [t for t in sinktypes.sink_types().values() if t.name in kinds]  # registry order
+    order = list(sinktypes.sink_types())
+    sinks = sorted(spec.sinks, key=lambda sink: order.index(sink.type))  # registry order
     names: list[str] = []
     for source in spec.sources:
-        for kind in types:
-            names += kind.files(source.id)
-            if kind.name == "video":
+        for sink in sinks:
+            names += sinktypes.sink_type(sink.type).files(sink, source.id)
+            if sink.type == "video":
                 names += [f"{source.id}.part{n}.mp4" for n in range(2, segments + 1)]
         names += side_files(source)
     return [*names, "report.json", "report.png"]

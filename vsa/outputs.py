@@ -134,8 +134,8 @@ def run_files(spec: RunSpec, directory: Path) -> list[Path]:
     types = [sink_type(s.type) for s in spec.sinks]
     names: list[str] = []
     for source in spec.sources:
-        for kind in types:
-            names += kind.files(source.id)
+        for sink, kind in zip(spec.sinks, types, strict=True):
+            names += kind.files(sink, source.id)
         names += side_files(source)
     names += REPORT_FILES
     found = [directory / n for n in names if os.path.lexists(directory / n)]

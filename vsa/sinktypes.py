@@ -43,13 +43,14 @@ class SinkContext:
 class SinkType:
     """A sink type: ``name`` is the run file's ``type``; ``spec`` its pydantic model (with
     ``type: Literal[name]`` and ``policy``); ``factory`` ``"module:function"``; ``files``: the
-    first file of a stream's output, by source id (resume checks and output claims look for
-    it); ``more``: the pattern of its later files (``<id>.part2.mp4``), if it writes any."""
+    files a stream's sink of this spec leaves for sure once it wrote frames, by (spec, source
+    id) (resume checks and output claims look for them); ``more``: the pattern of its later
+    files (``<id>.part2.mp4``), if it writes any."""
 
     name: str
     spec: type
     factory: str
-    files: Callable[[str], list[str]]
+    files: Callable[[Any, str], list[str]]
     more: Callable[[str], re.Pattern[str]] | None = None
     draws: bool = False  # draws overlays on the frame (the last such sink draws in place)
     reads_pixels: bool = False  # reads the frame's pixels (after it, nobody draws in place)

@@ -93,3 +93,8 @@ def test_status_shows_a_best_effort_sink_that_lost_frames() -> None:
         "  door: sink video (best effort) lost 10 of 100 frames (output_lost 10)"
     ]
     assert SourceStatus.from_dict(s.to_dict()) == s
+
+
+def test_a_segmented_recording_demands_no_fixed_file_on_resume(tmp_path: Path) -> None:
+    spec = parse_run(run([{"type": "video", "segment_s": 600}, {"type": "jsonl"}]))
+    assert output_paths(spec.sinks, tmp_path, "cam") == [tmp_path / "cam.jsonl"]

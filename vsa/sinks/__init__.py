@@ -286,7 +286,7 @@ def output_paths(specs: Sequence[SinkSpec], output_dir: str | Path, source_id: s
     """The first file of each of a stream's sinks (their types name them): a resumed stream
     that wrote frames finds each of them there (later segments come after the first)."""
     out = Path(output_dir)
-    return [out / name for spec in specs for name in sink_type(spec.type).files(source_id)]
+    return [out / n for spec in specs for n in sink_type(spec.type).files(spec, source_id)]
 
 
 def __getattr__(name: str) -> Any:
