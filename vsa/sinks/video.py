@@ -456,6 +456,16 @@ class VideoSink(_WatchedSink):
                 self.segments.remove(p)
             log.info("%s: retention deleted %s", self.source_id, p.name)
 
+    def counts(self) -> dict[str, int]:
+        """For the status's ``sinks.video``: frames its own ``fps`` skipped (not losses),
+        segments retention deleted (the status shows them when there are any)."""
+        out = {}
+        if self.frames_skipped:
+            out["frames_skipped"] = self.frames_skipped
+        if self.segments_deleted:
+            out["segments_deleted"] = self.segments_deleted
+        return out
+
     def close(self) -> None:
         super().close()
         if self.spec.segment_s is not None and self._lost is None and self.frames_written:
