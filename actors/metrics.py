@@ -141,7 +141,7 @@ class StreamMetrics:
         self.sink_lost = Counter(
             "vsa_sink_frames_lost",
             "Frames a best-effort sink lost, by sink (its type) and cause (sink_error, "
-            "output_lost, overflow); the stream emitted them, the other sinks wrote them.",
+            "output_lost, overflow, unsent); the stream emitted them, the other sinks wrote them.",
             (*STREAM, "sink", "cause"),
         )
         for metric in (

@@ -39,6 +39,7 @@ from vsa.sources.base import input_identity
 from vsa.sources.errors import SourceError
 from vsa.stream import StreamSettings, StreamWorker
 from vsa.stream.outputs import EarlierOutputs
+from vsa.stream.preview import Preview, PreviewSink
 from vsa.uri import file_path, scheme_of
 
 log = logging.getLogger("vsa.source")
@@ -142,20 +143,24 @@ class SourceActor:
                 log.error(
                     "run=%s source=%s cannot read its analytics files: %s", run_id, source_id, exc
                 )
+        self._preview = Preview()  # the live page's pictures, made only while watched
         self.worker = StreamWorker(
             run_id,
             source_id,
             uri,
-            lambda fps: open_sinks(
-                spec.sinks,
-                spec.output_dir,
-                run_id,
-                source_id,
-                fps,
-                resume=restarted,
-                events=bool(source.lines or source.zones),
-                truth=writes_truth(source.uri),
-            ),
+            lambda fps: [
+                PreviewSink(self._preview),
+                *open_sinks(
+                    spec.sinks,
+                    spec.output_dir,
+                    run_id,
+                    source_id,
+                    fps,
+                    resume=restarted,
+                    events=bool(source.lines or source.zones),
+                    truth=writes_truth(source.uri),
+                ),
+            ],
             self._submit,
             StreamSettings.from_spec(
                 source,
@@ -245,6 +250,13 @@ class SourceActor:
             credit,
             behind,
         )
+
+    def preview(self) -> bytes | None:
+        """The stream's newest annotated picture (JPEG) for the live page, None before the
+        first; asking marks the stream as watched, so it makes pictures for a few seconds
+        (``vsa.stream.preview``)."""
+        picture = self._preview.watch()
+        return None if picture is None else picture.jpeg
 
     def status(self) -> dict[str, Any]:
         lower_data_plane()  # threads started since the last status follow too

@@ -5,10 +5,12 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 # Debian packages: ffprobe (checks our MP4s), GStreamer's RTSP server (the live-source tests
 # run a real one under the system python3, which has the gi bindings) and Prometheus (the
-# metrics test scrapes Ray's endpoint with it; the test starts its own on 127.0.0.1), and the
-# linter shellcheck (the image and deploy scripts are checked with it).
+# metrics test scrapes Ray's endpoint with it; the test starts its own on 127.0.0.1), the MQTT
+# broker mosquitto (the mqtt sink's tests start their own on 127.0.0.1), and the linter for
+# shell scripts, shellcheck (the image and deploy scripts are checked with it), and Chromium (the
+# live page is tested in it, headless).
 DEB=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-     gstreamer1.0-plugins-ugly gstreamer1.0-rtsp prometheus shellcheck)
+     gstreamer1.0-plugins-ugly gstreamer1.0-rtsp prometheus mosquitto shellcheck chromium)
 missing=()
 for pkg in "${DEB[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -22,7 +24,7 @@ fi
 ruff check .
 ruff format --check .
 if [ $# -gt 0 ]; then  # a selection: run just that
-  exec env VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 \
+  exec env VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 VSA_REQUIRE_MQTT=1 VSA_REQUIRE_CHROMIUM=1 \
     python -m pytest -q -p no:cacheprovider "$@"
 fi
 # The unit tier on its own: there its conftest refuses torch, PyAV, Ray, subprocesses and sleeping.
@@ -46,7 +48,7 @@ else
   echo "Python 3.10 not found: the unit tier ran under $(python --version) only" >&2
 fi
 # Then the component tier (real PyAV, models, x264; no Ray) and the integration tier (real Ray).
-VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 \
+VSA_REQUIRE_FFPROBE=1 VSA_REQUIRE_RTSP=1 VSA_REQUIRE_PROMETHEUS=1 VSA_REQUIRE_MQTT=1 VSA_REQUIRE_CHROMIUM=1 \
   python -m pytest -q -p no:cacheprovider tests/component tests/integration
 # Last, alone: a two-node Ray cluster simulated on this host (one cluster per driver, and a
 # second cluster on the host would be the one `address="auto"` finds).

@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "schema", help="the run file's JSON Schema (editor completion, CI checks of run files)"
     )
+    p.add_argument(
+        "--mqtt",
+        action="store_true",
+        help="instead: the JSON Schema of the mqtt sink's payloads, by topic (docs/mqtt.md)",
+    )
 
     p = sub.add_parser(
         "serve",
@@ -142,8 +147,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the head it joins runs a controller of other code (an upgrade in place): "
         "drain its runs and replace it; they resume on this code",
     )
+    _add_ui_args(p, "--ui-host", "--ui-port")
+    p.add_argument("--ui", action="store_true", help="also serve the live page (docs/live-page.md)")
+    _add_address(p)
+
+    p = sub.add_parser(
+        "ui",
+        help="serve the live page: runs, streams and a live annotated view of each, in a "
+        "browser (127.0.0.1:8090 by default; elsewhere it asks for a token)",
+    )
+    _add_ui_args(p, "--host", "--port")
     _add_address(p)
     return parser
+
+
+def _add_ui_args(p: argparse.ArgumentParser, host: str, port: str) -> None:
+    from vsa.ui import DEFAULT_PORT
+
+    p.add_argument(
+        host,
+        default="127.0.0.1",
+        help="the live page's address (default 127.0.0.1; any other asks for a token)",
+    )
+    p.add_argument(
+        port, type=int, default=DEFAULT_PORT, help=f"its port (default {DEFAULT_PORT}; 0: any)"
+    )
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -570,9 +598,31 @@ def cmd_config(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    if getattr(args, "mqtt", False):
+        from vsa.sinks.mqtt import payload_schemas
+
+        print(json.dumps(payload_schemas(), indent=2), file=out)
+        return 0
     from vsa.config import json_schema
 
     print(json.dumps(json_schema(), indent=2), file=out)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace, out: TextIO) -> int:
+    import signal
+    import threading
+
+    from vsa.ui import UiServer, client_picture
+
+    client = _client(args)
+    server = UiServer(client.status_dicts, client_picture(client), args.host, args.port)
+    print(f"live page: {server.start()} (Ctrl-C stops it)", file=out, flush=True)
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    done.wait()
+    server.close()
     return 0
 
 
@@ -591,6 +641,7 @@ COMMANDS = {
     "config": cmd_config,
     "schema": cmd_schema,
     "serve": cmd_serve,
+    "ui": cmd_ui,
 }
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE, what a shell reports for `git log | head -1`
 

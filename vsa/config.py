@@ -855,7 +855,7 @@ class MqttSinkSpec(_SinkBase):
     """Detections, scene analytics events and state changes published to an MQTT broker
     (`paho-mqtt`): `<topic>/detections`, `<topic>/events`, `<topic>/state` (retained). A dead
     or slow broker never slows the stream: messages wait in a bounded outbox per stream and
-    what does not fit is that sink's `overflow` loss."""
+    what does not fit is that sink's `overflow` loss. Topics and payloads: docs/mqtt.md."""
 
     type: Literal["mqtt"]
     policy: Literal["required", "best_effort"] = Field(
@@ -906,6 +906,29 @@ class MqttSinkSpec(_SinkBase):
     reconnect_max_s: float = Field(
         30.0, gt=0, le=3600, description="Longest wait between reconnect attempts (back-off)."
     )
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        unknown = [k for k in re.findall(r"\{([^{}]*)\}", value) if k not in ("run", "source")]
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{_short(unknown[0])[1:-1]}}} (use {{run}}, {{source}})"
+            )
+        rest = re.sub(r"\{(run|source)\}", "x", value).rstrip("/")
+        if not rest or rest.startswith("$") or any(c in rest for c in "+#{}\0"):
+            raise ValueError(
+                "a topic prefix must not be empty, start with '$' or hold '+', '#', '{', '}'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MqttSinkSpec:
+        if self.password_file is not None and not self.username:
+            raise ValueError("password_file: needs username (the broker's user)")
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file: only applies with tls: true")
+        return self
 
 
 def _video_parts(source_id: str) -> re.Pattern[str]:
@@ -1339,6 +1362,15 @@ def resolve_paths(spec: RunSpec, base_dir: str | os.PathLike[str]) -> RunSpec:
         elif source.password_file is not None:
             source = _with_password(source, base, f"sources[{i}].password_file", problems)
         sources.append(source)
+    sinks = []
+    for i, sink in enumerate(spec.sinks):  # files a sink reads on the engine host
+        files = {}
+        for field in ("password_file", "ca_file"):
+            value = getattr(sink, field, None)
+            if isinstance(value, str):
+                path = _resolve(value, base, f"sinks[{i}].{field}", problems, file=True)
+                files[field] = str(path)
+        sinks.append(sink.model_copy(update=files) if files else sink)
     model = spec.model
     updates: dict[str, str] = {}
     for field in ("path", "classes"):
@@ -1351,7 +1383,7 @@ def resolve_paths(spec: RunSpec, base_dir: str | os.PathLike[str]) -> RunSpec:
         raise _config_error(problems)
     if updates:
         spec = spec.model_copy(update={"model": model.model_copy(update=updates)})
-    return spec.model_copy(update={"sources": sources, "output_dir": str(out)})
+    return spec.model_copy(update={"sources": sources, "sinks": sinks, "output_dir": str(out)})
 
 
 MAX_PASSWORD_FILE_BYTES = 4096

@@ -425,7 +425,7 @@ class Analytics(_Wire):
 class SinkCounts(_Wire):
     """One of a source's sinks (by its type): its failure ``policy`` (``required`` or
     ``best_effort``), the frames it ``written`` and, best effort, the frames ``lost`` to it
-    by cause (``sink_error``, ``output_lost``, ``overflow``). Once the source has ended,
+    by cause (``sink_error``, ``output_lost``, ``overflow``, ``unsent``). Once the source has ended,
     ``written + sum(lost) == frames_emitted`` (docs/failure-policy.md)."""
 
     _WHAT = "sink"

@@ -145,6 +145,12 @@ def serve(args: argparse.Namespace, out: TextIO) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    ui = None
+    if getattr(args, "ui", False):
+        from vsa.ui import UiServer, client_picture
+
+        ui = UiServer(client.status_dicts, client_picture(client), args.ui_host, args.ui_port)
+        _say(out, f"live page: {ui.start()}")
     while not stop.wait(args.interval):
         try:
             for run in client.status():
@@ -152,6 +158,8 @@ def serve(args: argparse.Namespace, out: TextIO) -> int:
                     _say(out, status_line(run))
         except VsaError as exc:
             _say(out, f"status unavailable: {exc}")
+    if ui is not None:
+        ui.close()
     _say(out, f"{received[0]}: draining")
     code = 0
     try:

@@ -306,7 +306,7 @@ def test_install_sh_keeps_the_base_torch_and_its_numpy_abi(tmp_path):
     pinned = {requirement_name(x) for x in lines[2:]}
     assert pinned == {
         "ray", "av", "pyyaml", "pydantic", "matplotlib", "cryptography", "psutil",
-        "supervision", "scipy", "rich",
+        "supervision", "scipy", "rich", "paho-mqtt",
     }  # fmt: skip
     # with the environment's own torch (NumPy 2 or none): torch pinned, nothing else
     done = install_sh("--print-constraints")

@@ -148,7 +148,7 @@ def test_per_sink_loss_causes_are_documented():
     text = (ROOT / "docs" / "failure-policy.md").read_text()
     section = text.split("### Per sink: required and best effort", 1)[1].split("\n## ", 1)[0]
     causes = re.findall(r"^\| `([a-z_]+)` \|", section, re.MULTILINE)
-    assert causes == ["sink_error", "output_lost", "overflow"]
+    assert causes == ["sink_error", "output_lost", "overflow", "unsent"]
 
 
 def test_drop_causes_are_the_documented_strings():

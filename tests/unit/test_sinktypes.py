@@ -98,3 +98,31 @@ def test_status_shows_a_best_effort_sink_that_lost_frames() -> None:
 def test_a_segmented_recording_demands_no_fixed_file_on_resume(tmp_path: Path) -> None:
     spec = parse_run(run([{"type": "video", "segment_s": 600}, {"type": "jsonl"}]))
     assert output_paths(spec.sinks, tmp_path, "cam") == [tmp_path / "cam.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("sink", "says"),
+    [
+        ({"topic": "vsa/{camera}"}, "sinks[0].topic: unknown placeholder {camera}"),
+        ({"topic": "vsa/#/{run}"}, "sinks[0].topic: a topic prefix must not"),
+        ({"topic": "$SYS/{run}"}, "sinks[0].topic: a topic prefix must not"),
+        ({"password_file": "/etc/hostname"}, "sinks[0].password_file: needs username"),
+        ({"ca_file": "/etc/hostname"}, "sinks[0].ca_file: only applies with tls: true"),
+    ],
+)
+def test_an_mqtt_sink_is_checked_at_submit(sink: dict, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_run(run([{"type": "mqtt", "host": "broker", **sink}]))
+    assert info.value.problems[0].startswith(says), info.value.problems
+
+
+def test_an_mqtt_sinks_files_are_resolved_and_must_exist(tmp_path: Path) -> None:
+    from vsa.config import resolve_paths
+
+    (tmp_path / "broker.pw").write_text("secret\n")
+    sink = {"type": "mqtt", "host": "b", "username": "u", "password_file": "broker.pw"}
+    spec = resolve_paths(parse_run(run([sink])), tmp_path)
+    assert spec.sinks[0].password_file == str(tmp_path / "broker.pw")
+    missing = {**sink, "password_file": "gone.pw"}
+    with pytest.raises(ConfigError, match=r"sinks\[0\]\.password_file: file not found"):
+        resolve_paths(parse_run(run([missing])), tmp_path)

@@ -237,6 +237,19 @@ class TruthSink:
         self.writer.close()
 
 
+class _Unopened:
+    """A best-effort sink that could not open: each frame is its ``sink_error`` loss."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        raise OSError(self.reason)
+
+    def close(self) -> None:
+        pass
+
+
 def open_jsonl(spec: JsonlSinkSpec, context: SinkContext) -> JsonlSink:
     """The ``jsonl`` sink type's factory (``vsa.sinktypes``)."""
     path = context.output_dir / f"{context.source_id}.jsonl"
@@ -272,7 +285,16 @@ def open_sinks(
         last_drawing = -1  # a sink after it reads the pixels as decoded: everyone draws on copies
     for i, (spec, kind) in enumerate(zip(specs, types, strict=True)):
         context = SinkContext(out, run_id, source_id, fps, resume, draw_in_place=i == last_drawing)
-        sink = kind.open(spec, context)
+        try:
+            sink = kind.open(spec, context)
+        except Exception as exc:
+            if spec.policy != "best_effort":
+                raise  # the stream's record cannot be written: SINK_ERROR
+            # a best-effort sink that cannot open loses every frame, the stream goes on
+            log.error(
+                "%s: the %s sink cannot open (%s): its frames are lost", source_id, kind.name, exc
+            )
+            sink = _Unopened(f"the {kind.name} sink could not open: {exc}")
         sink.sink_name, sink.policy = kind.name, spec.policy
         sinks.append(sink)
     if events:  # the source's lines and zones: written whatever the sinks

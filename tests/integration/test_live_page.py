@@ -1,0 +1,92 @@
+"""The live page in a real browser (Debian's headless Chromium): two streams of a run are
+listed with their states, and their live pictures change. The screenshots are kept as test
+artifacts (``$VSA_ARTIFACTS`` or the test's temporary directory)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.integration.conftest import require, wait_for
+from vsa.config import parse_run, resolve_paths
+from vsa.ui import UiServer, client_picture
+
+pytestmark = pytest.mark.integration
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        require(
+            "Chromium", "VSA_REQUIRE_CHROMIUM", "chromium is not installed (apt install chromium)"
+        )
+    assert found is not None
+    return found
+
+
+def browse(url: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--window-size=1280,1000", "--virtual-time-budget=3000", "--user-data-dir="
+         f"{os.environ.get('TMPDIR', '/tmp')}/vsa-chromium-{os.getpid()}", *args, url],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def screenshot(url: str, path: Path) -> np.ndarray:
+    import cv2
+
+    done = browse(url, f"--screenshot={path}")
+    assert path.exists(), done.stderr[-2000:]
+    image = cv2.imread(str(path))
+    assert image is not None and image.shape[0] > 100
+    return image
+
+
+def test_two_streams_are_listed_and_their_live_pictures_change(client, tmp_path):
+    chromium()
+    uri = "synthetic://shapes?seed={}&fps=15&width=640&height=360"
+    run = {
+        "name": "live-page",
+        "output_dir": str(tmp_path / "out"),
+        "sources": [
+            {"id": "north", "uri": uri.format(1), "mode": "realtime"},
+            {"id": "south", "uri": uri.format(2), "mode": "realtime"},
+        ],
+        "sinks": [{"type": "jsonl"}],
+    }
+    run_id = client.submit(resolve_paths(parse_run(run), tmp_path))["run_id"]
+    server = UiServer(client.status_dicts, client_picture(client), port=0)
+    url = server.start()
+    artifacts = Path(os.environ.get("VSA_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    try:
+        wait_for(lambda: all(s.fps > 0 for s in client.run(run_id).sources), 120, "both streams")
+
+        def picture(sid: str) -> bytes | None:
+            with urllib.request.urlopen(f"{url}frame/{run_id}/{sid}.jpg", timeout=10) as r:
+                return r.read() if r.status == 200 else None
+
+        # watched from now on: each stream makes pictures while the page asks
+        for sid in ("north", "south"):
+            wait_for(lambda sid=sid: picture(sid), 60, f"a picture of {sid}")
+        dom = browse(url, "--dump-dom").stdout
+        for text in ("north", "south", "STREAMING", run_id):
+            assert text in dom, dom[-3000:]
+        first = screenshot(url, artifacts / "live-page-1.png")
+        time.sleep(2.0)  # the shapes move: the next pictures differ
+        picture("north"), picture("south")
+        second = screenshot(url, artifacts / "live-page-2.png")
+        assert first.shape == second.shape
+        changed = np.abs(first.astype(int) - second.astype(int)).max(axis=2) > 40
+        assert changed.sum() > 2000, changed.sum()  # the live views moved, not one digit
+    finally:
+        server.close()
+        client.stop(run_id)
