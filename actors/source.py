@@ -33,7 +33,7 @@ from vsa.control.priority import lower_data_plane
 from vsa.core.frames import Frame
 from vsa.secrets import unseal
 from vsa.sinks import open_sinks, output_paths
-from vsa.sinks.jsonl import count_lines, last_record
+from vsa.sinks.jsonl import count_all_lines, last_record
 from vsa.sources import SourceOptions, open_source
 from vsa.sources.base import input_identity
 from vsa.sources.errors import SourceError
@@ -92,7 +92,7 @@ class SourceActor:
                 last = last_record(jsonl, run_id)
                 offset = 0 if last is None else int(last["frame"]) + 1
                 if last is not None:  # what earlier incarnations wrote: the controller's base
-                    self.resumed = {"frame": offset, "emitted": count_lines(jsonl)}
+                    self.resumed = {"frame": offset, "emitted": count_all_lines(jsonl)}
                     pts = last.get("pts")
                     if isinstance(pts, int | float):
                         # a file (also over HTTP) or generator is read again from where its JSONL

@@ -796,6 +796,20 @@ class JsonlSinkSpec(_SinkBase):
     """
 
     type: Literal["jsonl"]
+    rotate_size: int | None = Field(
+        None,
+        ge=1024,
+        description="Rotate at this size (`100MB`, `1GiB` or bytes): `<id>.jsonl` is renamed "
+        "`<id>.<UTC>.jsonl` and a new one begun, so the current file keeps its name and the "
+        "rotated ones sort by time; a source's `<id>.events.jsonl` rotates the same way. A "
+        "restarted stream finds its place and its counts in the rotated files that are still "
+        "there (delete old ones as you like). Default: never.",
+    )
+
+    @field_validator("rotate_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return _parse_bytes(value)
 
 
 class SnapshotSinkSpec(_SinkBase):
@@ -931,6 +945,12 @@ class MqttSinkSpec(_SinkBase):
         return self
 
 
+def rotated_pattern(name: str) -> re.Pattern[str]:
+    """The files ``name`` (``<id>.jsonl``) is rotated into (``vsa.sinks.jsonl.rotated_name``)."""
+    stem, _, suffix = name.rpartition(".")
+    return re.compile(rf"^{re.escape(stem)}\.\d{{8}}T\d{{6}}Z(?:-\d+)?\.{re.escape(suffix)}$")
+
+
 def _video_parts(source_id: str) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(source_id)}\.part\d+\.mp4$")
 
@@ -960,7 +980,11 @@ sinktypes.register(
 )
 sinktypes.register(
     sinktypes.SinkType(
-        "jsonl", JsonlSinkSpec, "vsa.sinks:open_jsonl", files=lambda _, sid: [f"{sid}.jsonl"]
+        "jsonl",
+        JsonlSinkSpec,
+        "vsa.sinks:open_jsonl",
+        files=lambda _, sid: [f"{sid}.jsonl"],
+        more=lambda sid: rotated_pattern(f"{sid}.jsonl"),
     )
 )
 

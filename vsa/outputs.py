@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from vsa.config import RunSpec, side_files
+from vsa.config import RunSpec, rotated_pattern, side_files
 from vsa.constants import MEMORY_RESERVE_BYTES
 from vsa.errors import VsaError
 from vsa.sinktypes import sink_type
@@ -145,6 +145,7 @@ def run_files(spec: RunSpec, directory: Path) -> list[Path]:
             if folder.is_dir() and not folder.is_symlink():
                 found += sorted(p for p in folder.iterdir() if p.is_file() or p.is_symlink())
     patterns = [kind.more(s.id) for kind in types if kind.more for s in spec.sources]
+    patterns += [rotated_pattern(name) for s in spec.sources for name in side_files(s)]
     if patterns:
         try:
             entries = sorted(os.listdir(directory))

@@ -25,7 +25,7 @@ from typing import Any
 
 from vsa.analytics import counting, tracker
 from vsa.core.scene import LINE_CROSS, ZONE_ENTER, ZONE_LEAVE
-from vsa.sinks.jsonl import open_nofollow
+from vsa.sinks.jsonl import open_nofollow, rotated_files
 
 log = logging.getLogger("vsa.analytics")
 
@@ -98,13 +98,36 @@ def replay_events(path: Path, run_id: str) -> dict[str, Any]:
 
 
 def saved_state(output_dir: Path, run_id: str, source_id: str) -> dict[str, dict[str, Any]]:
-    """The processors' state (``ProcessorChain.restore``'s shape) from a stream's files."""
+    """The processors' state (``ProcessorChain.restore``'s shape) from a stream's files,
+    rotated ones included (``vsa.sinks.jsonl.rotated_files``: those still there)."""
     out = Path(output_dir)
-    events = out / f"{source_id}.events.jsonl"
+    jsonl, events = out / f"{source_id}.jsonl", out / f"{source_id}.events.jsonl"
+    every_jsonl = [*rotated_files(jsonl), jsonl]
+    every_events = [*rotated_files(events), events]
     return {
-        tracker.NAME: {"track_ids": max_track_id(out / f"{source_id}.jsonl", events)},
-        counting.NAME: replay_events(events, run_id),
+        tracker.NAME: {"track_ids": max_track_id(*every_jsonl, *every_events)},
+        counting.NAME: merge_states([replay_events(p, run_id) for p in every_events]),
     }
 
 
-__all__ = ["max_track_id", "replay_events", "saved_state"]
+def merge_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counters' states (``replay_events``) of several files added up."""
+    lines: dict[str, dict[str, Counter[str]]] = {}
+    zones: dict[str, Counter[str]] = {}
+    events: Counter[str] = Counter()
+    for state in states:
+        for lid, directions in (state.get("lines") or {}).items():
+            line = lines.setdefault(lid, {"in": Counter(), "out": Counter()})
+            for d in ("in", "out"):
+                line[d].update(directions.get(d) or {})
+        for zid, counts in (state.get("zones") or {}).items():
+            zones.setdefault(zid, Counter()).update(counts)
+        events.update(state.get("events") or {})
+    return {
+        "lines": {k: {d: dict(c) for d, c in v.items()} for k, v in lines.items()},
+        "zones": {k: dict(v) for k, v in zones.items()},
+        "events": dict(events),
+    }
+
+
+__all__ = ["max_track_id", "merge_states", "replay_events", "saved_state"]

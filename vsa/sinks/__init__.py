@@ -141,14 +141,16 @@ class JsonlSink(_WatchedSink):
         *,
         clock: Callable[[], float] = time.monotonic,
         check_interval_s: float = CHECK_INTERVAL_S,
+        rotate_bytes: int | None = None,
     ) -> None:
         super().__init__(clock, check_interval_s)
         self.run_id, self.source_id, self.path = run_id, source_id, Path(path)
-        self.writer: JsonlWriter = JsonlWriter(path, append=resume)
+        self.writer: JsonlWriter = JsonlWriter(path, append=resume, rotate_bytes=rotate_bytes)
 
     def _in_file(self) -> int:
-        # this sink's lines only; on resume the file also held an earlier incarnation's
-        return self.writer.lines_written
+        # this sink's lines in the current file only: an earlier incarnation's (on resume) and
+        # those of rotated files are not in it
+        return self.writer.lines_in_file
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         self._check()
@@ -188,9 +190,16 @@ class EventsSink:
     """A stream's analytics events (``result.events``: line crossings, zone entries...), one
     line each in ``<id>.events.jsonl`` (schema: docs/analytics.md), appended on resume."""
 
-    def __init__(self, run_id: str, source_id: str, path: Path, resume: bool = False) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        source_id: str,
+        path: Path,
+        resume: bool = False,
+        rotate_bytes: int | None = None,
+    ) -> None:
         self.run_id, self.source_id = run_id, source_id
-        self.writer = JsonlWriter(path, append=resume)
+        self.writer = JsonlWriter(path, append=resume, rotate_bytes=rotate_bytes)
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         for event in result.events:
@@ -253,7 +262,9 @@ class _Unopened:
 def open_jsonl(spec: JsonlSinkSpec, context: SinkContext) -> JsonlSink:
     """The ``jsonl`` sink type's factory (``vsa.sinktypes``)."""
     path = context.output_dir / f"{context.source_id}.jsonl"
-    return JsonlSink(context.run_id, context.source_id, path, context.resume)
+    return JsonlSink(
+        context.run_id, context.source_id, path, context.resume, rotate_bytes=spec.rotate_size
+    )
 
 
 def open_sinks(
@@ -298,7 +309,9 @@ def open_sinks(
         sink.sink_name, sink.policy = kind.name, spec.policy
         sinks.append(sink)
     if events:  # the source's lines and zones: written whatever the sinks
-        sinks.append(EventsSink(run_id, source_id, out / f"{source_id}.events.jsonl", resume))
+        rotate = next((s.rotate_size for s in specs if s.type == "jsonl"), None)
+        path = out / f"{source_id}.events.jsonl"
+        sinks.append(EventsSink(run_id, source_id, path, resume, rotate_bytes=rotate))
     if truth:
         sinks.append(TruthSink(run_id, source_id, out / f"{source_id}.truth.jsonl", resume))
     return sinks

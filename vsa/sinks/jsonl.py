@@ -11,7 +11,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,16 +96,64 @@ def missing_reason(path: str | Path, identity: FileId) -> str | None:
     return None
 
 
+ROTATED = r"\.\d{8}T\d{6}Z(?:-\d+)?"  # what a rotated file adds before .jsonl
+
+
+def rotated_name(path: Path, when: float) -> Path:
+    """``<stem>.<UTC of when>.jsonl`` beside ``path`` (``cam.20261207T014800Z.jsonl``),
+    ``-2``, ``-3``... after it when that name is taken: names sort by time."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+    candidate = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+    n = 2
+    while os.path.lexists(candidate):
+        candidate = path.with_name(f"{path.stem}.{stamp}-{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
+def rotated_files(path: str | Path) -> list[Path]:
+    """The files ``path`` was rotated into (oldest first), without ``path`` itself."""
+    path = Path(path)
+    pattern = re.compile(rf"^{re.escape(path.stem)}{ROTATED}{re.escape(path.suffix)}$")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    return [path.parent / n for n in sorted(names, key=_rotation_key) if pattern.match(n)]
+
+
+def _rotation_key(name: str) -> tuple[str, int]:
+    m = re.search(r"\.(\d{8}T\d{6}Z)(?:-(\d+))?\.", name)
+    return (m.group(1), int(m.group(2) or 1)) if m else (name, 0)
+
+
 class JsonlWriter:
     """``append``: continue an existing file (a restarted source actor) instead of replacing it.
 
     Each record is written as one line that starts with ``"v": SCHEMA_VERSION``; a record that
     carries its own ``v`` keeps it.
+
+    ``rotate_bytes``: once the file holds at least this many bytes (checked after a line), it
+    is renamed to ``<stem>.<UTC now>.jsonl`` and a new file is begun at ``path``: the current
+    file always has the same name, the rotated ones sort by time (``rotated_files``).
+    ``lines_written`` counts every line written; ``lines_in_file`` those in the current file.
     """
 
-    def __init__(self, path: str | Path, append: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        append: bool = False,
+        rotate_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rotate_bytes, self._clock = rotate_bytes, clock
+        self.lines_written = 0
+        self.rotations = 0
+        self._open(append)
+
+    def _open(self, append: bool) -> None:
         if append:
             _drop_partial_last_line(self.path)
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
@@ -113,13 +164,28 @@ class JsonlWriter:
         except BaseException:
             os.close(fd)
             raise
-        self.lines_written = 0
+        self.lines_in_file = 0
 
     def write(self, record: dict[str, Any]) -> None:
         line = {VERSION_KEY: SCHEMA_VERSION, **record}
         self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
         self._file.flush()
         self.lines_written += 1
+        self.lines_in_file += 1
+        if self.rotate_bytes is not None and self._file.tell() >= self.rotate_bytes:
+            self.rotate()
+
+    def rotate(self) -> Path | None:
+        """Close the current file under its rotated name and begin a new one; the rotated
+        path (None when the current file is gone: ``missing`` says so at the next check)."""
+        self._file.close()
+        if self.missing() is not None:
+            return None
+        target = rotated_name(self.path, self._clock())
+        os.rename(self.path, target)
+        self.rotations += 1
+        self._open(append=False)
+        return target
 
     def missing(self) -> str | None:
         """Why the file written is no longer at ``path`` (deleted, replaced), or None.
@@ -178,13 +244,23 @@ def record_version(record: dict[str, Any]) -> int:
 
 
 def last_record(path: str | Path, run_id: str) -> dict[str, Any] | None:
-    """The last complete line of ``path`` when it belongs to ``run_id`` (else None).
+    """The last complete line of ``path`` when it belongs to ``run_id`` (else None); when
+    ``path`` holds no line yet (it was just rotated), the last of its newest rotated file.
 
     Any schema version, with or without ``v``: only ``run`` and ``frame`` are read.
     """
-    fd = _open_for_reading(Path(path))
+    for candidate in (Path(path), *reversed(rotated_files(path))):
+        found, record = _last_in(candidate, run_id)
+        if found:
+            return record
+    return None
+
+
+def _last_in(path: Path, run_id: str) -> tuple[bool, dict[str, Any] | None]:
+    """(whether ``path`` has a line of ours, that line when it is ``run_id``'s)."""
+    fd = _open_for_reading(path)
     if fd is None:
-        return None
+        return False, None
     with os.fdopen(fd, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         f.seek(max(0, size - (1 << 20)))
@@ -196,8 +272,13 @@ def last_record(path: str | Path, run_id: str) -> dict[str, Any] | None:
             continue
         if not isinstance(record, dict) or not isinstance(record.get("frame"), int):
             continue  # not one of ours (a damaged or foreign line)
-        return record if record.get("run") == run_id else None
-    return None
+        return True, record if record.get("run") == run_id else None
+    return False, None
+
+
+def count_all_lines(path: str | Path) -> int:
+    """Complete lines in ``path`` and the files it was rotated into (those still there)."""
+    return sum(count_lines(p) for p in (*rotated_files(path), Path(path)))
 
 
 def count_lines(path: str | Path) -> int:
