@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -31,22 +31,35 @@ def chromium() -> str:
     return found
 
 
+_RUNS = iter(range(1_000_000))
+
+
 def browse(url: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--window-size=1280,1000", "--virtual-time-budget=3000", "--user-data-dir="
-         f"{os.environ.get('TMPDIR', '/tmp')}/vsa-chromium-{os.getpid()}", *args, url],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+    """One headless Chromium, a profile of its own (never handed to another instance)."""
+    profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"vsa-chromium-{os.getpid()}-{next(_RUNS)}"
+    try:
+        return subprocess.run(
+            [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--no-first-run", "--window-size=1280,1000", "--virtual-time-budget=5000",
+             f"--user-data-dir={profile}", *args, url],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 def screenshot(url: str, path: Path) -> np.ndarray:
+    """The page as Chromium shows it, with both live pictures in it."""
     import cv2
 
     done = browse(url, f"--screenshot={path}")
     assert path.exists(), done.stderr[-2000:]
     image = cv2.imread(str(path))
     assert image is not None and image.shape[0] > 100
+    # the pictures (below the table; the page's background is #111): the shapes' textured
+    # background covers most of two 480x270 pictures
+    bright = (image[150:500].max(axis=2) > 60).sum()
+    assert bright > 100_000, f"{path}: the live pictures are not shown ({bright} bright pixels)"
     return image
 
 
@@ -74,16 +87,26 @@ def test_two_streams_are_listed_and_their_live_pictures_change(client, tmp_path)
             with urllib.request.urlopen(f"{url}frame/{run_id}/{sid}.jpg", timeout=10) as r:
                 return r.read() if r.status == 200 else None
 
-        # watched from now on: each stream makes pictures while the page asks
+        # a viewer besides the browser keeps both streams watched all along
+        watching = threading.Event()
+
+        def viewer() -> None:
+            while not watching.wait(0.5):
+                for sid in ("north", "south"):
+                    picture(sid)
+
+        threading.Thread(target=viewer, daemon=True).start()
         for sid in ("north", "south"):
             wait_for(lambda sid=sid: picture(sid), 60, f"a picture of {sid}")
         dom = browse(url, "--dump-dom").stdout
         for text in ("north", "south", "STREAMING", run_id):
             assert text in dom, dom[-3000:]
         first = screenshot(url, artifacts / "live-page-1.png")
-        time.sleep(2.0)  # the shapes move: the next pictures differ
-        picture("north"), picture("south")
+        shown = {sid: picture(sid) for sid in ("north", "south")}  # as new as the first's or newer
+        for sid in ("north", "south"):  # the shapes move: wait for a newer picture of each
+            wait_for(lambda sid=sid: picture(sid) != shown[sid], 120, f"a new picture of {sid}")
         second = screenshot(url, artifacts / "live-page-2.png")
+        watching.set()
         assert first.shape == second.shape
         changed = np.abs(first.astype(int) - second.astype(int)).max(axis=2) > 40
         assert changed.sum() > 2000, changed.sum()  # the live views moved, not one digit
