@@ -7,10 +7,10 @@ from __future__ import annotations
 import calendar
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from tests.component.test_sinks import decode, decode_tolerant
 from vsa.config import ConfigError, VideoSinkSpec, parse_run, video_files
 from vsa.core.detections import Detection
 from vsa.core.frames import Frame, FrameResult
@@ -55,23 +55,6 @@ def sink(tmp_path: Path, resume: bool = False, **fields) -> VideoSink:
     return VideoSink(spec, tmp_path / "out" / "cam1.mp4", float(FPS), resume, **clocks)
 
 
-def decoded(path: Path) -> list[av.VideoFrame]:
-    with av.open(str(path)) as container:
-        return list(container.decode(video=0))
-
-
-def decode_tolerant(path: Path) -> list[av.VideoFrame]:
-    """Frames of a file still being written: stop at the first incomplete packet."""
-    frames: list[av.VideoFrame] = []
-    with av.open(str(path)) as container:
-        try:
-            for packet in container.demux(video=0):
-                frames += packet.decode()
-        except av.error.FFmpegError:
-            pass
-    return frames
-
-
 def folder(tmp_path: Path) -> Path:
     return tmp_path / "out" / "cam1" / "video"
 
@@ -92,12 +75,12 @@ def test_segments_are_cut_on_the_timeline_named_by_utc_start_and_each_plays(tmp_
     assert names(tmp_path) == expected  # sorted by name is sorted by time
     assert [p.name for p in s.segments] == expected
     for path in s.segments[:3]:  # closed: complete MP4s of their own
-        frames = decoded(path)
+        frames = decode(path)
         assert len(frames) == 10
         assert frames[0].key_frame and frames[0].time == 0  # each starts with a keyframe, at 0
     assert len(decode_tolerant(s.segments[3])) >= 4  # the open one: all but its last frame
     s.close()
-    counts = [len(decoded(p)) for p in s.segments]
+    counts = [len(decode(p)) for p in s.segments]
     assert counts == [10, 10, 10, 5]
     assert sum(counts) == s.frames_written == 35
     assert s.frames_skipped == 0 and s.frames_lost == 0
@@ -108,12 +91,12 @@ def test_segments_follow_the_timeline_when_timestamps_restart_or_are_missing(tmp
     write(s, range(15))
     write(s, range(15, 25), pts0=-1.5)  # a reconnect: timestamps start again at 0
     s.close()
-    assert [len(decoded(p)) for p in s.segments] == [10, 10, 5]
+    assert [len(decode(p)) for p in s.segments] == [10, 10, 5]
     untimed = sink(tmp_path / "untimed")
     for k in range(25):  # no timestamps: a frame step (1/fps of the source) each
         untimed.write(Frame(k, None, T0 + k / FPS, image(k)), result(k))
     untimed.close()
-    assert [len(decoded(p)) for p in untimed.segments] == [10, 10, 5]
+    assert [len(decode(p)) for p in untimed.segments] == [10, 10, 5]
 
 
 def test_a_resolution_change_starts_a_segment_that_sorts_after_the_last(tmp_path: Path):
@@ -123,7 +106,7 @@ def test_a_resolution_change_starts_a_segment_that_sorts_after_the_last(tmp_path
     s.write(big, result(3))  # the same second as the first segment's start: named a second on
     s.close()
     assert names(tmp_path) == ["cam1_20261207T014800Z.mp4", "cam1_20261207T014801Z.mp4"]
-    assert [(f.width, len(decoded(p))) for p in s.segments for f in decoded(p)[:1]] == [
+    assert [(f.width, len(decode(p))) for p in s.segments for f in decode(p)[:1]] == [
         (W, 3),
         (2 * W, 1),
     ]
@@ -175,7 +158,7 @@ def test_retention_by_bytes_deletes_the_oldest_closed_segments_only(tmp_path: Pa
     assert [p.name for p in folder(tmp_path / "tiny").iterdir()] == [tiny.writer.path.name]
     tiny.close()
     assert [p.name for p in folder(tmp_path / "tiny").iterdir()] == [tiny.writer.path.name]
-    assert len(decoded(tiny.writer.path)) == 5
+    assert len(decode(tiny.writer.path)) == 5
 
 
 def test_retention_by_age_deletes_segments_that_started_too_long_ago(tmp_path: Path):
@@ -189,7 +172,7 @@ def test_retention_by_age_deletes_segments_that_started_too_long_ago(tmp_path: P
     wall.t = T0 + 86_400  # a day later, at close: every closed one is too old but the newest
     s.close()
     assert names(tmp_path) == ["cam1_20261207T014803Z.mp4"]
-    assert len(decoded(folder(tmp_path) / "cam1_20261207T014803Z.mp4")) == 5
+    assert len(decode(folder(tmp_path) / "cam1_20261207T014803Z.mp4")) == 5
 
 
 def mean_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -197,7 +180,7 @@ def mean_difference(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def first_picture(path: Path) -> np.ndarray:
-    return decoded(path)[0].to_ndarray(format="bgr24")
+    return decode(path)[0].to_ndarray(format="bgr24")
 
 
 def recorded(tmp_path: Path, name: str, frames: int = 1, **fields) -> VideoSink:
@@ -207,7 +190,7 @@ def recorded(tmp_path: Path, name: str, frames: int = 1, **fields) -> VideoSink:
     return s
 
 
-def test_draw_none_records_the_frames_as_decoded(tmp_path: Path):
+def test_draw_none_records_the_frames_as_decode(tmp_path: Path):
     raw = image(0)
     plain = first_picture(recorded(tmp_path, "none", draw="none").path)
     drawn = first_picture(recorded(tmp_path, "overlay").path)
@@ -226,17 +209,17 @@ def test_the_info_line_is_drawn_in_its_corner(tmp_path: Path):
 def test_the_recording_fps_skips_frames_without_losing_them(tmp_path: Path):
     s = recorded(tmp_path, "half", frames=35, fps=FPS / 2)
     assert (s.frames_written, s.frames_skipped, s.frames_lost) == (18, 17, 0)
-    frames = decoded(s.path)
+    frames = decode(s.path)
     assert len(frames) == 18
     assert [round(f.time, 3) for f in frames[:3]] == [0.0, 0.2, 0.4]  # every other frame
     segmented = sink(tmp_path / "seg", fps=FPS / 2)
     write(segmented, range(35))
     segmented.close()
-    assert [len(decoded(p)) for p in segmented.segments] == [5, 5, 5, 3]
+    assert [len(decode(p)) for p in segmented.segments] == [5, 5, 5, 3]
 
 
 def test_scale_halves_the_size(tmp_path: Path):
-    frames = decoded(recorded(tmp_path, "small", frames=3, scale=0.5).path)
+    frames = decode(recorded(tmp_path, "small", frames=3, scale=0.5).path)
     assert {(f.width, f.height) for f in frames} == {(W // 2, H // 2)}
     assert len(frames) == 3
 
@@ -269,7 +252,7 @@ def test_a_resumed_recording_starts_a_new_segment_and_keeps_the_old_ones(tmp_pat
     after.close()
     assert names(tmp_path) == [f"cam1_20261207T0148{sec:02d}Z.mp4" for sec in (0, 1, 2)]
     assert [p.name for p in after.segments] == names(tmp_path)
-    assert [len(decoded(p)) for p in after.segments] == [10, 5, 5]
+    assert [len(decode(p)) for p in after.segments] == [10, 5, 5]
 
 
 @pytest.mark.parametrize(
