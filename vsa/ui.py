@@ -5,7 +5,8 @@ live annotated view of each stream, in a browser.
 (``--host 0.0.0.0``) it asks for a token like the status endpoint: the URL it prints carries
 it once (``/?token=...``), which sets a cookie for the page's own requests.
 
-- ``GET /``: the page (one HTML file, no external resources);
+- ``GET /``: the page (one HTML file, no external resources): the running runs first, newest
+  first, then the last 10 that ended;
 - ``GET /api/runs``: the controller's status (``{"runs": [...]}``), what ``vsa status --json``
   shows;
 - ``GET /frame/<run id>/<source id>.jpg``: the stream's newest annotated picture (204 while
@@ -223,8 +224,12 @@ function counts(s){const a=s.analytics; if(!a) return "";
   const l=Object.entries(a.lines||{}).map(([k,v])=>`${esc(k)} in ${v.in} out ${v.out}`);
   const z=Object.entries(a.zones||{}).map(([k,v])=>`${esc(k)}: ${v.occupancy} inside`);
   return l.concat(z).join("; ");}
+const ENDED=["FINISHED","STOPPED","FAILED"];
 function render(data){
-  const runs=data.runs||[]; let html="";
+  // running first, newest first; at most 10 that ended, after them
+  const all=(data.runs||[]).slice().sort((a,b)=>(b.created_at||0)-(a.created_at||0));
+  const runs=all.filter(r=>!ENDED.includes(r.state)).concat(all.filter(r=>ENDED.includes(r.state)).slice(0,10));
+  let html="";
   for(const r of runs){
     html+=`<h2>${esc(r.name)} <span class="${esc(r.state)}">${esc(r.state)}</span> <small>${esc(r.id)}</small></h2>`;
     html+="<table><tr><th>stream</th><th>state</th><th>fps</th><th>p50 / p99 ms</th><th>drops</th><th>reconnects</th><th>counts</th></tr>";
@@ -234,7 +239,7 @@ function render(data){
         `<td>${(s.fps||0).toFixed(1)}</td><td>${lat.p50==null?"-":Math.round(lat.p50)} / ${lat.p99==null?"-":Math.round(lat.p99)}</td>`+
         `<td>${s.frames_dropped||0}</td><td>${s.reconnects||0}</td><td>${counts(s)}</td></tr>`;}
     html+="</table><div class=views>";
-    for(const s of r.sources||[]){ if(["FINISHED","FAILED","STOPPED"].includes(s.state)) continue;
+    for(const s of r.sources||[]){ if(ENDED.includes(s.state)) continue;
       const key=`${r.id}/${s.id}`;
       html+=`<figure><img data-key="${esc(key)}" alt="${esc(s.id)}"><figcaption>${esc(s.id)}</figcaption></figure>`;}
     html+="</div>";}

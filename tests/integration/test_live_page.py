@@ -75,6 +75,11 @@ def test_two_streams_are_listed_and_their_live_pictures_change(client, tmp_path)
         ],
         "sinks": [{"type": "jsonl"}],
     }
+    # a run that ended before: listed after the running one (the pictures come first)
+    done = {**run, "name": "live-page-done", "output_dir": str(tmp_path / "done"),
+            "sources": [{"id": "east", "uri": "synthetic://shapes?frames=3"}]}  # fmt: skip
+    done_id = client.submit(resolve_paths(parse_run(done), tmp_path))["run_id"]
+    client.wait(done_id, timeout_s=120)
     run_id = client.submit(resolve_paths(parse_run(run), tmp_path))["run_id"]
     server = UiServer(client.status_dicts, client_picture(client), port=0)
     url = server.start()
@@ -99,8 +104,9 @@ def test_two_streams_are_listed_and_their_live_pictures_change(client, tmp_path)
         for sid in ("north", "south"):
             wait_for(lambda sid=sid: picture(sid), 60, f"a picture of {sid}")
         dom = browse(url, "--dump-dom").stdout
-        for text in ("north", "south", "STREAMING", run_id):
+        for text in ("north", "south", "STREAMING", run_id, done_id):
             assert text in dom, dom[-3000:]
+        assert dom.index(run_id) < dom.index(done_id)  # the running run first
         first = screenshot(url, artifacts / "live-page-1.png")
         shown = {sid: picture(sid) for sid in ("north", "south")}  # as new as the first's or newer
         for sid in ("north", "south"):  # the shapes move: wait for a newer picture of each
