@@ -108,6 +108,8 @@ def main() -> None:
     print(f"single-process loop : {base:7.1f} frames/s")
     print(f"vsa engine          : {fps:7.1f} frames/s  (ratio engine/loop {fps / base:.2f})")
     for name, s in stats.items():
+        if "batches" not in s:  # an engine that served no batch (its health only)
+            continue
         print(
             f"inference {name}: {s['batches']} batches, mean batch {s['mean_batch']}, model {s['model_s']} s"
         )

@@ -23,6 +23,8 @@ import os
 from collections import deque
 from typing import Any
 
+import numpy as np
+
 from vsa.config import TrackingSpec
 from vsa.core.detections import Detection
 from vsa.core.frames import Frame, FrameResult
@@ -61,7 +63,6 @@ class TrackerProcessor:
         self.spec = spec
         self.fps = fps  # for streams without timestamps: index / fps
         self._sv, self._cls = _tracker_library()
-        self._np = __import__("numpy")
         self.next_id = 1  # the stream's next track id (ids are never reused in a run)
         self._new_library_tracker()
         self._last_t: float | None = None
@@ -96,7 +97,7 @@ class TrackerProcessor:
         return frame.index / (self.fps or _FRAME_RATE)
 
     def process(self, frame: Frame, result: FrameResult) -> FrameResult:
-        np, sv = self._np, self._sv
+        sv = self._sv
         t = self._time(frame)
         if self._last_t is not None and (t < self._last_t or t - self._last_t > self.spec.lost_s):
             self.resets += 1  # a reconnect or a clock jump: every track ends, new ids follow
