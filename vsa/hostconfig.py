@@ -55,6 +55,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_plane_nice", "VSA_DATA_PLANE_NICE", "19", "nice of source/inference actors"),
     Setting("max_sources_per_run", "VSA_MAX_SOURCES_PER_RUN", "64", "admission per run"),
     Setting("max_sources", "VSA_MAX_SOURCES", "128", "admission over all runs"),
+    Setting("max_engines", "VSA_MAX_ENGINES", "0", "models loaded at once (0: no limit)"),
     Setting("source_memory_mb", "VSA_SOURCE_MEMORY_MB", "250", "memory counted per source"),
     Setting("status_host", "VSA_STATUS_HOST", "127.0.0.1", "address the status endpoint binds"),
     Setting("log_level", "VSA_LOG_LEVEL", "INFO", "the controller's log level"),

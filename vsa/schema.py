@@ -105,6 +105,8 @@ class RunState(str, Enum):
     FINISHED = "FINISHED"  # every source ended and at least one reached its end
     FAILED = "FAILED"  # every source failed
     STOPPED = "STOPPED"  # a user stopped it, or its sources ended stopped
+    PAUSED = "PAUSED"  # a user paused it: no source runs, its files wait for `vsa resume`
+    PENDING = "PENDING"  # its model does not fit beside the loaded ones yet
 
     @property
     def terminal(self) -> bool:
@@ -563,6 +565,10 @@ class RunStatus(_Wire):
     output_dir: str = ""
     model: dict[str, Any] | None = _wire(parse=_mapping(optional=True), default=None)
     sources: list[SourceStatus] = _wire(parse=_list_of(SourceStatus), dump=_list_to_dicts)
+    # sources a change removed from the run, with their final counters
+    removed: list[SourceStatus] = _wire(
+        parse=_list_of(SourceStatus), dump=_list_to_dicts, default_factory=list
+    )
     transitions: list[RunTransition] = _wire(
         parse=_list_of(RunTransition), dump=_list_to_dicts, default_factory=list
     )

@@ -10,6 +10,7 @@
 | `VSA_DATA_PLANE_NICE` | `19` | nice value (0-19) of the source and inference actors' threads. Ray starts every worker at nice 15 (its `worker_niceness`), the controller too; at 19 the data plane yields to the controller (which also tries to return to nice 0, allowed where the user may, e.g. root or `CAP_SYS_NICE`), Ray's daemons and `vsa` commands, and frames wait instead of answers (`vsa.control.priority`); a value at or below Ray's leaves them as Ray starts them |
 | `VSA_MAX_SOURCES_PER_RUN` | `64` | sources one run may have (admission) |
 | `VSA_MAX_SOURCES` | `128` | sources of all active runs together (admission) |
+| `VSA_MAX_ENGINES` | `0` | inference engines (a model + batching config) loaded at once; a run whose model would exceed it waits PENDING until one is freed; `0`: no limit (a GPU's memory still is: a model that does not fit when it loads waits PENDING too) |
 | `VSA_SOURCE_MEMORY_MB` | `250` | host memory one source actor is counted for at admission |
 | `VSA_STATE_DIR` | `~/.vsa` | the engine's state on this host: run records (`runs/`, the truth a new controller resumes runs from after `ray stop`, an upgrade or a reboot) and the key that seals credentials (`secret.key`) |
 | `VSA_OUTPUT_ROOTS` | (unset) | `:`-separated directories runs may write into; unset: anywhere but system directories |
@@ -139,6 +140,17 @@ def max_sources_per_run(env: Mapping[str, str] | None = None) -> int:
 
 def max_sources(env: Mapping[str, str] | None = None) -> int:
     return _positive_int(_env(env), "VSA_MAX_SOURCES", 128)
+
+
+def max_engines(env: Mapping[str, str] | None = None) -> int:
+    """Engines loaded at once (``VSA_MAX_ENGINES``); 0: no limit."""
+    value = _env(env).get("VSA_MAX_ENGINES", "0").strip()
+    number = _digits(value)
+    if number is None:
+        raise VsaError(
+            f"VSA_MAX_ENGINES must be 0 (no limit) or a positive integer, not {_shown(value)}"
+        )
+    return number
 
 
 def source_memory_mb(env: Mapping[str, str] | None = None) -> int:

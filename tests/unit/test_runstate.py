@@ -81,6 +81,8 @@ def test_states_are_strings():
         "FINISHED",
         "FAILED",
         "STOPPED",
+        "PAUSED",
+        "PENDING",
     }
 
 

@@ -119,6 +119,8 @@ def test_values_are_the_wire_strings():
         "FINISHED",
         "FAILED",
         "STOPPED",
+        "PAUSED",
+        "PENDING",
     ]
     assert SourceState.FAILED == "FAILED" and DropCause.STALE == "stale"
 

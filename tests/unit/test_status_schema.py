@@ -231,7 +231,7 @@ REFUSED = [
     ("no created_at", lambda d: _without(d, "created_at"), "missing required key 'created_at'"),
     ("a source without a state", _source(1, state=_DELETE), "run 'r-1': sources[1] ('cam2'): missing required key 'state'"),
     ("a source without an id", _source(0, id=_DELETE), "run 'r-1': sources[0]: missing required key 'id'"),
-    ("unknown run state", lambda d: {**d, "state": "RUNNING"}, "run 'r-1': state: 'RUNNING' is not a run state (one of WAITING, UP, DEGRADED, FINISHED, FAILED, STOPPED)"),
+    ("unknown run state", lambda d: {**d, "state": "RUNNING"}, "run 'r-1': state: 'RUNNING' is not a run state (one of WAITING, UP, DEGRADED, FINISHED, FAILED, STOPPED, PAUSED, PENDING)"),
     ("unknown source state", _source(0, state="streaming"), "sources[0] ('cam1'): state: 'streaming' is not a source state (one of CONNECTING,"),
     ("unknown transition state", lambda d: {**d, "transitions": [{"t": 1.0, "state": "GONE"}]}, "run 'r-1': transitions[0]: state: 'GONE' is not a run state"),
     ("a transition without t", lambda d: {**d, "transitions": [{"state": "UP"}]}, "transitions[0]: missing required key 't'"),

@@ -362,12 +362,14 @@ def test_an_engine_another_run_uses_is_not_released(tmp_path: Path) -> None:
     play(test)
 
 
-def test_submit_refuses_an_active_name_and_cuda_without_a_gpu(tmp_path: Path) -> None:
+def test_submit_of_an_active_name_changes_it_and_cuda_without_a_gpu_is_refused(
+    tmp_path: Path,
+) -> None:
     async def test() -> None:
         w = World(tmp_path)
         record, _ = await w.submit("a")
-        with pytest.raises(VsaError, match=f"already WAITING as {record.id}"):
-            await w.submit("a")
+        again = await w.core.submit(spec(tmp_path / "a", "a"))  # the same file: nothing to do
+        assert again["run_id"] == record.id and again["plan"]["noop"] and not again["applied"]
         with pytest.raises(VsaError, match="has no GPU"):
             await w.core.submit(spec(tmp_path / "c", "c", model={"device": "cuda"}))
         assert len(w.core.book) == 1

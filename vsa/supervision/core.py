@@ -1,29 +1,26 @@
-"""The controller's brain as plain asyncio: runs, their monitors and the inference supervisor.
+"""The controller's brain as plain asyncio: runs, their target states and the managers.
 
 :class:`ControllerCore` is what ``actors/controller.py`` (a thin Ray actor) delegates to. It
 sees the engine's actors only through :class:`vsa.supervision.handles.Handles` (on Ray:
 ``actors/handles.py``), keeps its runs in a :class:`vsa.supervision.runbook.RunBook` on a
 :class:`vsa.supervision.store.RunStore` (on Ray: the GCS), and takes its clocks, its ``sleep``
-and its ``to_thread`` injected, so the unit tests drive it with fakes.
+and its ``to_thread`` injected, so the unit tests drive it with fakes. Its concerns live in
+managers over the same book (:class:`vsa.supervision.context.Context`):
 
-What it does (the failure policy in docs/failure-policy.md):
+- :class:`~vsa.supervision.engines.EngineManager`: the inference actors (one per slot), model
+  loads and unloads, what fits, and the supervisor that restarts a failing actor or moves its
+  streams;
+- :class:`~vsa.supervision.sources.SourceSupervisor`: the source actors (start, stop,
+  replace) and each run's monitor;
+- :class:`~vsa.supervision.recovery.Recovery`: runs resumed after a restart, drain and resume.
 
-- ``submit``: admission and output checks, the model loaded by every inference actor of the
-  pool (:mod:`vsa.supervision.pool`: one per slot, created when needed), one source actor per
-  stream placed with the slot serving the fewest streams, a monitor task per run;
-- the monitor polls the sources every ``POLL_S``, absorbs their statuses (a new incarnation
-  carries the counters over and is saved at once; a source actor that died is FAILED),
-  derives the run's state and finishes the run when it is terminal;
-- the supervisor asks each inference actor serving streams for its health every
-  ``SUPERVISE_S`` and carries out :func:`vsa.supervision.watchdog.check_inference`'s decision
-  for that actor alone (restart it, kill and restart it, fail the runs of a fatal engine):
-  the streams of the other actors are not touched. Streams of a slot that is gone (its node
-  left) or whose actor cannot be restarted move to the other slots; every ``STORE_CHECK_S`` it
-  checks the object store for spilling;
-- ``stop`` stops every source and finishes the run; finishing writes the report, releases the
-  model when no other run uses it and removes the source actors ``METRICS_FLUSH_S`` later;
-- recovery (``ready``, once): saved runs are loaded, the active ones re-attached to their
-  source actors (a missing one is recreated with ``resume``) and a stop cut short is finished.
+Every command sets a run's **target state** and reconciles the run toward it
+(:meth:`change`): ``submit`` (a new run, or the difference for a name that is running),
+``add_source``, ``remove_source``, ``pause``, ``resume``; ``stop`` ends it. The target is saved
+before anything of it runs, so a run resumed after a restart comes back with its latest one.
+A run whose model does not fit beside the loaded ones waits PENDING and starts when one is
+freed (:meth:`_admit`). The failure policy is in docs/failure-policy.md, the runtime control
+in docs/runtime-control.md.
 """
 
 from __future__ import annotations
@@ -34,65 +31,54 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from vsa import settings
 from vsa.analytics.chain import tracker_installed
-from vsa.config import RunSpec, class_problems
-from vsa.constants import (
-    ENGINE_TIMEOUT_S,
-    KEEP_FINISHED,
-    METRICS_FLUSH_S,
-    POLL_S,
-    REAP_LEFT_S,
-    SAVE_EVERY_S,
-    STATUS_TIMEOUT_S,
-    STORE_CHECK_S,
-    SUPERVISE_S,
-    WARNING_HOLD_S,
-)
+from vsa.config import RunSpec, SourceSpec, class_problems
+from vsa.constants import KEEP_FINISHED, METRICS_FLUSH_S
 from vsa.errors import ConfigError, VsaError
 from vsa.outputs import (
+    REPORT_FILES,
+    OutputConflict,
     check_admission,
     check_input_files,
     check_output_dir,
-    check_output_policy,
     claim_outputs,
+    run_files,
 )
 from vsa.report import build_report, write_report
 from vsa.runstate import RunState
 from vsa.schema import SourceState
-from vsa.stream import stop_grace_s
-from vsa.supervision.handles import (
-    DEFAULT_SLOT,
-    ActorGone,
-    Handles,
-    InferenceHandle,
-    Slot,
-    SourceHandle,
-    error_name,
+from vsa.secrets import unseal
+from vsa.supervision.context import Context, Sleep, ToThread
+from vsa.supervision.engines import EngineManager, out_of_memory
+from vsa.supervision.handles import Handles, InferenceHandle, SourceHandle
+from vsa.supervision.reconcile import ADD, REMOVE, RESTART, Plan, plan_change
+from vsa.supervision.recovery import Recovery
+from vsa.supervision.runbook import (
+    RunBook,
+    RunRecord,
+    initial_source_status,
+    seal_sources,
+    why,
 )
-from vsa.supervision.pool import place, rehome
-from vsa.supervision.runbook import RunBook, RunRecord, seal_sources, why
+from vsa.supervision.sources import SourceSupervisor
 from vsa.supervision.store import RunStore
-from vsa.supervision.watchdog import (
-    ActorDied,
-    Health,
-    NoActor,
-    NoAnswer,
-    WatchedRun,
-    check_inference,
-    spill_warning,
-)
 from vsa.uri import file_path as uri_file_path
 from vsa.uri import mask_uri, scheme_of
 
 log = logging.getLogger("vsa.controller")
 
-Sleep = Callable[[float], Awaitable[Any]]
-ToThread = Callable[..., Awaitable[Any]]
-Poll = dict[str, Any] | ActorGone | None
+PENDING_RETRY_S = 10.0  # how often a PENDING run tries again without an engine freed
+SWAP_SETTLE_S = 30.0  # an engine swapped out: how long its frames in flight may take
+
+DRAINING = (
+    "the engine is draining for a restart or an upgrade: submit again once it is back (its "
+    "runs resume by themselves)"
+)
 
 
 def available_memory() -> int | None:
@@ -119,6 +105,13 @@ def check_stop_timeout(timeout_s: Any) -> None:
 def new_run_id(name: str, now: float) -> str:
     """``<name>-<local time YYYYmmdd-HHMMSS>-<4 hex digits>``."""
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{secrets.token_hex(2)}"
+
+
+def _validate(run: dict[str, Any]) -> RunSpec:
+    try:
+        return RunSpec.model_validate(run)
+    except Exception as exc:  # the client validated already; this guards other callers
+        raise ConfigError([str(exc)]) from None
 
 
 class ControllerCore:
@@ -149,50 +142,48 @@ class ControllerCore:
         # volatile: why the store does not outlive the engine (no state directory): runs are
         # accepted, each shown as not durable
         self.book = RunBook(store, clock=clock, monotonic=monotonic, volatile=volatile)
+        self.ctx = Context(handles, self.book, clock, monotonic, sleep, to_thread)
+        self.engines = EngineManager(self.ctx)
+        self.sources = SourceSupervisor(self.ctx, self.engines, self._finish)
+        self.recovery = Recovery(self.ctx, self.engines, self.sources, self._finish, self.stop)
+        self.engines.fail = self._fail
+        self.engines.recreate = self.sources.recreate
         self.restarted = restarted
         self.last_alive = last_alive  # when a controller was last alive before this one
         self.draining = False
-        self.pool: dict[str, InferenceHandle] = {}  # slot name -> its inference actor
-        self.slots: dict[str, Slot] = {}  # the cluster's slots, the controller's node first
         self._clock, self._monotonic = clock, monotonic
         self._sleep, self._to_thread, self._memory = sleep, to_thread, memory
         self._submit_lock: asyncio.Lock | None = None
         self._resume_lock: asyncio.Lock | None = None  # resume_drained: one at a time
         self._recovered: asyncio.Event | None = None
-        self._supervisor: asyncio.Task | None = None
-        self._spilled_seen: int | None = None
-        self._tasks: set[asyncio.Task] = set()  # reaps, a stop resumed after a restart
+        self._pending: asyncio.Task | None = None
+
+    # the pool and the slots live in the engine manager; kept here for callers and tests
+    @property
+    def pool(self) -> dict[str, InferenceHandle]:
+        return self.engines.pool
+
+    @property
+    def slots(self) -> dict:
+        return self.engines.slots
 
     @property
     def inference(self) -> InferenceHandle | None:
         """The first slot's inference actor (the only one on one host)."""
-        return self.pool.get(next(iter(self.slots), DEFAULT_SLOT))
+        return self.engines.first
 
-    async def _refresh_slots(self) -> dict[str, Slot]:
-        """The cluster's slots now (asks Ray for its live nodes: off the event loop)."""
-        slots = await self._to_thread(self.handles.inference_slots)
-        self.slots = {s.name: s for s in slots or [Slot()]}
-        return self.slots
+    async def check_inference(self, active: list[RunRecord]) -> None:
+        await self.engines.check_inference(active)
 
-    def _load(self) -> dict[str, int]:
-        """Streams per slot over the active runs."""
-        load: dict[str, int] = {}
-        for record in self.book.active():
-            for slot in record.placement.values():
-                load[slot] = load.get(slot, 0) + 1
-        return load
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    async def check_store(self, active: list[RunRecord]) -> None:
+        await self.engines.check_store(active)
 
     async def close(self) -> None:
         """Cancel every task (monitors, supervisor, reaps): for tests; the actor never ends."""
-        tasks = [*self._tasks, *(r.monitor for r in self.book.runs.values() if r.monitor)]
-        if self._supervisor is not None:
-            tasks.append(self._supervisor)
+        tasks = [*self.ctx.tasks, *(r.monitor for r in self.book.runs.values() if r.monitor)]
+        for task in (self.engines.supervisor, self._pending):
+            if task is not None:
+                tasks.append(task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -206,8 +197,9 @@ class ControllerCore:
             if not self.restarted:
                 # a new controller (first start, or replacing one that ran other code): the
                 # inference actors left by its predecessor may run old code; start afresh
-                await self._kill_named_inference(list(await self._refresh_slots()))
-            await self._load_saved_runs()
+                await self.engines.kill_named(list(await self.engines.refresh_slots()))
+            await self.recovery.load(self.restarted, self.last_alive)
+            self._watch_pending()
             self._recovered.set()
         await self._recovered.wait()
 
@@ -215,116 +207,6 @@ class ControllerCore:
         """Reload saved runs and resume the active ones (called once, right after start)."""
         await self.ready()
         return {"runs": len(self.book)}
-
-    async def _load_saved_runs(self) -> None:
-        self.book.load()
-        active = self.book.active()
-        # actors a finished run left (restart while reaping)
-        for record in self.book.recently_finished(REAP_LEFT_S):
-            self._kill_sources(record)
-        if self.book.runs:
-            log.info("loaded %d saved runs, %d active", len(self.book), len(active))
-        # Ray restarted this controller's process, or a new controller started: after an
-        # upgrade, `ray stop` / `ray start` or a reboot (the runs come from the disk)
-        after = "controller restart" if self.restarted else "engine restart"
-        await self._resume(active, after, self.last_alive)
-
-    async def _resume(self, active: list[RunRecord], after: str, last_alive: float | None) -> None:
-        """Resume ``active`` runs (whose source actors may have outlived the controller):
-        re-checked as a submit, model loaded, each stream's actor found or started again with
-        ``resume`` (files continued), the event ``recovered``; ``last_alive``: when the engine
-        last ran them (``down_s``)."""
-        if not active:
-            return
-        down = {}
-        if last_alive is not None:
-            down["down_s"] = round(max(0.0, self._clock() - last_alive), 1)
-        log.info("resuming %d runs after a %s %s", len(active), after, down)
-        for name in await self._refresh_slots():
-            actor = self.handles.get_inference(name)
-            if actor is not None:
-                self.pool[name] = actor
-        for record in active:
-            if not await self._still_allowed(record):
-                continue
-            try:
-                model, ready = await self._ensure_engine(record.spec)
-                record.model = {**(record.model or {}), **model}
-                record.engine_key = record.model.pop("key")
-            except Exception as exc:  # noqa: BLE001
-                record.error = f"could not reload the model after a controller restart: {exc}"
-                await self._finish(record, RunState.FAILED)
-                continue
-            # streams keep their slot; those of a slot that is gone (its node left the cluster,
-            # with their source actors) or saved before slots are placed again
-            gone = {sid for sid, slot in record.placement.items() if slot not in self.slots}
-            kept = {sid: slot for sid, slot in record.placement.items() if slot in ready}
-            record.placement = kept | place(
-                [s.id for s in record.spec.sources if s.id not in kept], self._load(), ready
-            )
-            if gone:
-                record.event("streams_moved", sources=sorted(gone), reason="its node left")
-            for source in record.spec.sources:
-                actor = self.handles.get_source(record.id, source.id)
-                if actor is not None and source.id in gone:
-                    record.actors[source.id] = actor  # on a node that left: replaced below
-                    await self._recreate_source(record, source.id)
-                    continue
-                if actor is None:  # the actor is gone: start it again (files are appended)
-                    record.actors[source.id] = self._start_source(
-                        record, source.id, resume=True, carry=True
-                    )
-                    record.event("source_recreated", source=source.id)
-                    continue
-                record.actors[source.id] = actor
-                actor.set_inference(self._inference_of(record, source.id), record.engine_key)
-            record.event("recovered", after=after, **down)
-            if record.stop_requested:  # the stop was cut short by the restart: finish it
-                record.stop_requested = False
-                self._spawn(self.stop(record.id))
-                continue
-            record.monitor = asyncio.get_running_loop().create_task(self._monitor(record))
-            self.book.save(record)  # a failure is logged: the run goes on
-        self._ensure_supervisor()
-
-    def _kill_sources(self, record: RunRecord) -> None:
-        """Kill the source actors of ``record`` that are still there (left by an earlier
-        controller); those gone already are skipped."""
-        for source in record.spec.sources:
-            try:
-                actor = self.handles.get_source(record.id, source.id)
-                if actor is not None:
-                    actor.kill()
-            except Exception:  # noqa: BLE001 - gone already
-                pass
-
-    async def _still_allowed(self, record: RunRecord) -> bool:
-        """Check a saved active run as a submit is checked (its output_dir against the system
-        directories and ``VSA_OUTPUT_ROOTS`` now; its file sources against
-        ``VSA_INPUT_ROOTS`` now) before it resumes. One that fails is not resumed: FAILED with
-        ``not resumed: <why>``, an event, its source actors (if they outlived a controller
-        restart) removed, no report written into its output_dir."""
-        try:
-            check_input_files(
-                [
-                    (src.id, uri_file_path(src.uri))
-                    for src in record.spec.sources
-                    if scheme_of(src.uri) == "file"
-                ],
-                settings.input_roots(),
-            )
-            # the host's policy only: an I/O error of a disk not back yet is the sinks' error
-            await self._to_thread(
-                check_output_policy, record.spec.output_dir, settings.output_roots()
-            )
-        except Exception as exc:  # noqa: BLE001 - a VsaError says why; anything else too
-            reason = str(exc) if isinstance(exc, VsaError) else why(exc)
-            record.error = f"not resumed: {reason}"
-            record.event("not_resumed", reason=reason)
-            self._kill_sources(record)
-            await self._finish(record, RunState.FAILED, report=False)
-            return False
-        return True
 
     # --- queries -------------------------------------------------------------------------
     async def status(self, run: str | None = None) -> dict[str, Any]:
@@ -334,39 +216,43 @@ class ControllerCore:
         return {"runs": [r.summary() for r in runs], "problems": list(self.book.problems)}
 
     # --- commands ------------------------------------------------------------------------
-    async def submit(self, run: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
-        """Start a run. Refused (with what to do) when its name is active, it does not fit the
-        admission limits, its output_dir is not allowed or writable, another active run writes
-        there, or an earlier run's files are there and ``overwrite`` is not given."""
-        await self.ready()
+    def _refuse_while_draining(self) -> None:
         if self.draining:
-            raise VsaError(
-                "the engine is draining for a restart or an upgrade: submit again once it is "
-                "back (its runs resume by themselves)"
-            )
-        try:
-            spec = RunSpec.model_validate(run)
-        except Exception as exc:  # the client validated already; this guards other callers
-            raise ConfigError([str(exc)]) from None
+            raise VsaError(DRAINING)
+
+    async def submit(
+        self, run: dict[str, Any], overwrite: bool = False, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Start a run, or, for a name that is running (or paused, or PENDING), apply the
+        difference (:meth:`change`). ``dry_run``: only the plan, nothing changes.
+
+        A new run is refused (with what to do) when it does not fit the admission limits, its
+        output_dir is not allowed or writable, another active run writes there, or an earlier
+        run's files are there and ``overwrite`` is not given. One whose model does not fit
+        beside the loaded ones is accepted PENDING."""
+        await self.ready()
+        self._refuse_while_draining()
+        spec = _validate(run)
         if any(src.tracked for src in spec.sources) and not tracker_installed():
             raise VsaError(
                 "scene analytics (a source's tracking, lines or zones) needs the trackers "
                 "package, which is not installed where the engine runs: pip install "
                 "--no-deps -r images/no-deps.txt (images/install.sh and scripts/setup.sh do)"
             )
+        running = next((r for r in self.book.active() if r.spec.name == spec.name), None)
+        if running is not None:
+            return await self.change(running.id, spec, overwrite=overwrite, dry_run=dry_run)
+        if dry_run:
+            return {"run_id": None, "plan": plan_change(None, spec).to_dict(), "applied": False}
         assert self._submit_lock is not None
         async with self._submit_lock:
-            if self.draining:  # a drain that took the lock while this submit waited for it
-                raise VsaError(
-                    "the engine is draining for a restart or an upgrade: submit again once it "
-                    "is back (its runs resume by themselves)"
-                )
+            self._refuse_while_draining()  # a drain took the lock while this submit waited
             active = self.book.active()
             for other in active:
-                if other.spec.name == spec.name:
+                if other.spec.name == spec.name:  # submitted while this one waited
                     raise VsaError(
-                        f"a run named '{spec.name}' is already {other.state.value} as {other.id}: "
-                        f"stop it first (vsa stop {other.id}) or choose another name"
+                        f"a run named '{spec.name}' was submitted meanwhile as {other.id}: "
+                        "submit again to apply the difference"
                     )
             check_admission(
                 len(spec.sources),
@@ -376,14 +262,7 @@ class ControllerCore:
                 total=settings.max_sources(),
                 source_mb=settings.source_memory_mb(),
             )
-            check_input_files(
-                [
-                    (src.id, uri_file_path(src.uri))
-                    for src in spec.sources
-                    if scheme_of(src.uri) == "file"
-                ],
-                settings.input_roots(),
-            )
+            self._check_inputs(spec)
             directory = await self._to_thread(
                 check_output_dir, spec.output_dir, settings.output_roots()
             )
@@ -406,29 +285,82 @@ class ControllerCore:
             record = RunRecord.submitted(
                 run_id, spec, sealed, clock=self._clock, monotonic=self._monotonic
             )
-            record.model, ready = await self._ensure_engine(spec)
-            record.engine_key = record.model.pop("key")
-            problems = class_problems(spec, record.model.get("classes") or [])
-            if problems:  # a line or zone counts a class the model does not have
-                await self._release_engine(record)
-                raise ConfigError(problems)
-            record.placement = place([s.id for s in spec.sources], self._load(), ready)
-            # durable before anything of it runs: a run that could not resume is refused
-            await self._save_new(record)
-            for source in spec.sources:
-                record.actors[source.id] = self._start_source(record, source.id)
-            self.book.add(record)
-            record.monitor = asyncio.get_running_loop().create_task(self._monitor(record))
+            reason = self.engines.fits(spec, self._running())
+            if reason is None:
+                try:
+                    await self._load(record)
+                except Exception as exc:
+                    if not out_of_memory(exc):
+                        raise
+                    reason = f"its model does not fit in the device's memory now ({exc})"
+            if reason is not None:
+                record.wait_pending(reason)
+                await self._save_new(record)
+                self.book.add(record)
+                self._watch_pending()
+            else:
+                self._place(record)
+                # durable before anything of it runs: a run that could not resume is refused
+                await self._save_new(record)
+                self._start(record)
             self.book.forget_old(KEEP_FINISHED)
-            self._ensure_supervisor()
         log.info(
-            "run=%s submitted: %d sources, model %s on %s",
+            "run=%s submitted: %d sources, model %s%s",
             run_id,
             len(spec.sources),
-            record.model["model"],
-            record.model["device"],
+            spec.model.name,
+            f" PENDING: {record.pending}" if record.pending else f" on {record.model['device']}",
         )
-        return {"run_id": run_id, "model": record.model}
+        return {
+            "run_id": run_id,
+            "model": record.model or {"model": spec.model.name, "device": None},
+            "state": record.state.value,
+            "reason": record.pending,
+        }
+
+    def _check_inputs(self, spec: RunSpec) -> None:
+        check_input_files(
+            [
+                (src.id, uri_file_path(src.uri))
+                for src in spec.sources
+                if scheme_of(src.uri) == "file"
+            ],
+            settings.input_roots(),
+        )
+
+    def _running(self) -> list[RunRecord]:
+        """The active runs whose engines are loaded (not paused, not PENDING)."""
+        return [r for r in self.book.active() if not r.idle]
+
+    async def _load(self, record: RunRecord) -> list[str]:
+        """Have the run's model loaded and its classes checked (a line or zone counting a
+        class the model does not have is refused, the model released); the slots that loaded
+        it. Called with the submit lock held."""
+        record.model, ready = await self.engines.ensure(record.spec)
+        record.engine_key = record.model.pop("key")
+        problems = class_problems(record.spec, record.model.get("classes") or [])
+        if problems:
+            await self.engines.release(record.engine_key, f"run={record.id}")
+            raise ConfigError(problems)
+        record.ready_slots = ready
+        return ready
+
+    def _place(self, record: RunRecord) -> None:
+        """Each of the run's streams to a slot that loaded its model."""
+        ready = record.ready_slots or list(self.engines.slots)
+        record.placement = self.engines.place([s.id for s in record.spec.sources], ready)
+
+    def _start(self, record: RunRecord) -> None:
+        """Start every source of a run whose model is loaded (placed first unless it is),
+        and watch it; a source that ran before continues its files."""
+        if set(record.placement) != {s.id for s in record.spec.sources}:
+            self._place(record)
+        for source in record.spec.sources:
+            ran = (record.sources.get(source.id) or {}).get("incarnation") is not None
+            record.actors[source.id] = self.sources.start(record, source.id, resume=ran, carry=ran)
+        self.book.add(record)
+        self.sources.watch(record)
+        self.engines.ensure_supervisor()
 
     async def _save_new(self, record: RunRecord) -> None:
         """Save a submitted run before its sources start; when it cannot be saved, nothing of it
@@ -441,7 +373,7 @@ class ControllerCore:
                 self.book.store.delete(record.id)
             except Exception:  # noqa: BLE001 - the copy that took it, if any, is best effort
                 pass
-            await self._release_engine(record)
+            await self.engines.release(record.engine_key, f"run={record.id}")
             code = getattr(exc, "errno", None)
             todo = (
                 "make it writable or set VSA_STATE_DIR"
@@ -455,17 +387,353 @@ class ControllerCore:
                 "started: a run that could not resume after a restart is refused)"
             ) from None
 
-    async def _release_engine(self, record: RunRecord) -> None:
-        """Unload the run's model from every inference actor unless an active run uses it
-        (called with the submit lock held)."""
-        if not record.engine_key or self.book.engine_in_use(record.engine_key):
-            return
-        for actor in list(self.pool.values()):
-            try:
-                await actor.release_engine(record.engine_key, 30)
-            except Exception as exc:  # noqa: BLE001 - a model left loaded is not worth failing a run
-                log.warning("run=%s could not unload its model: %s", record.id, exc)
+    # --- PENDING runs --------------------------------------------------------------------
+    def _watch_pending(self) -> None:
+        """Try the PENDING runs now and every ``PENDING_RETRY_S`` while there are any."""
+        if any(r.pending for r in self.book.active()):
+            if self._pending is None or self._pending.done():
+                self._pending = asyncio.get_running_loop().create_task(self._pending_loop())
 
+    async def _pending_loop(self) -> None:
+        while any(r.pending for r in self.book.active()):
+            try:
+                await self._admit()
+            except Exception:  # noqa: BLE001 - never let admission die
+                log.exception("admitting PENDING runs failed (continuing)")
+            await self._sleep(PENDING_RETRY_S)
+
+    async def _admit(self) -> None:
+        """Start the PENDING runs that fit now, oldest first."""
+        assert self._submit_lock is not None
+        for record in sorted(
+            (r for r in self.book.active() if r.pending), key=lambda r: r.created_at
+        ):
+            if self.draining:
+                return
+            async with record.lock, self._submit_lock:
+                if not record.pending or record.state.terminal or self.draining:
+                    continue
+                if self.engines.fits(record.spec, self._running()) is not None:
+                    continue
+                try:
+                    await self._load(record)
+                except Exception as exc:  # noqa: BLE001
+                    if out_of_memory(exc):
+                        record.pending = (
+                            f"its model does not fit in the device's memory now ({exc})"
+                        )
+                        continue
+                    record.pending = None
+                    record.error = f"could not start: {exc}"
+                    await self._finish(record, RunState.FAILED, locked=True)
+                    continue
+                waited = round(self._clock() - record.pending_since, 1)
+                record.pending = None
+                record.event("started", waited_s=waited)
+                record.enter(RunState.WAITING)
+                self.book.save(record)
+                self._start(record)
+
+    # --- target changes ------------------------------------------------------------------
+    async def change(
+        self,
+        run: str,
+        spec: RunSpec,
+        overwrite: bool = False,
+        dry_run: bool = False,
+        timeout_s: float = 60.0,
+    ) -> dict[str, Any]:
+        """Set ``spec`` as the run's target and reconcile the run toward it: new sources start
+        (continuing their files when they were in the run before), removed ones stop (files
+        closed), changed ones restart (continuing their files), the others keep streaming
+        untouched; a model or batching change swaps the inference engine under the untouched
+        sources (frames in flight finish on the old one before it is unloaded). ``dry_run``:
+        only the plan. An invalid change changes nothing and says why."""
+        await self.ready()
+        self._refuse_while_draining()
+        check_stop_timeout(timeout_s)
+        record = self.book.find(run)
+        async with record.lock:
+            if record.state.terminal:
+                raise VsaError(
+                    f"run {record.id} has ended ({record.state.value}): submit its run file "
+                    "to start it again"
+                )
+            if record.stop_requested:
+                raise VsaError(f"run {record.id} is being stopped: submit it again once it ends")
+            directory = await self._to_thread(
+                check_output_dir, spec.output_dir, settings.output_roots()
+            )
+            spec = spec.model_copy(update={"output_dir": str(directory)})
+            plan = plan_change(record.spec, spec, record.id, self._real_uris(record))
+            if dry_run or plan.noop:
+                return {
+                    "run_id": record.id,
+                    "model": record.model,
+                    "plan": plan.to_dict(),
+                    "applied": False,
+                }
+            await self._check_change(record, spec, plan, overwrite)
+            await self._apply(record, spec, plan, timeout_s)
+        return {"run_id": record.id, "model": record.model, "plan": plan.to_dict(), "applied": True}
+
+    def _real_uris(self, record: RunRecord) -> dict[str, str]:
+        out = {}
+        for sid, sealed in record.sealed.items():
+            try:
+                out[sid] = unseal(sealed)
+            except VsaError:  # cannot be read: it reads as changed
+                out[sid] = ""
+        return out
+
+    async def _check_change(
+        self, record: RunRecord, spec: RunSpec, plan: Plan, overwrite: bool
+    ) -> None:
+        """What a submit checks, for what the change adds: admission, tracking, input files,
+        and the added sources' outputs (their files of an earlier run need ``overwrite``; a
+        source that was in this run before continues its own)."""
+        added = plan.ids(ADD)
+        others = sum(len(r.spec.sources) for r in self.book.active() if r is not record)
+        check_admission(
+            len(spec.sources),
+            others + len(record.spec.sources),
+            self._memory() if len(added) else None,
+            per_run=settings.max_sources_per_run(),
+            total=settings.max_sources() + len(record.spec.sources),
+            source_mb=settings.source_memory_mb(),
+        )
+        self._check_inputs(spec)
+        new = [s for s in spec.sources if s.id in added and s.id not in record.removed]
+        if new:
+            only = spec.model_copy(update={"sources": new})
+            found = [
+                p
+                for p in await self._to_thread(run_files, only, Path(spec.output_dir))
+                if p.name not in REPORT_FILES
+            ]
+            if found and not overwrite:
+                names = ", ".join(p.name for p in found[:5])
+                raise OutputConflict(
+                    f"output_dir {spec.output_dir} already holds outputs of an earlier run for "
+                    f"the new sources ({names}): submit with --overwrite to replace them, or "
+                    "give the sources other ids"
+                )
+            for path in found:
+                path.unlink(missing_ok=True)
+        if not plan.engine_swap and record.model:
+            problems = class_problems(spec, record.model.get("classes") or [])
+            if problems:
+                raise ConfigError(problems)
+
+    async def _apply(self, record: RunRecord, spec: RunSpec, plan: Plan, timeout_s: float) -> None:
+        """Reconcile ``record`` toward ``spec`` along ``plan`` (with the run's lock held)."""
+        assert self._submit_lock is not None
+        masked, sealed = seal_sources(spec)
+        old_key, old_model = record.engine_key, record.model
+        swap = plan.engine_swap and not record.idle
+        if swap:  # the new engine first: a model that fails to load changes nothing
+            async with self._submit_lock:
+                model, ready = await self.engines.ensure(masked)
+                key = model.pop("key")
+                problems = class_problems(masked, model.get("classes") or [])
+                if problems:
+                    await self.engines.release(key, f"run={record.id}")
+                    raise ConfigError(problems)
+        record.changing = True
+        try:
+            # the target, durable before anything of it runs
+            record.spec, record.sealed = masked, sealed
+            record.degradation.limits = masked.degradation
+            record.event("changed", plan=plan.summary())
+            self.book.save(record)
+            if swap:
+                record.model, record.engine_key = model, key
+                record.ready_slots = ready
+                for sid, actor in record.actors.items():
+                    if sid in plan.ids("keep"):
+                        actor.set_inference(self.engines.inference_of(record, sid), key)
+                record.event(
+                    "engine_swapped", **(plan.engine or {}), sources=sorted(plan.ids("keep"))
+                )
+            elif plan.engine_swap:  # paused or PENDING: loaded when it starts again
+                record.engine_key, record.model = None, None
+            gone = [sid for sid in plan.ids(REMOVE) if sid in record.actors]
+            changed = [sid for sid in plan.ids(RESTART) if sid in record.actors]
+            await self.sources.halt(record, timeout_s, only=gone + changed)
+            for sid in plan.ids(REMOVE):
+                status = record.sources.pop(sid)
+                status.update(state=SourceState.STOPPED.value, fps=0.0)
+                record.removed[sid] = status
+                record.removed_base[sid] = record.base.pop(sid, None)
+                record.placement.pop(sid, None)
+                record.event("source_removed", source=sid)
+            for change in plan.sources:
+                if change.action == RESTART:
+                    record.event("source_changed", source=change.id, changed=list(change.changed))
+            for sid in plan.ids(ADD):
+                self._target_source(record, spec.sources, sid)
+            if not record.idle:
+                ready = record.ready_slots or list(self.engines.slots)
+                record.placement.update(self.engines.place([sid for sid in plan.ids(ADD)], ready))
+                for sid in changed + plan.ids(ADD):
+                    ran = record.sources[sid].get("incarnation") is not None
+                    record.actors[sid] = self.sources.start(record, sid, resume=ran, carry=ran)
+        finally:
+            record.changing = False
+            self.book.save(record)
+        log.info("run=%s changed: %s", record.id, plan.summary())
+        if swap and old_key != record.engine_key:
+            self.ctx.spawn(self._retire(old_key, old_model))
+
+    def _target_source(self, record: RunRecord, specs: list[SourceSpec], sid: str) -> None:
+        """A source added to the run's target: its status (one removed before comes back with
+        its counters and continues its files)."""
+        if sid in record.removed:
+            record.sources[sid] = {**record.removed.pop(sid), "state": "CONNECTING"}
+            base = record.removed_base.pop(sid, None)
+            if base:
+                record.base[sid] = base
+        else:
+            uri = next(s.uri for s in specs if s.id == sid)
+            record.sources[sid] = initial_source_status(sid, uri)
+        record.event("source_added", source=sid)
+
+    async def _retire(self, key: str | None, model: dict[str, Any] | None) -> None:
+        """An engine swapped out: once its frames in flight are done (``SWAP_SETTLE_S`` at
+        most), unloaded unless a running run uses it; a PENDING run may fit then."""
+        settled = await self.engines.settled(key or "", SWAP_SETTLE_S)
+        if not settled:
+            log.warning(
+                "engine %s still had frames after %.0f s", (model or {}).get("model"), SWAP_SETTLE_S
+            )
+        assert self._submit_lock is not None
+        async with self._submit_lock:
+            await self.engines.release(key, "swapped out")
+        self._watch_pending()
+        if any(r.pending for r in self.book.active()):
+            self.ctx.spawn(self._admit())
+
+    async def add_source(
+        self, run: str, source: dict[str, Any], dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Add a source to the run's target (``vsa source add``)."""
+        await self.ready()
+        record = self.book.find(run)
+        current = self._target_dict(record)
+        sid = source.get("id") if isinstance(source, dict) else None
+        if any(s["id"] == sid for s in current["sources"]):
+            raise VsaError(
+                f"run {record.id} already has a source '{sid}': remove it first or choose another id"
+            )
+        current["sources"].append(source)
+        return await self.change(record.id, _validate(current), dry_run=dry_run)
+
+    async def remove_source(
+        self, run: str, source_id: str, timeout_s: float = 60.0, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Remove a source from the run's target (``vsa source remove``): it stops, its files
+        closed; the run's other sources keep streaming."""
+        await self.ready()
+        record = self.book.find(run)
+        current = self._target_dict(record)
+        ids = [s["id"] for s in current["sources"]]
+        if source_id not in ids:
+            raise VsaError(
+                f"run {record.id} has no source '{source_id}' (its sources: {', '.join(ids)})"
+            )
+        if len(ids) == 1:
+            raise VsaError(
+                f"'{source_id}' is the last source of run {record.id}: a run needs one; stop "
+                f"the run instead (vsa stop {record.id})"
+            )
+        current["sources"] = [s for s in current["sources"] if s["id"] != source_id]
+        return await self.change(
+            record.id, _validate(current), dry_run=dry_run, timeout_s=timeout_s
+        )
+
+    def _target_dict(self, record: RunRecord) -> dict[str, Any]:
+        """The run's target as a run file would give it (real URIs, unsealed)."""
+        current = record.spec.model_dump()
+        uris = self._real_uris(record)
+        for source in current["sources"]:
+            if source["id"] in uris:
+                source["uri"] = uris[source["id"]]
+        return current
+
+    async def pause(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Pause a run: its sources stop (frames in flight written, files closed, decoders
+        released) and its share of the inference engine is released (the model unloaded
+        unless another run uses it); its state, counters and files are kept, and
+        :meth:`resume` continues them."""
+        await self.ready()
+        check_stop_timeout(timeout_s)
+        record = self.book.find(run)
+        async with record.lock:
+            if record.state.terminal:
+                raise VsaError(
+                    f"run {record.id} has ended ({record.state.value}): nothing to pause"
+                )
+            if record.paused:
+                return record.summary()
+            if record.stop_requested:
+                raise VsaError(f"run {record.id} is being stopped")
+            if record.drained:
+                raise VsaError(
+                    f"run {record.id} is drained for a restart: pause it once it is back"
+                )
+            record.changing = True
+            try:
+                if record.monitor is not None:
+                    record.monitor.cancel()
+                await self.sources.halt(record, timeout_s)
+                record.paused = True
+                record.pending = None
+                record.placement = {}
+                record.enter(RunState.PAUSED)
+                record.event("paused")
+                self.book.save(record)
+            finally:
+                record.changing = False
+            assert self._submit_lock is not None
+            async with self._submit_lock:
+                await self.engines.release(record.engine_key, f"run={record.id}")
+        self.ctx.spawn(self._admit())
+        return record.summary()
+
+    async def resume(self, run: str) -> dict[str, Any]:
+        """Resume a paused run: its sources start again and continue their files (frame
+        numbers, counters, track ids); PENDING when its model does not fit now."""
+        await self.ready()
+        self._refuse_while_draining()
+        record = self.book.find(run)
+        async with record.lock:
+            if not record.paused:
+                raise VsaError(f"run {record.id} is not paused (it is {record.state.value})")
+            record.paused = False
+            record.event("resumed")
+            assert self._submit_lock is not None
+            async with self._submit_lock:
+                reason = self.engines.fits(record.spec, self._running())
+                if reason is None:
+                    try:
+                        await self._load(record)
+                    except Exception as exc:
+                        if not out_of_memory(exc):
+                            record.paused = True
+                            self.book.save(record)
+                            raise
+                        reason = f"its model does not fit in the device's memory now ({exc})"
+                if reason is not None:
+                    record.wait_pending(reason)
+                    self.book.save(record)
+                    self._watch_pending()
+                else:
+                    record.enter(RunState.WAITING)
+                    self.book.save(record)
+                    self._start(record)
+        return record.summary()
+
+    # --- stop, drain ---------------------------------------------------------------------
     async def stop(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
         """Stop a run: sources stop decoding, write what is in flight and close their files.
 
@@ -479,8 +747,11 @@ class ControllerCore:
             return record.summary()
         record.stop_requested = True
         self.book.save(record)
-        await self._stop_sources(record, timeout_s)
-        await self._finish(record, RunState.STOPPED)
+        async with record.lock:  # a change under way ends first
+            if record.state.terminal:
+                return record.summary()
+            await self.sources.stop(record, timeout_s)
+            await self._finish(record, RunState.STOPPED)
         return record.summary()
 
     async def drain(self, timeout_s: float = 60.0) -> dict[str, Any]:
@@ -488,60 +759,24 @@ class ControllerCore:
         stop does (frames in flight written, files closed, each MP4 segment finalized) and
         release them, **without ending the runs**: they stay active in the store and resume,
         same ids, files continued, when the engine starts again (``ray stop`` / ``ray start``,
-        an upgrade, a reboot). Returns the drained run ids, ``not_saved``: the drained runs
-        that could not be saved (they would not resume; a drain again retries their save) and
-        the seconds it took."""
+        an upgrade, a reboot); a paused run resumes paused, a PENDING one PENDING. Returns the
+        drained run ids, ``not_saved``: the drained runs that could not be saved (they would
+        not resume; a drain again retries their save) and the seconds it took."""
         await self.ready()
         check_stop_timeout(timeout_s)
         assert self._submit_lock is not None
         async with self._submit_lock:  # a submit under way is in the book, and drained, first
             self.draining = True
-        started = self._monotonic()
-        runs = [r for r in self.book.active() if not r.stop_requested and not r.drained]
-        # drained earlier, but their save failed: saved again
-        retry = [r for r in self.book.active() if r.drained and r.unsaved is not None]
-        done = await asyncio.gather(*(self._drain_run(r, timeout_s) for r in runs))
-        drained = [r for r, ok in zip(runs, done, strict=True) if ok]
-        for record in retry:
-            self.book.save(record)
-        not_saved = [r.id for r in (*drained, *retry) if r.unsaved is not None]
-        took = round(self._monotonic() - started, 2)
-        log.info("drained %d runs in %.2f s: new runs are refused", len(drained), took)
-        if not_saved:
-            log.error("drained runs not saved (they would not resume): %s", ", ".join(not_saved))
-        return {"drained": [r.id for r in drained], "not_saved": not_saved, "took_s": took}
-
-    async def _drain_run(self, record: RunRecord, timeout_s: float) -> bool:
-        """Stop the run's sources for a restart; False when the run ended meanwhile (a ``vsa
-        stop``, a failure): it is left as it ended, not drained."""
-        if record.monitor is not None:
-            record.monitor.cancel()
-        ended = {sid: status.terminal for sid, status in record.statuses().items()}
-        await self._stop_sources(record, timeout_s)
-        if record.state.terminal:
-            return False
-        record.stop_requested = False
-        for sid, status in record.sources.items():
-            if not ended.get(sid, False):
-                # stopped for the restart, not ended: the resumed source starts again
-                status["state"] = SourceState.CONNECTING.value
-                status["fps"] = 0.0  # not the last rate seen: nothing flows until it resumes
-        for actor in record.actors.values():
-            actor.kill()
-        record.actors.clear()
-        record.drained = True
-        record.event("drained", note="resumes when the engine starts again")
-        self.book.save(record)
-        return True
+        return await self.recovery.drain(timeout_s)
 
     async def resume_drained(self, wait_s: float = 120.0) -> dict[str, Any]:
         """End a drain without an engine restart: new runs are accepted again and every drained
-        run resumes as recovery resumes the runs of a new engine (:meth:`_resume`, on the
-        records in memory): same ids, re-checked as a submit, source actors started again with
-        ``resume`` (files continued), counters carried over, the event ``recovered`` (``after:
-        service restart``) with ``down_s`` counted from the drain. For ``vsa serve`` started
-        again on a Ray head it did not start, where this controller (detached) outlived the
-        service that drained it.
+        run resumes as recovery resumes the runs of a new engine (on the records in memory):
+        same ids, re-checked as a submit, source actors started again with ``resume`` (files
+        continued), counters carried over, the event ``recovered`` (``after: service
+        restart``) with ``down_s`` counted from the drain. For ``vsa serve`` started again on
+        a Ray head it did not start, where this controller (detached) outlived the service
+        that drained it.
 
         A stop or a drain still under way ends first (``wait_s`` at most, else refused), and
         the drained runs' old source actors are gone before new ones start. Nothing drained:
@@ -552,378 +787,30 @@ class ControllerCore:
         if self._resume_lock is None:
             self._resume_lock = asyncio.Lock()
         async with self._resume_lock:
-            return await self._resume_drained(wait_s)
-
-    async def _resume_drained(self, wait_s: float) -> dict[str, Any]:
-        was = self.draining
-        if not any(r.drained for r in self.book.active()):
-            self.draining = False
-            return {"draining": was, "resumed": []}
-        deadline = self._monotonic() + wait_s
-        while busy := [r.id for r in self.book.active() if r.stop_requested or not r.drained]:
-            if self._monotonic() > deadline:
-                raise VsaError(
-                    f"runs {', '.join(busy)} are still being stopped or drained: "
-                    "resume the drained runs once they are done"
-                )
-            await self._sleep(0.1)
-        drained = self.book.active()  # each one drained
-        for record in drained:  # their actors were killed: recovery must not take one up
-            for source in record.spec.sources:
-                lookup = lambda r=record.id, s=source.id: self.handles.get_source(r, s)  # noqa: E731
-                if lookup() is not None:
-                    await self._until_gone(lookup)
-        ids = {r.id for r in drained}
-        last_ran = max(
-            (e["t"] for r in drained for e in r.events if e["event"] == "drained"),
-            default=self.last_alive,
-        )
-        for record in drained:
-            record.drained = False
-        try:
-            await self._resume(drained, "service restart", last_ran)
-        finally:
-            self.draining = False
-        log.info("resumed %d drained runs: new runs are accepted", len(ids))
-        return {"draining": was, "resumed": [r.id for r in drained]}
-
-    # --- the engine's actors -------------------------------------------------------------
-    def _inference_of(self, record: RunRecord, source_id: str) -> InferenceHandle | None:
-        return self.pool.get(record.placement.get(source_id, DEFAULT_SLOT))
-
-    def _start_source(
-        self, record: RunRecord, source_id: str, resume: bool = False, carry: bool = False
-    ) -> Any:
-        """Start a source actor; ``resume``: continue its files; ``carry``: it also gets its
-        last saved status (counters, its input file's identity) to check what it resumes from
-        after the engine was down. Not for a stream moved to another node: its earlier files
-        are on the node that left."""
-        slot = self.slots.get(record.placement.get(source_id, DEFAULT_SLOT))
-        return self.handles.start_source(
-            record.id,
-            record.spec.model_dump(),
-            source_id,
-            self._inference_of(record, source_id),
-            record.engine_key,
-            record.sealed.get(source_id),
-            resume,
-            None if slot is None else slot.node,
-            # what it resumes from: its last saved status (counters, its input file's identity)
-            record.sources.get(source_id) if resume and carry else None,
-        )
-
-    async def _kill_named_inference(self, names: list[str]) -> None:
-        """Kill the inference actors named ``names`` and wait until their names are free."""
-        for name in names:
-            actor = self.handles.get_inference(name)
-            if actor is not None:
-                log.info("stopping the inference actor %s left by an earlier controller", name)
-                actor.kill()
-                await self._until_gone(lambda name=name: self.handles.get_inference(name))
-
-    async def _until_gone(self, lookup: Callable[[], Any]) -> None:
-        """Wait (10 s at most) until ``lookup`` finds no actor: a killed actor's name is free
-        once Ray has it dead."""
-        for _ in range(100):
-            await self._sleep(0.1)
-            if lookup() is None:
-                return
-
-    async def _ensure_engine(self, spec: RunSpec) -> tuple[dict[str, Any], list[str]]:
-        """Have every slot's inference actor load the run's model (creating actors when needed).
-
-        Returns the model as the first slot that loaded it says (with its ``key``) and the
-        slots that loaded it, in slot order. A slot that fails is left out (logged); when every
-        slot fails, the first slot's error is raised."""
-        slots = await self._refresh_slots()
-        if spec.model.device == "cuda" and not any(s.num_gpus for s in slots.values()):
-            raise VsaError(
-                "model.device is 'cuda' but the Ray cluster has no GPU: use device: auto or cpu"
-            )
-        results = await asyncio.gather(
-            *(self._ensure_on(slot, spec) for slot in slots.values()), return_exceptions=True
-        )
-        ready = [name for name, r in zip(slots, results, strict=True) if isinstance(r, dict)]
-        for name, result in zip(slots, results, strict=True):
-            if isinstance(result, BaseException) and ready:
-                log.warning(
-                    "inference actor %s cannot serve model %s: %s", name, spec.model.name, result
-                )
-        if not ready:
-            first = results[0]
-            assert isinstance(first, BaseException)
-            raise first
-        model = results[list(slots).index(ready[0])]
-        assert isinstance(model, dict)
-        return model, ready
-
-    def _who(self, slot: str) -> str:
-        return "the inference actor" + ("" if slot == DEFAULT_SLOT else f" {slot}")
-
-    async def _ensure_on(self, slot: Slot, spec: RunSpec) -> dict[str, Any]:
-        """Have ``slot``'s inference actor load the run's model; (re)create the actor when
-        needed."""
-        who = self._who(slot.name)
-        for attempt in range(2):
-            actor = self.pool.get(slot.name)
-            if actor is None:
-                await self._kill_named_inference([slot.name])
-                # detached, not restarted by Ray: the controller restarts it and reloads the
-                # models; not restartable also makes it the last choice of Ray's memory monitor
-                actor = self.pool[slot.name] = self.handles.start_inference(slot)
+            was = self.draining
             try:
-                return dict(
-                    await actor.ensure_engine(
-                        spec.model.model_dump(), spec.batching.model_dump(), ENGINE_TIMEOUT_S
-                    )
-                )
-            except asyncio.TimeoutError:
-                raise VsaError(
-                    f"{who} did not load the model within {ENGINE_TIMEOUT_S:.0f} s "
-                    f"(it asks for {slot.num_gpus} GPU; see `ray status` for free resources)"
-                ) from None
-            except ActorGone:
-                log.warning("%s is gone; starting a new one (attempt %d)", who, attempt + 1)
-                self.pool.pop(slot.name, None)
-        raise VsaError(f"{who} could not be started; see its log (`ray logs actor --id ...`)")
+                answer = await self.recovery.resume_drained(wait_s, was, self.last_alive)
+            except VsaError:
+                raise
+            self.draining = False
+            if answer["resumed"]:
+                log.info("new runs are accepted")
+            self._watch_pending()
+            return answer
 
-    # --- supervision of the inference actors ---------------------------------------------
-    def _ensure_supervisor(self) -> None:
-        if self._supervisor is None or self._supervisor.done():
-            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+    # --- ending a run --------------------------------------------------------------------
+    async def _fail(self, record: RunRecord, error: str) -> None:
+        """Fail a run for an inference reason: its sources stopped, FAILED with ``error``."""
+        record.error = error
+        await self.sources.stop(record)
+        await self._finish(record, RunState.FAILED)
 
-    async def _supervise(self) -> None:
-        last_store_check = 0.0
-        while True:
-            await self._sleep(SUPERVISE_S)
-            active = self.book.supervised()
-            if not active:
-                continue
-            try:
-                await self.check_inference(active)
-                if self._monotonic() - last_store_check >= STORE_CHECK_S:
-                    last_store_check = self._monotonic()
-                    await self.check_store(active)
-            except Exception:  # noqa: BLE001 - never let supervision die
-                log.exception("supervisor error (continuing)")
-
-    async def check_store(self, active: list[RunRecord]) -> None:
-        """Spilling to disk means the object store is full: a warning on every active run."""
-        stats = await self._to_thread(self.handles.store_stats)
-        if stats is None:
-            return
-        used, spilled = stats
-        text = spill_warning(self._spilled_seen, used, spilled, STORE_CHECK_S)
-        if text:
-            for record in active:
-                record.warn("spilling", text, WARNING_HOLD_S)
-        self._spilled_seen = spilled
-
-    async def _health(self, slot: str) -> Health:
-        actor = self.pool.get(slot)
-        if actor is None:
-            return NoActor()
-        try:
-            return await actor.health(STATUS_TIMEOUT_S)
-        except ActorGone as exc:
-            return ActorDied(exc.error)
-        except asyncio.TimeoutError:
-            return NoAnswer(STATUS_TIMEOUT_S)
-
-    async def check_inference(self, active: list[RunRecord]) -> None:
-        """Ask each inference actor that serves streams for its health and carry out the
-        watchdog's decision for it; streams of a slot that is gone move to the others."""
-        slots = await self._refresh_slots()
-        gone = {s for r in active for s in r.placement.values()} - set(slots)
-        for slot in sorted(gone):
-            self.pool.pop(slot, None)
-            await self._move_streams(active, slot, "its node left the cluster", node_gone=True)
-        serving = [s for s in slots if any(s in r.placement.values() for r in active)]
-        healths = await asyncio.gather(*(self._health(s) for s in serving))
-        for slot, health in zip(serving, healths, strict=True):
-            runs = [r for r in active if slot in r.placement.values() and not r.state.terminal]
-            watched = [
-                WatchedRun(r.id, r.engine_key, r.spec.batching.stall_timeout_s) for r in runs
-            ]
-            decision = check_inference(health, watched)
-            by_id = {r.id: r for r in runs}
-            for failed in decision.fail:
-                for run_id in failed.run_ids:
-                    record = by_id[run_id]
-                    record.error = f"inference: {failed.reason}"
-                    record.event("fatal", reason=failed.reason)
-                    await self._stop_sources(record)
-                    await self._finish(record, RunState.FAILED)
-            if decision.restart:
-                runs = [r for r in runs if not r.state.terminal]
-                await self._restart_inference(
-                    slot, runs, decision.restart.reason, kill=decision.restart.kill
-                )
-
-    async def _restart_inference(
-        self, slot: str, active: list[RunRecord], reason: str, kill: bool = False
+    async def _finish(
+        self, record: RunRecord, state: RunState, report: bool = True, locked: bool = False
     ) -> None:
-        """Restart ``slot``'s inference actor for the runs with streams on it; when it cannot
-        be, its streams move to the other slots (a run fails only when none can take them)."""
-        started = self._monotonic()
-        who = self._who(slot)
-        log.error("restarting %s: %s", who, reason)
-        old = self.pool.pop(slot, None)
-        if kill and old is not None:
-            old.kill()
-        await self._kill_named_inference([slot])  # the name is free once the old actor is gone
-        for record in active:
-            try:
-                model = await self._ensure_on(self.slots[slot], record.spec)
-            except Exception as exc:  # noqa: BLE001
-                self.pool.pop(slot, None)
-                if await self._move_streams([record], slot, f"{who} could not be restarted: {exc}"):
-                    continue
-                record.error = f"{who} could not be restarted: {exc}"
-                await self._stop_sources(record)
-                await self._finish(record, RunState.FAILED)
-                continue
-            record.engine_key = model.pop("key")
-            for sid, where in record.placement.items():
-                if where == slot and sid in record.actors:
-                    record.actors[sid].set_inference(self.pool[slot], record.engine_key)
-        took = round(self._monotonic() - started, 2)
-        for record in active:
-            if not record.state.terminal and slot in record.placement.values():
-                extra = {} if slot == DEFAULT_SLOT else {"inference": slot}
-                record.event("inference_restarted", reason=reason, took_s=took, **extra)
-                self.book.save(record)
-
-    async def _move_streams(
-        self, runs: list[RunRecord], slot: str, reason: str, node_gone: bool = False
-    ) -> bool:
-        """Move the streams of ``runs`` on ``slot`` to the other slots that load their model;
-        False when there is none. ``node_gone``: the slot's node left the cluster, taking its
-        source actors with it: they are created again beside their new inference actor
-        (continuing their files), otherwise they are handed the new actor."""
-        moved_all = True
-        for record in runs:
-            targets = [s for s in self.slots if s != slot]
-            ready = []
-            for target in targets:
-                try:
-                    await self._ensure_on(self.slots[target], record.spec)
-                    ready.append(target)
-                except Exception as exc:  # noqa: BLE001 - that slot cannot take them either
-                    log.warning("%s cannot take streams: %s", self._who(target), exc)
-            if not ready:
-                moved_all = False
-                continue
-            moves = rehome(
-                {sid: s for sid, s in record.placement.items() if s == slot}, self._load(), ready
-            )
-            for sid, target in moves.items():
-                record.placement[sid] = target
-            if moves:
-                log.warning(
-                    "run=%s streams %s moved off %s: %s", record.id, sorted(moves), slot, reason
-                )
-                record.event("streams_moved", sources=sorted(moves), reason=reason)
-            for sid in moves:
-                if sid not in record.actors:
-                    continue
-                if node_gone:
-                    await self._recreate_source(record, sid)
-                else:
-                    record.actors[sid].set_inference(self.pool[moves[sid]], record.engine_key)
-            if moves:
-                self.book.save(record)
-        return moved_all
-
-    async def _recreate_source(self, record: RunRecord, sid: str) -> None:
-        """Replace a source actor (its node is gone) by a new one beside its inference actor;
-        it continues the stream's files like a restarted one."""
-        record.actors[sid].kill()
-        await self._until_gone(lambda: self.handles.get_source(record.id, sid))
-        record.actors[sid] = self._start_source(record, sid, resume=True)
-        record.event("source_recreated", source=sid)
-
-    async def _stop_sources(self, record: RunRecord, timeout_s: float = 30.0) -> None:
-        """Stop every source (all at once) and take their final statuses; files are closed."""
-        record.stop_requested = True
-        wait_s = timeout_s + max(stop_grace_s(s) for s in record.spec.sources) + 10
-        calls = {sid: a.stop(timeout_s, wait_s) for sid, a in record.actors.items()}
-        for sid, call in calls.items():
-            try:
-                status = await call
-                self._absorb(record, sid, status)  # a restarted incarnation carries counts over
-            except Exception as exc:  # noqa: BLE001 - a dead source is stopped too
-                record.source_ended(
-                    sid, SourceState.STOPPED.value, f"stop failed: {error_name(exc)}"
-                )
-
-    # --- per-run monitor -----------------------------------------------------------------
-    async def _poll(self, actor: SourceHandle) -> Poll:
-        """A source's status; None when it did not answer in time (busy, still starting)."""
-        try:
-            return await actor.status(STATUS_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            return None
-        except ActorGone as exc:
-            return exc
-
-    def _absorb(self, record: RunRecord, sid: str, status: dict[str, Any]) -> None:
-        """Take a polled status; a new incarnation (Ray restarted the actor) is saved at once."""
-        if record.absorb(sid, status) is not None:
-            self.book.save(record)
-
-    async def _monitor(self, record: RunRecord) -> None:
-        while not record.state.terminal and not record.stop_requested:
-            try:
-                if await self._monitor_once(record):
-                    return
-            except Exception:  # noqa: BLE001 - never let a run's monitor die
-                log.exception("run=%s monitor error (continuing)", record.id)
-            await self._sleep(POLL_S)
-
-    async def _monitor_once(self, record: RunRecord) -> bool:
-        """Poll the run's sources once and take what they say; True when the monitor is done."""
-        live = {sid: a for sid, a in record.actors.items() if not record.status(sid).terminal}
-        results = await asyncio.gather(*(self._poll(a) for a in live.values()))
-        if record.stop_requested or record.state.terminal:
-            return True  # stop() owns the final statuses
-        for (sid, actor), result in zip(live.items(), results, strict=True):
-            if record.actors.get(sid) is not actor:
-                continue  # replaced meanwhile (its node left): the new one is polled next
-            if isinstance(result, dict):
-                self._absorb(record, sid, result)
-            elif isinstance(result, ActorGone) and result.died:
-                if await self._node_left(record, sid):
-                    continue  # created again on another node
-                record.source_ended(
-                    sid, SourceState.FAILED.value, f"source actor died: {result.error}"
-                )
-            # not died for good: Ray is restarting it; the next poll sees it again
-        state = record.assess()  # sampled, derived, degradation updated
-        if state.terminal:
-            await self._finish(record, state)
-            return True
-        if state != record.state:
-            record.enter(state)
-            self.book.save(record)
-        elif self._monotonic() - record.saved_at > SAVE_EVERY_S:
-            self.book.save(record)
-        return False
-
-    async def _node_left(self, record: RunRecord, sid: str) -> bool:
-        """A source actor died for good: when its slot's node left the cluster, its streams
-        move to another slot and it is created again there (True)."""
-        slot = record.placement.get(sid)
-        if slot is None or slot in await self._refresh_slots():
-            return False
-        self.pool.pop(slot, None)
-        await self._move_streams([record], slot, "its node left the cluster", node_gone=True)
-        return record.placement.get(sid) != slot
-
-    async def _finish(self, record: RunRecord, state: RunState, report: bool = True) -> None:
         """End the run in ``state``: its report (unless ``report`` is False: its output_dir is
         not to be written), every source terminal, its actors reaped, its model unloaded
-        unless another run uses it."""
+        unless another run uses it (``locked``: the caller holds the submit lock)."""
         if record.state.terminal:
             return
         if state is RunState.FAILED and not record.error:
@@ -944,16 +831,23 @@ class ControllerCore:
             record.event("report_failed", reason=mask_uri(f"{type(exc).__name__}: {exc}"))
         if record.state.terminal:
             return  # finished by another path while the report was written
+        record.pending = None
+        record.paused = False
         record.enter(state)
         record.finished_at = finished_at
         # the source actors' last metrics reach Ray's agent on its next report: let them live
         # that long (they are idle), then remove them
-        self._spawn(self._reap(list(record.actors.values())))
+        self.ctx.spawn(self._reap(list(record.actors.values())))
         record.actors.clear()
         self.book.save(record)
-        assert self._submit_lock is not None
-        async with self._submit_lock:  # a submit in progress may be about to use this model
-            await self._release_engine(record)
+        if locked:
+            await self.engines.release(record.engine_key, f"run={record.id}")
+        else:
+            assert self._submit_lock is not None
+            async with self._submit_lock:  # a submit in progress may be about to use this model
+                await self.engines.release(record.engine_key, f"run={record.id}")
+            if any(r.pending for r in self.book.active()):
+                self.ctx.spawn(self._admit())
 
     async def _reap(self, actors: list[SourceHandle]) -> None:
         await self._sleep(METRICS_FLUSH_S)

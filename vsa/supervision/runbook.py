@@ -153,6 +153,20 @@ class RunRecord:
     saved_at: float = 0.0  # monotonic
     # why its last save failed (it would not resume after an engine restart); None once saved
     unsaved: str | None = None
+    # its target says paused: its sources are stopped, its engine share released
+    paused: bool = False
+    # why it waits for its model to fit beside the loaded ones (PENDING); None otherwise
+    pending: str | None = None
+    pending_since: float = 0.0
+    # sources removed from the run by a change: their last statuses and earlier counters
+    # (one added again continues from them)
+    removed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    removed_base: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # not saved: a change is being applied (the monitor does not assess the run meanwhile),
+    # the slots that loaded its model, and the lock that orders the run's changes
+    changing: bool = False
+    ready_slots: list[str] = field(default_factory=list)
+    _lock: Any = field(default=None, repr=False, compare=False)
     series: dict[str, list[list[float]]] = field(default_factory=dict)  # for report.png
     # per source with analytics, its cumulative counts over time ({"line:door:in": [[t, n],
     # ...], "zone:lobby:entered": ...}), for the report; like ``series``, not saved
@@ -184,6 +198,28 @@ class RunRecord:
         record.transitions.append({"t": round(clock(), 3), "state": "WAITING"})
         record.sources = {s.id: initial_source_status(s.id, s.uri) for s in spec.sources}
         return record
+
+    @property
+    def idle(self) -> bool:
+        """Paused or PENDING: none of its sources runs and it holds no engine."""
+        return self.paused or self.pending is not None
+
+    @property
+    def lock(self) -> Any:
+        """The lock that orders the run's changes (pause, resume, a new target, stop)."""
+        if self._lock is None:
+            import asyncio
+
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def wait_pending(self, reason: str) -> None:
+        """Wait PENDING for its model to fit, with why (an event)."""
+        self.pending = reason
+        self.pending_since = self.clock()
+        if self.state is not RunState.PENDING:
+            self.enter(RunState.PENDING)
+        self.event("pending", reason=reason)
 
     # --- what the monitor feeds in -------------------------------------------------------
     def absorb(self, sid: str, status: dict[str, Any]) -> dict[str, Any] | None:
@@ -327,6 +363,10 @@ class RunRecord:
         log.warning("run=%s %s %s", self.id, what, json.dumps(details) if details else "")
 
     def reason(self) -> str | None:
+        if self.pending is not None:
+            return self.pending
+        if self.paused:
+            return "paused: `vsa resume` continues it"
         statuses = self.statuses().values()
         parts = [p for p in (run_reason(statuses), self.degradation.reason) if p]
         return "; ".join(parts) or None
@@ -349,6 +389,7 @@ class RunRecord:
             "output_dir": self.spec.output_dir,
             "model": self.model,
             "sources": [self._source(s.id) for s in self.spec.sources],
+            "removed": list(self.removed.values()),
             "transitions": list(self.transitions),
             "events": list(self.events),
             "warnings": [text for until, text in self.warnings.values() if until > self.clock()],
@@ -383,6 +424,11 @@ class RunRecord:
                 "sources": self.sources,
                 "base": self.base,
                 "stop_requested": self.stop_requested,
+                "paused": self.paused,
+                "pending": self.pending,
+                "pending_since": self.pending_since,
+                "removed": self.removed,
+                "removed_base": self.removed_base,
                 "sealed": self.sealed,
                 "transitions": self.transitions,
                 "events": self.events,
@@ -416,6 +462,9 @@ class RunRecord:
         record.placement = d.get("placement", {})  # saved before slots: placed again
         record.stop_requested = d.get("stop_requested", False)
         record.sealed = d.get("sealed", {})
+        record.paused, record.pending = d.get("paused", False), d.get("pending")
+        record.pending_since = d.get("pending_since", 0.0)
+        record.removed, record.removed_base = d.get("removed", {}), d.get("removed_base", {})
         if "sealed" not in d:  # saved before credentials were sealed: seal them now
             record.spec, record.sealed = seal_sources(record.spec)
         record.transitions, record.events = d["transitions"], d.get("events", [])
@@ -554,16 +603,22 @@ class RunBook:
         return [r for r in self.runs.values() if not r.state.terminal]
 
     def supervised(self) -> list[RunRecord]:
-        """The runs the supervisor watches: not ended, not being stopped, not drained."""
+        """The runs the supervisor watches: not ended, not being stopped, not drained, not
+        paused or PENDING."""
         return [
             r
             for r in self.runs.values()
-            if not r.state.terminal and not r.stop_requested and not r.drained
+            if not r.state.terminal and not r.stop_requested and not r.drained and not r.idle
         ]
 
     def engine_in_use(self, engine_key: str | None) -> bool:
-        """Whether a run that has not ended uses the engine ``engine_key``."""
-        return any(r.engine_key == engine_key for r in self.runs.values() if not r.state.terminal)
+        """Whether a run that has not ended, and is not paused or PENDING, uses the engine
+        ``engine_key``."""
+        return any(
+            r.engine_key == engine_key
+            for r in self.runs.values()
+            if not r.state.terminal and not r.idle
+        )
 
     def recently_finished(self, within_s: float) -> list[RunRecord]:
         """The ended runs that finished less than ``within_s`` ago."""
