@@ -227,9 +227,24 @@ class Controller:
         """Every run (oldest first), or the one with id or name ``run``."""
         return await self._core.status(run)
 
-    async def submit(self, run: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
-        """Start a run (see ``ControllerCore.submit`` for when it is refused)."""
-        return await self._core.submit(run, overwrite)
+    async def submit(
+        self, run: dict[str, Any], overwrite: bool = False, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Start a run, or apply the difference to the active run of that name; ``dry_run``:
+        only the plan (see ``ControllerCore.submit`` for when it is refused)."""
+        return await self._core.submit(run, overwrite, dry_run=dry_run)
+
+    async def add_source(
+        self, run: str, source: dict[str, Any], dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Add a source to an active run; ``dry_run``: only the plan of the change."""
+        return await self._core.add_source(run, source, dry_run=dry_run)
+
+    async def remove_source(
+        self, run: str, source_id: str, timeout_s: float = 60.0, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Remove a source from an active run; ``timeout_s`` bounds the wait for its frames."""
+        return await self._core.remove_source(run, source_id, timeout_s=timeout_s, dry_run=dry_run)
 
     async def drain(self, timeout_s: float = 60.0) -> dict[str, Any]:
         """Refuse new runs and stop every active run's sources for a restart; the runs resume
@@ -244,3 +259,11 @@ class Controller:
     async def stop(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
         """Stop a run; ``timeout_s`` bounds the wait for results in flight."""
         return await self._core.stop(run, timeout_s)
+
+    async def pause(self, run: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Pause an active run until ``resume``; ``timeout_s`` bounds the wait for results."""
+        return await self._core.pause(run, timeout_s=timeout_s)
+
+    async def resume(self, run: str) -> dict[str, Any]:
+        """Resume a paused run: same id, its files continued."""
+        return await self._core.resume(run)

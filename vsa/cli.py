@@ -1,4 +1,4 @@
-"""``vsa submit|status|stop|list`` (also ``python -m vsa.submit`` etc.)."""
+"""``vsa submit|status|stop|list|source|pause|resume|...`` (also ``python -m vsa.submit`` etc.)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from vsa.errors import ConfigError, RunNotFound, VsaError
 from vsa.schema import TERMINAL_RUN_STATES, RunState, RunStatus, SourceState, SourceStatus
+from vsa.uri import mask_uri
 
 # the terminal run states' strings, in RunState's order
 TERMINAL = tuple(s.value for s in RunState if s in TERMINAL_RUN_STATES)
@@ -37,6 +38,62 @@ def stop_timeout(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"must be a finite number of seconds in (0, {MAX_STOP_TIMEOUT_S:.0f}], not {text!r}"
         ) from None
+
+
+SOURCE_OPTIONS = ("id", "uri", "fps")
+"""The source fields ``vsa source add`` has an option of its own for (not settable by --set)."""
+
+
+def set_item(text: str) -> tuple[list[str], Any]:
+    """argparse ``type=`` for ``vsa source add --set KEY=VALUE``: the key's dotted path and the
+    value parsed as YAML (a scalar or a flow collection: ``3``, ``true``, ``[a, b]``,
+    ``{max_attempts: 3}``). The value is never quoted back in an error: it may be a secret."""
+    import yaml
+
+    key, eq, raw = text.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(
+            "expected KEY=VALUE (e.g. --set mode=realtime or --set reconnect.max_attempts=3)"
+        )
+    path = key.split(".")
+    if any(not part.strip() for part in path):
+        raise argparse.ArgumentTypeError(f"{key!r} is not a key (dotted keys: a.b, no empty part)")
+    if path[0] in SOURCE_OPTIONS:
+        raise argparse.ArgumentTypeError(f"set {path[0]} with --{path[0]}, not --set")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        why = getattr(exc, "problem", None) or type(exc).__name__
+        raise argparse.ArgumentTypeError(
+            f"the value of {key} is not valid YAML ({why}); quote it for the shell and YAML"
+        ) from None
+    return [part.strip() for part in path], value
+
+
+class _SetAction(argparse.Action):
+    """Collects ``--set KEY=VALUE`` into one nested mapping (``args.set``); a key set twice, or
+    below a key that holds a value, is a usage error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        fields = getattr(namespace, self.dest, None)
+        fields = {} if fields is None else fields
+        path, value = values
+        node = fields
+        for depth, part in enumerate(path[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise argparse.ArgumentError(
+                    self, f"{'.'.join(path[: depth + 1])} is set to a value already"
+                )
+        if path[-1] in node:
+            key = ".".join(path)
+            below = isinstance(node[path[-1]], dict)
+            raise argparse.ArgumentError(
+                self, f"{key} is set twice" + (f" ({key}.* set before)" if below else "")
+            )
+        node[path[-1]] = value
+        setattr(namespace, self.dest, fields)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "whose output files already exist is refused",
     )
     p.add_argument("--check", action="store_true", help="only validate the run file")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what submitting would do (to the active run of that name: the sources "
+        "added, removed, restarted and kept, an engine swap) and change nothing",
+    )
     p.add_argument("--json", action="store_true", help="print the submit result as JSON")
     _add_address(p)
 
@@ -88,6 +151,67 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds to wait for sources to drain, more than 0 and at most 3600 (default 60)",
     )
+    p.add_argument("--json", action="store_true")
+    _add_address(p)
+
+    p = sub.add_parser(
+        "source", help="add a source to a running run, or remove one; the others go on"
+    )
+    verbs = p.add_subparsers(dest="source_command", metavar="{add,remove}", required=True)
+    q = verbs.add_parser(
+        "add", help="add a source to an active run without restarting its other sources"
+    )
+    q.add_argument("run", help="run id or name")
+    q.add_argument("--id", required=True, help="the source's id, unique in the run")
+    q.add_argument(
+        "--uri",
+        required=True,
+        help="the source's URI, as in a run file (a relative file path is taken from here; "
+        "${ENV} references are expanded)",
+    )
+    q.add_argument("--fps", type=float, help="process at most this many frames per second")
+    q.add_argument(
+        "--set",
+        type=set_item,
+        action=_SetAction,
+        metavar="KEY=VALUE",
+        help="any other field of a run file's source, its value as YAML (repeat it; dotted "
+        "keys nest: --set mode=realtime --set reconnect.max_attempts=3)",
+    )
+    q.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    q.add_argument("--json", action="store_true", help="print the engine's answer as JSON")
+    _add_address(q)
+    q = verbs.add_parser(
+        "remove", help="stop one source of an active run and drop it; its files are closed"
+    )
+    q.add_argument("run", help="run id or name")
+    q.add_argument("source_id", metavar="ID", help="the source's id")
+    q.add_argument(
+        "--timeout",
+        type=stop_timeout,
+        default=60.0,
+        help="seconds to wait for the source to drain, more than 0 and at most 3600 (default 60)",
+    )
+    q.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    q.add_argument("--json", action="store_true", help="print the engine's answer as JSON")
+    _add_address(q)
+
+    p = sub.add_parser(
+        "pause",
+        help="pause an active run: its sources stop (files closed) until vsa resume; same id",
+    )
+    p.add_argument("run", help="run id or name")
+    p.add_argument(
+        "--timeout",
+        type=stop_timeout,
+        default=60.0,
+        help="seconds to wait for sources to drain, more than 0 and at most 3600 (default 60)",
+    )
+    p.add_argument("--json", action="store_true")
+    _add_address(p)
+
+    p = sub.add_parser("resume", help="resume a paused run: same id, its files continued")
+    p.add_argument("run", help="run id or name")
     p.add_argument("--json", action="store_true")
     _add_address(p)
 
@@ -280,6 +404,65 @@ def progress_line(run: RunStatus, elapsed: float) -> str:
     return f"[{elapsed:5.0f}s] {run.state.value:<8} " + " | ".join(parts)
 
 
+PLAN_MARKS = {"add": "+", "remove": "-", "restart": "~", "keep": "="}
+
+
+def plan_text(plan: dict[str, Any]) -> str:
+    """What ``--dry-run`` prints: the plan of a change to a run, one line per source (``+``
+    add, ``-`` remove, ``~`` restart with what changed, ``=`` keep), then the engine and the
+    run-level fields applied in place. A plan names sources by id only, never by URI."""
+    who = f"run {plan['run']}" if plan.get("run") else f"new run {plan.get('name')}"
+    lines = [f"plan for {who}:"]
+    for source in plan.get("sources") or []:
+        action = source.get("action")
+        line = f"  {PLAN_MARKS.get(action, '?')} {source.get('id')} {action}"
+        if source.get("changed"):
+            line += f" ({', '.join(source['changed'])})"
+        lines.append(line)
+    engine = plan.get("engine") or {}
+    if plan.get("engine_swap"):
+        lines.append(f"  engine: swap {engine.get('from')} -> {engine.get('to')}")
+    else:
+        lines.append("  engine: keep")
+    if plan.get("run_changes"):
+        lines.append(f"  run: {', '.join(plan['run_changes'])} (applied in place)")
+    if plan.get("noop"):
+        lines.append("  no changes")
+    return "\n".join(lines)
+
+
+def plan_summary(plan: dict[str, Any], run_id: str | None) -> str:
+    """One line after a change was applied: ``updated run <id>: added cam3; removed cam4;
+    restarted cam2 (fps, sinks); kept cam1; engine swapped (a -> b)`` (empty parts left out;
+    ``no changes`` for a plan that changed nothing)."""
+    head = f"updated run {run_id or plan.get('run')}: "
+    if plan.get("noop"):
+        return head + "no changes"
+    by_action: dict[str, list[str]] = {}
+    for source in plan.get("sources") or []:
+        text = str(source.get("id"))
+        if source.get("action") == "restart" and source.get("changed"):
+            text += f" ({', '.join(source['changed'])})"
+        by_action.setdefault(str(source.get("action")), []).append(text)
+    parts = [
+        f"{verb} {', '.join(by_action.pop(action))}"
+        for action, verb in (
+            ("add", "added"),
+            ("remove", "removed"),
+            ("restart", "restarted"),
+            ("keep", "kept"),
+        )
+        if action in by_action
+    ]
+    parts += [f"{action} {', '.join(ids)}" for action, ids in by_action.items()]  # unknown
+    if plan.get("engine_swap"):
+        engine = plan.get("engine") or {}
+        parts.append(f"engine swapped ({engine.get('from')} -> {engine.get('to')})")
+    if plan.get("run_changes"):
+        parts.append(f"changed in place: {', '.join(plan['run_changes'])}")
+    return head + ("; ".join(parts) or "no changes")
+
+
 def status_json(runs: Sequence[RunStatus]) -> dict[str, Any]:
     """What ``vsa status --json`` prints: ``{"runs": [run, ...]}``, each run versioned
     (``"v"``, vsa.schema.STATUS_VERSION)."""
@@ -307,18 +490,29 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
         print(f"{args.run_file}: OK ({len(spec.sources)} sources)", file=out)
         return 0
     client = _client(args, local=args.local)
-    result = client.submit(spec, overwrite=args.overwrite)
-    run_id = result["run_id"]
+    dry_run = getattr(args, "dry_run", False)
+    # dry_run only when asked: the call stays what it was for a plain submit
+    result = client.submit(spec, overwrite=args.overwrite, **({"dry_run": True} if dry_run else {}))
+    run_id = result.get("run_id")
     if args.json:
         print(json.dumps(result), file=out)
+    elif dry_run:
+        print(f"{plan_text(result['plan'])}\ndry run: nothing was changed", file=out)
+    elif "plan" in result:  # a run of that name was active: the difference was applied
+        print(plan_summary(result["plan"], run_id), file=out)
     else:
-        model = result["model"]
+        model = result.get("model") or {}
+        on = f" on {model['device']}" if model.get("device") else ""
+        state = ""
+        if result.get("state") == "PENDING":
+            why = f" ({result['reason']})" if result.get("reason") else ""
+            state = f" PENDING{why}, it starts by itself when there is room;"
         print(
-            f"submitted run {run_id}: {len(spec.sources)} sources, model {model['model']} on "
-            f"{model['device']}, outputs in {spec.output_dir}",
+            f"submitted run {run_id}:{state} {len(spec.sources)} sources, model "
+            f"{model.get('model')}{on}, outputs in {spec.output_dir}",
             file=out,
         )
-    if not (args.follow or args.local):
+    if dry_run or not (args.follow or args.local):
         return 0
     return follow(StatusReader(args, client, local=args.local), run_id, out, local=args.local)
 
@@ -520,6 +714,67 @@ def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def source_dict(args: argparse.Namespace) -> dict[str, Any]:
+    """The source ``vsa source add`` sends: ``--set`` fields, then ``--id``, ``--uri`` and
+    ``--fps``."""
+    source: dict[str, Any] = dict(args.set or {})
+    source["id"] = args.id
+    source["uri"] = args.uri
+    if args.fps is not None:
+        source["fps"] = args.fps
+    return source
+
+
+def _print_change(args: argparse.Namespace, answer: dict[str, Any], done: str, out: TextIO) -> None:
+    """The answer to ``vsa source add|remove``: JSON, the plan (dry run), or one line; never a
+    URI (a plan names sources by id)."""
+    plan = answer.get("plan") or {}
+    if args.json:
+        print(json.dumps(answer), file=out)
+    elif args.dry_run or not answer.get("applied", True):
+        print(f"{plan_text(plan)}\ndry run: nothing was changed", file=out)
+    else:
+        print(done if _only_change(plan) else plan_summary(plan, answer.get("run_id")), file=out)
+
+
+def _only_change(plan: dict[str, Any]) -> bool:
+    """Whether the plan changes one source and nothing else (the others kept)."""
+    changed = [s for s in plan.get("sources") or [] if s.get("action") != "keep"]
+    return (
+        len(changed) == 1
+        and not plan.get("noop")
+        and not plan.get("engine_swap")
+        and not plan.get("run_changes")
+    )
+
+
+def cmd_source(args: argparse.Namespace, out: TextIO) -> int:
+    client = _client(args)
+    if args.source_command == "add":
+        answer = client.add_source(args.run, source_dict(args), dry_run=args.dry_run)
+        run_id = answer.get("run_id") or args.run
+        _print_change(args, answer, f"added {args.id} to run {run_id}", out)
+        return 0
+    answer = client.remove_source(
+        args.run, args.source_id, timeout_s=args.timeout, dry_run=args.dry_run
+    )
+    run_id = answer.get("run_id") or args.run
+    _print_change(args, answer, f"removed {args.source_id} from run {run_id}", out)
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace, out: TextIO) -> int:
+    run = _client(args).pause(args.run, timeout_s=args.timeout)
+    print(json.dumps(run.to_dict(), indent=2) if args.json else render_run(run), file=out)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
+    run = _client(args).resume(args.run)
+    print(json.dumps(run.to_dict(), indent=2) if args.json else render_run(run), file=out)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     runs, problems = _runs_and_problems(StatusReader(args))
     if args.json:
@@ -636,6 +891,9 @@ COMMANDS = {
     "submit": cmd_submit,
     "status": cmd_status,
     "stop": cmd_stop,
+    "source": cmd_source,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
     "list": cmd_list,
     "drain": cmd_drain,
     "config": cmd_config,
@@ -666,6 +924,7 @@ def _discard_stdout(out: TextIO) -> None:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)  # --help into a closed pipe fails here
         code = COMMANDS[args.command](args, out)
@@ -676,10 +935,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         _discard_stdout(out)
         return EXIT_BROKEN_PIPE
     except ConfigError as exc:
-        print(f"vsa: invalid run file\n{exc}", file=sys.stderr)
+        what = "source" if getattr(args, "command", None) == "source" else "run file"
+        print(f"vsa: invalid {what}\n{mask_uri(str(exc))}", file=sys.stderr)
         return 2
-    except VsaError as exc:
-        print(f"vsa: error: {exc}", file=sys.stderr)
+    except VsaError as exc:  # masked: a URI in a message may hold the credentials typed in
+        print(f"vsa: error: {mask_uri(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,4 +1,5 @@
-"""Talking to the engine: connect to Ray, get or create the controller, submit/status/stop.
+"""Talking to the engine: connect to Ray, get or create the controller, submit/status/stop,
+and change a run while it runs (add/remove a source, pause/resume).
 
 The public surface for scripts is ``Client`` (also ``vsa.Client``); the CLI is a thin layer
 over it. Status comes back typed (``vsa.schema.RunStatus``)::
@@ -20,11 +21,12 @@ import math
 import os
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from vsa import CODE_FINGERPRINT, __version__
-from vsa.config import RunSpec
+from vsa.config import RunSpec, SourceSpec
 from vsa.errors import (
     AuthenticationFailed,
     ClusterNotFound,
@@ -49,6 +51,10 @@ STOP_RPC_MARGIN_S = 60.0
 """``Client.stop`` waits ``timeout_s`` plus this: the controller may take ``timeout_s + 15`` s
 (a source inside an open/read has a fixed 15 s grace after the drain to reach a terminal
 state), and the answer still has to come back."""
+CHANGE_RPC_TIMEOUT_S = 300.0
+"""How long ``Client.submit``, ``add_source`` and ``resume`` wait for the engine's answer: a
+change to an active run may first drain the sources it restarts (up to 75 s) and load another
+model, and a resumed run loads its model again."""
 
 
 def check_stop_timeout(timeout_s: Any) -> float:
@@ -250,7 +256,10 @@ class Client:
         self.controller = get_or_create_controller(replace=replace_controller)
 
     def submit(
-        self, spec: RunSpec | str | os.PathLike[str], overwrite: bool = False
+        self,
+        spec: RunSpec | str | os.PathLike[str],
+        overwrite: bool = False,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         """Start a run: a ``RunSpec`` as it is, or the path of a run file (read, validated and
         its relative paths taken from the current directory, as ``vsa submit`` does; a bad
@@ -258,11 +267,68 @@ class Client:
         of an earlier, finished run in ``output_dir``; without it a run whose output files
         already exist is refused.
 
-        Returns the controller's answer: ``run_id``, ``model`` (name, device, ...).
+        Returns the controller's answer. A new run: ``run_id``, ``model`` (name, device, ...),
+        ``state`` (``WAITING``, or ``PENDING`` when its model does not fit beside the loaded
+        ones: it starts by itself later, ``reason`` says why). When a run of that name is
+        active (running, paused or pending) the difference is applied to it instead:
+        ``run_id``, ``model``, ``plan`` (what changed, see ``vsa.cli.plan_text``) and
+        ``applied``. ``dry_run`` changes nothing and returns only ``run_id`` (None when no run
+        of that name is active), the ``plan`` and ``applied: False``.
         """
         if not isinstance(spec, RunSpec):
             spec = load_spec(spec)
-        return _call(self.controller.submit.remote(spec.model_dump(), bool(overwrite)))
+        args: tuple[Any, ...] = (spec.model_dump(), bool(overwrite))
+        if dry_run:  # only then: the call stays what it was for a plain submit
+            args += (True,)
+        return _call(self.controller.submit.remote(*args), timeout=CHANGE_RPC_TIMEOUT_S)
+
+    def add_source(
+        self, run: str, source: SourceSpec | Mapping[str, Any], dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Add a source to the active run ``run`` (id or name) without restarting its other
+        sources; ``dry_run`` only returns the plan.
+
+        ``source`` is a ``SourceSpec`` as it is, or a mapping written like one of a run file's
+        ``sources`` (``${ENV}`` expanded, validated here: a bad field raises ``ConfigError``
+        before the engine is asked); a relative file path and a ``password_file`` are taken
+        from the current directory, as ``vsa submit`` does for a run file. Returns
+        ``{"run_id", "plan", "applied"}``.
+        """
+        spec = resolve_source(source, os.getcwd())
+        return _call(
+            self.controller.add_source.remote(run, spec.model_dump(), bool(dry_run)),
+            timeout=CHANGE_RPC_TIMEOUT_S,
+        )
+
+    def remove_source(
+        self, run: str, source_id: str, timeout_s: float = 60.0, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Remove source ``source_id`` from the active run ``run`` (id or name), waiting up to
+        ``timeout_s`` (0 < timeout_s <= 3600) for its frames in flight; its files are closed
+        and playable, the other sources go on. ``dry_run`` only returns the plan. Returns
+        ``{"run_id", "plan", "applied"}``; ``InvalidArgument`` for a bad ``timeout_s`` without
+        asking the engine.
+        """
+        timeout_s = check_stop_timeout(timeout_s)
+        return _call(
+            self.controller.remove_source.remote(run, source_id, timeout_s, bool(dry_run)),
+            timeout=timeout_s + STOP_RPC_MARGIN_S,
+        )
+
+    def pause(self, run: str, timeout_s: float = 60.0) -> RunStatus:
+        """Pause an active run: its sources stop, waiting up to ``timeout_s`` (0 < timeout_s
+        <= 3600) for their frames in flight, until ``resume``; the run's status (``PAUSED``).
+        ``InvalidArgument`` for a bad ``timeout_s`` without asking the engine."""
+        timeout_s = check_stop_timeout(timeout_s)
+        answer = _call(
+            self.controller.pause.remote(run, timeout_s), timeout=timeout_s + STOP_RPC_MARGIN_S
+        )
+        return _typed(RunStatus.from_dict, answer)
+
+    def resume(self, run: str) -> RunStatus:
+        """Resume a paused run (same id, its files continued); the run's status."""
+        answer = _call(self.controller.resume.remote(run), timeout=CHANGE_RPC_TIMEOUT_S)
+        return _typed(RunStatus.from_dict, answer)
 
     def status(self, run: str | None = None) -> list[RunStatus]:
         """Every run the controller knows, oldest first; or only ``run`` (id or name)."""
@@ -332,6 +398,44 @@ def load_spec(path: str | os.PathLike[str]) -> RunSpec:
             f"submit takes a RunSpec or the path of a run file, not {type(path).__name__}"
         )
     return resolve_paths(load_run(Path(path)), os.getcwd())
+
+
+def resolve_source(
+    source: SourceSpec | Mapping[str, Any], base_dir: str | os.PathLike[str]
+) -> SourceSpec:
+    """One source as ``Client.add_source`` sends it: a mapping validated as a ``SourceSpec``
+    (``${ENV}`` expanded first, as in a run file), a file path made absolute against
+    ``base_dir`` (it must exist), the password of a ``password_file`` (relative to
+    ``base_dir``) put into the URI, as ``vsa.config.resolve_paths`` does for a run's sources.
+    Raises ``ConfigError`` naming every problem; no problem quotes a credential."""
+    from pydantic import ValidationError
+
+    from vsa import uri as uri_mod
+    from vsa.config import _config_error, _format_error, _resolve, _with_password, interpolate_env
+
+    if isinstance(source, SourceSpec):
+        spec = source
+    elif isinstance(source, Mapping):
+        try:
+            spec = SourceSpec.model_validate(interpolate_env(dict(source)))
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=True, include_input=True)
+            raise _config_error(uri_mod.mask_uri(_format_error(e)) for e in errors) from None
+    else:
+        raise InvalidArgument(
+            f"a source is a SourceSpec or a mapping of its fields, not {type(source).__name__}"
+        )
+    base = Path(base_dir)
+    problems: list[str] = []
+    if uri_mod.scheme_of(spec.uri) == "file":
+        path = _resolve(uri_mod.file_path(spec.uri), base, "uri", problems, file=True)
+        if path is not None:
+            spec = spec.model_copy(update={"uri": f"file://{path}"})
+    elif spec.password_file is not None:
+        spec = _with_password(spec, base, "password_file", problems)
+    if problems:
+        raise _config_error(uri_mod.mask_uri(p) for p in problems)
+    return spec
 
 
 def _call(ref: Any, timeout: float = 120.0) -> Any:
