@@ -349,6 +349,8 @@ def render_run(run: RunStatus) -> str:
             )
         lines.extend(analytics_lines(s))
         lines.extend(sink_loss_lines(s))
+    for s in run.removed:  # taken out of the run by a change: its final counts
+        lines.append(f"  {s.id} removed: emitted {s.frames_emitted}, dropped {s.frames_dropped}")
     if run.report:
         lines.append(f"  report: {', '.join(run.report)}")
     return "\n".join(lines)

@@ -1012,7 +1012,9 @@ class RunSpec(_Strict):
     """A run: streams, one model, batching and sinks."""
 
     name: str = Field(
-        pattern=_ID_RE, description="Run name; a running name cannot be submitted twice."
+        pattern=_ID_RE,
+        description="Run name; submitting a running name again applies the difference "
+        "(docs/runtime-control.md).",
     )
     output_dir: str = Field(
         max_length=MAX_TEXT,

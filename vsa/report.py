@@ -89,7 +89,8 @@ def build_report(
     totals: Counter[str] = Counter()
     drops: Counter[str] = Counter()
     analytics: dict[str, Analytics] = {}
-    for s in map(SourceStatus.from_dict, run["sources"]):
+    removed = {r["id"] for r in run.get("removed") or []}  # sources a change took out
+    for s in map(SourceStatus.from_dict, [*run["sources"], *(run.get("removed") or [])]):
         # bucket counts, plus the exact maximum the source measured (None: no samples, or a
         # source that did not send it; then the top bucket's edge stands in)
         buckets = s.latency_hist
@@ -120,6 +121,8 @@ def build_report(
             "restarts": s.restarts,
             "transitions": [t.to_dict() for t in s.transitions],
         }
+        if s.id in removed:
+            stream["removed"] = True
         if s.sinks:  # per sink: written, and what a best-effort one lost by cause
             stream["sinks"] = {
                 name: {"policy": c.policy, "written": c.written, "lost": dict(c.lost)}

@@ -82,6 +82,11 @@ def ray_cluster(tmp_path_factory) -> dict[str, str]:
     # runs of a test session are never resumed by a later cluster on this host (workers
     # inherit the environment of the process that starts the cluster)
     os.environ["VSA_STATE_DIR"] = str(tmp_path_factory.mktemp("vsa-state"))
+    # a host file of this session's own: the engine reads it on each use, so a test can change
+    # a setting of the running engine (the ``host_file`` fixture)
+    host = tmp_path_factory.mktemp("vsa-host") / "vsa.yaml"
+    host.write_text(HOST_FILE_EMPTY)
+    os.environ["VSA_CONFIG"] = str(host)
     # Ray's temp dir of this session's own (short: socket paths), inherited by the workers and
     # every CLI a test runs: another cluster on the host (the demo's `ray start --head`) is
     # recorded in /tmp/ray, and Ray's job supervisor sends a job's driver to the cluster
@@ -108,8 +113,22 @@ def ray_cluster(tmp_path_factory) -> dict[str, str]:
     write_ray_address(info["gcs_address"])  # as `ray start` does: "auto" is this cluster
     yield info
     ray.shutdown()
+    os.environ["VSA_CONFIG"] = ""  # none, as for every other test (tests/conftest.py)
     os.environ.pop("RAY_TMPDIR", None)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+HOST_FILE_EMPTY = "# the integration tests' host file: a test sets what it needs\n"
+
+
+@pytest.fixture
+def host_file(ray_cluster) -> Iterator[Path]:
+    """The running engine's host file (``VSA_CONFIG``), empty again after the test."""
+    path = Path(os.environ["VSA_CONFIG"])
+    try:
+        yield path
+    finally:
+        path.write_text(HOST_FILE_EMPTY)
 
 
 @pytest.fixture

@@ -104,3 +104,22 @@ def test_a_bursty_source_is_said_to_arrive_in_bursts_and_a_smooth_one_is_not():
     text = render_run(RunStatus.from_dict(run))
     assert "hls arrives in bursts of 15 frames: paced by its timestamps, held up to 930 ms" in text
     assert "cam arrives" not in text
+
+
+def test_a_paused_run_says_how_to_resume_and_lists_its_removed_sources():
+    run = RunStatus.from_dict(
+        {
+            "id": "r-1",
+            "name": "r",
+            "created_at": 1_700_000_000.0,
+            "state": "PAUSED",
+            "reason": "paused: `vsa resume` continues it",
+            "output_dir": "/out",
+            "sources": [src("yard", "CONNECTING", fps=0.0)],
+            "removed": [src("door", "STOPPED", frames_emitted=7, frames_dropped=1)],
+        }
+    )
+    text = render_run(run)
+    assert text.splitlines()[0].startswith("run r-1  PAUSED")
+    assert "why: paused: `vsa resume` continues it" in text
+    assert "door removed: emitted 7, dropped 1" in text

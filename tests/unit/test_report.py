@@ -207,3 +207,31 @@ def test_report_rewrite_replaces_the_file(tmp_path: Path):
     assert json.loads((tmp_path / "report.json").read_text())["state"] == "STOPPED"
     assert (tmp_path / "report.json").stat().st_ino != first  # a new file, renamed in place
     assert leftovers(tmp_path) == []
+
+
+def test_sources_a_change_removed_count_in_the_report() -> None:
+    from vsa.report import build_report
+
+    def source(sid: str, emitted: int) -> dict:
+        return {
+            "id": sid,
+            "state": "STOPPED",
+            "frames_decoded": emitted,
+            "frames_inferred": emitted,
+            "frames_emitted": emitted,
+            "frames_dropped": 0,
+        }
+
+    run = {
+        "id": "r-1",
+        "name": "r",
+        "state": "STOPPED",
+        "created_at": 1000.0,
+        "finished_at": 1010.0,
+        "sources": [source("a", 30)],
+        "removed": [source("b", 12)],
+    }
+    report = build_report(run, {})
+    streams = {s["id"]: s for s in report["streams"]}
+    assert streams["b"]["removed"] is True and "removed" not in streams["a"]
+    assert report["totals"]["frames_emitted"] == 42

@@ -114,6 +114,15 @@ def _validate(run: dict[str, Any]) -> RunSpec:
         raise ConfigError([str(exc)]) from None
 
 
+def _check_tracker(spec: RunSpec) -> None:
+    if any(src.tracked for src in spec.sources) and not tracker_installed():
+        raise VsaError(
+            "scene analytics (a source's tracking, lines or zones) needs the trackers "
+            "package, which is not installed where the engine runs: pip install "
+            "--no-deps -r images/no-deps.txt (images/install.sh and scripts/setup.sh do)"
+        )
+
+
 class ControllerCore:
     """The controller's runs and decisions; every actor is reached through ``handles``.
 
@@ -233,12 +242,7 @@ class ControllerCore:
         await self.ready()
         self._refuse_while_draining()
         spec = _validate(run)
-        if any(src.tracked for src in spec.sources) and not tracker_installed():
-            raise VsaError(
-                "scene analytics (a source's tracking, lines or zones) needs the trackers "
-                "package, which is not installed where the engine runs: pip install "
-                "--no-deps -r images/no-deps.txt (images/install.sh and scripts/setup.sh do)"
-            )
+        _check_tracker(spec)
         running = next((r for r in self.book.active() if r.spec.name == spec.name), None)
         if running is not None:
             return await self.change(running.id, spec, overwrite=overwrite, dry_run=dry_run)
@@ -438,7 +442,7 @@ class ControllerCore:
     async def change(
         self,
         run: str,
-        spec: RunSpec,
+        spec: RunSpec | Callable[[RunRecord], RunSpec],
         overwrite: bool = False,
         dry_run: bool = False,
         timeout_s: float = 60.0,
@@ -448,7 +452,11 @@ class ControllerCore:
         closed), changed ones restart (continuing their files), the others keep streaming
         untouched; a model or batching change swaps the inference engine under the untouched
         sources (frames in flight finish on the old one before it is unloaded). ``dry_run``:
-        only the plan. An invalid change changes nothing and says why."""
+        only the plan. An invalid change changes nothing and says why.
+
+        ``spec`` may be a function of the run that gives its new target (``add_source``,
+        ``remove_source``): it is called with the run's lock held, so that changes from two
+        clients at once each apply to the other's result."""
         await self.ready()
         self._refuse_while_draining()
         check_stop_timeout(timeout_s)
@@ -461,11 +469,16 @@ class ControllerCore:
                 )
             if record.stop_requested:
                 raise VsaError(f"run {record.id} is being stopped: submit it again once it ends")
+            if callable(spec):
+                spec = spec(record)
             directory = await self._to_thread(
                 check_output_dir, spec.output_dir, settings.output_roots()
             )
             spec = spec.model_copy(update={"output_dir": str(directory)})
+            _check_tracker(spec)
             plan = plan_change(record.spec, spec, record.id, self._real_uris(record))
+            if not plan.noop:  # a dry run says what a change would refuse too
+                replace = await self._check_change(record, spec, plan, overwrite)
             if dry_run or plan.noop:
                 return {
                     "run_id": record.id,
@@ -473,8 +486,7 @@ class ControllerCore:
                     "plan": plan.to_dict(),
                     "applied": False,
                 }
-            await self._check_change(record, spec, plan, overwrite)
-            await self._apply(record, spec, plan, timeout_s)
+            await self._apply(record, spec, plan, timeout_s, replace)
         return {"run_id": record.id, "model": record.model, "plan": plan.to_dict(), "applied": True}
 
     def _real_uris(self, record: RunRecord) -> dict[str, str]:
@@ -488,20 +500,21 @@ class ControllerCore:
 
     async def _check_change(
         self, record: RunRecord, spec: RunSpec, plan: Plan, overwrite: bool
-    ) -> None:
-        """What a submit checks, for what the change adds: admission, tracking, input files,
-        and the added sources' outputs (their files of an earlier run need ``overwrite``; a
-        source that was in this run before continues its own)."""
+    ) -> list[Path]:
+        """What a submit checks, for what the change adds: admission, input files, a new
+        engine that must fit beside the others, and the added sources' outputs (their files of
+        an earlier run need ``overwrite``: returned, removed once the change applies; a source
+        that was in this run before continues its own)."""
         added = plan.ids(ADD)
         others = sum(len(r.spec.sources) for r in self.book.active() if r is not record)
-        check_admission(
-            len(spec.sources),
-            others + len(record.spec.sources),
-            self._memory() if len(added) else None,
-            per_run=settings.max_sources_per_run(),
-            total=settings.max_sources() + len(record.spec.sources),
-            source_mb=settings.source_memory_mb(),
-        )
+        limits = {
+            "per_run": settings.max_sources_per_run(),
+            "total": settings.max_sources(),
+            "source_mb": settings.source_memory_mb(),
+        }
+        check_admission(len(spec.sources), others, None, **limits)  # the run's size
+        if added:  # the host's memory, for the sources that start
+            check_admission(len(added), 0, self._memory(), **limits)
         self._check_inputs(spec)
         new = [s for s in spec.sources if s.id in added and s.id not in record.removed]
         if new:
@@ -518,15 +531,33 @@ class ControllerCore:
                     f"the new sources ({names}): submit with --overwrite to replace them, or "
                     "give the sources other ids"
                 )
-            for path in found:
-                path.unlink(missing_ok=True)
+        else:
+            found = []
+        if plan.engine_swap and not record.idle:
+            others = [r for r in self._running() if r is not record]
+            reason = self.engines.fits(spec, others)
+            if reason is not None:
+                raise VsaError(
+                    f"the run's new model does not fit: {reason.split(': it starts')[0]}: "
+                    "pause or stop another run first, or raise VSA_MAX_ENGINES"
+                )
         if not plan.engine_swap and record.model:
             problems = class_problems(spec, record.model.get("classes") or [])
             if problems:
                 raise ConfigError(problems)
+        return found
 
-    async def _apply(self, record: RunRecord, spec: RunSpec, plan: Plan, timeout_s: float) -> None:
-        """Reconcile ``record`` toward ``spec`` along ``plan`` (with the run's lock held)."""
+    async def _apply(
+        self,
+        record: RunRecord,
+        spec: RunSpec,
+        plan: Plan,
+        timeout_s: float,
+        replace: list[Path] | None = None,
+    ) -> None:
+        """Reconcile ``record`` toward ``spec`` along ``plan`` (with the run's lock held);
+        ``replace``: files of an earlier run the added sources replace (``--overwrite``),
+        removed once nothing can refuse the change any more."""
         assert self._submit_lock is not None
         masked, sealed = seal_sources(spec)
         old_key, old_model = record.engine_key, record.model
@@ -539,6 +570,8 @@ class ControllerCore:
                 if problems:
                     await self.engines.release(key, f"run={record.id}")
                     raise ConfigError(problems)
+        for path in replace or []:
+            path.unlink(missing_ok=True)  # a symbolic link is removed, never followed
         record.changing = True
         try:
             # the target, durable before anything of it runs
@@ -619,14 +652,19 @@ class ControllerCore:
         """Add a source to the run's target (``vsa source add``)."""
         await self.ready()
         record = self.book.find(run)
-        current = self._target_dict(record)
         sid = source.get("id") if isinstance(source, dict) else None
-        if any(s["id"] == sid for s in current["sources"]):
-            raise VsaError(
-                f"run {record.id} already has a source '{sid}': remove it first or choose another id"
-            )
-        current["sources"].append(source)
-        return await self.change(record.id, _validate(current), dry_run=dry_run)
+
+        def target(record: RunRecord) -> RunSpec:
+            current = self._target_dict(record)
+            if any(s["id"] == sid for s in current["sources"]):
+                raise VsaError(
+                    f"run {record.id} already has a source '{sid}': remove it first or choose "
+                    "another id"
+                )
+            current["sources"].append(source)
+            return _validate(current)
+
+        return await self.change(record.id, target, dry_run=dry_run)
 
     async def remove_source(
         self, run: str, source_id: str, timeout_s: float = 60.0, dry_run: bool = False
@@ -635,21 +673,23 @@ class ControllerCore:
         closed; the run's other sources keep streaming."""
         await self.ready()
         record = self.book.find(run)
-        current = self._target_dict(record)
-        ids = [s["id"] for s in current["sources"]]
-        if source_id not in ids:
-            raise VsaError(
-                f"run {record.id} has no source '{source_id}' (its sources: {', '.join(ids)})"
-            )
-        if len(ids) == 1:
-            raise VsaError(
-                f"'{source_id}' is the last source of run {record.id}: a run needs one; stop "
-                f"the run instead (vsa stop {record.id})"
-            )
-        current["sources"] = [s for s in current["sources"] if s["id"] != source_id]
-        return await self.change(
-            record.id, _validate(current), dry_run=dry_run, timeout_s=timeout_s
-        )
+
+        def target(record: RunRecord) -> RunSpec:
+            current = self._target_dict(record)
+            ids = [s["id"] for s in current["sources"]]
+            if source_id not in ids:
+                raise VsaError(
+                    f"run {record.id} has no source '{source_id}' (its sources: {', '.join(ids)})"
+                )
+            if len(ids) == 1:
+                raise VsaError(
+                    f"'{source_id}' is the last source of run {record.id}: a run needs one; "
+                    f"stop the run instead (vsa stop {record.id})"
+                )
+            current["sources"] = [s for s in current["sources"] if s["id"] != source_id]
+            return _validate(current)
+
+        return await self.change(record.id, target, dry_run=dry_run, timeout_s=timeout_s)
 
     def _target_dict(self, record: RunRecord) -> dict[str, Any]:
         """The run's target as a run file would give it (real URIs, unsealed)."""
