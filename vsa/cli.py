@@ -24,6 +24,15 @@ def _add_address(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_timeout(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--timeout",
+        type=stop_timeout,
+        default=60.0,
+        help=f"seconds to wait for {what} to drain, more than 0 and at most 3600 (default 60)",
+    )
+
+
 def stop_timeout(text: str) -> float:
     """argparse ``type=`` for ``vsa stop --timeout``: a finite number of seconds in (0, 3600]."""
     from vsa.client import MAX_STOP_TIMEOUT_S, check_stop_timeout
@@ -145,12 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stop", help="stop a run; files are closed and playable")
     p.add_argument("run", help="run id or name")
-    p.add_argument(
-        "--timeout",
-        type=stop_timeout,
-        default=60.0,
-        help="seconds to wait for sources to drain, more than 0 and at most 3600 (default 60)",
-    )
+    _add_timeout(p, "sources")
     p.add_argument("--json", action="store_true")
     _add_address(p)
 
@@ -186,12 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("run", help="run id or name")
     q.add_argument("source_id", metavar="ID", help="the source's id")
-    q.add_argument(
-        "--timeout",
-        type=stop_timeout,
-        default=60.0,
-        help="seconds to wait for the source to drain, more than 0 and at most 3600 (default 60)",
-    )
+    _add_timeout(q, "the source")
     q.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     q.add_argument("--json", action="store_true", help="print the engine's answer as JSON")
     _add_address(q)
@@ -201,12 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pause an active run: its sources stop (files closed) until vsa resume; same id",
     )
     p.add_argument("run", help="run id or name")
-    p.add_argument(
-        "--timeout",
-        type=stop_timeout,
-        default=60.0,
-        help="seconds to wait for sources to drain, more than 0 and at most 3600 (default 60)",
-    )
+    _add_timeout(p, "sources")
     p.add_argument("--json", action="store_true")
     _add_address(p)
 

@@ -341,3 +341,26 @@ def test_concurrent_adds_and_removes_end_consistent(tmp_path: Path) -> None:
         await w.core.close()
 
     play(test)
+
+
+def test_a_restarted_engine_resumes_the_latest_target(tmp_path: Path) -> None:
+    async def test() -> None:
+        w = World(tmp_path)
+        record, (cam1, cam2) = await w.submit(ids=("cam1", "cam2"))
+        await w.core.add_source(record.id, {"id": "cam3", "uri": "synthetic://shapes"})
+        await w.core.remove_source(record.id, "cam1")
+        # the controller goes while a removed source's actor lingers (killed too late)
+        lingering = w.cluster.start_source(record.id, {}, "cam1", None, None, None, False)
+        await w.core.close()
+        again = core(w.cluster, w.store, w.t, restarted=True)
+        await again.recover()
+        run = again.book.runs[record.id]
+        assert [s.id for s in run.spec.sources] == ["cam2", "cam3"]
+        assert set(run.actors) == {"cam2", "cam3"} and set(run.removed) == {"cam1"}
+        assert lingering.killed and (record.id, "cam1") not in w.cluster.sources
+        assert run.actors["cam2"] is cam2  # outlived the controller: taken up again
+        events = [e["event"] for e in run.events]
+        assert events[-1] == "recovered" and events.count("changed") == 2
+        await again.close()
+
+    play(test)
