@@ -707,6 +707,7 @@ class ControllerCore:
         :meth:`resume` continues them."""
         await self.ready()
         check_stop_timeout(timeout_s)
+        self._refuse_while_draining()
         record = self.book.find(run)
         async with record.lock:
             if record.state.terminal:
@@ -725,6 +726,7 @@ class ControllerCore:
             try:
                 if record.monitor is not None:
                     record.monitor.cancel()
+                    record.monitor = None
                 await self.sources.halt(record, timeout_s)
                 record.paused = True
                 record.pending = None

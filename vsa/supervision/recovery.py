@@ -181,8 +181,11 @@ class Recovery:
     async def _drain_run(self, record: RunRecord, timeout_s: float) -> bool:
         """Stop the run's sources for a restart; False when the run ended meanwhile (a ``vsa
         stop``, a failure): it is left as it ended, not drained."""
+        if record.idle:
+            return False  # paused meanwhile: left as it is
         if record.monitor is not None:
             record.monitor.cancel()
+            record.monitor = None
         record.stop_requested = True
         await self.sources.halt(record, timeout_s, wait_gone=False)
         if record.state.terminal:
