@@ -395,7 +395,7 @@ def test_analytics_refused_for_an_unknown_class_or_without_the_tracker(
         assert info.value.problems == [
             "sources[0].lines[0].classes: unknown class 'dog'; the model's classes are 'x'"
         ]
-        monkeypatch.setattr("vsa.supervision.core.tracker_installed", lambda: False)
+        monkeypatch.setattr("vsa.supervision.changes.tracker_installed", lambda: False)
         with pytest.raises(VsaError, match="needs the trackers package"):
             await w.core.submit(counting("b", "b"))
         assert len(w.core.book) == 0
