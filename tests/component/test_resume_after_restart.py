@@ -157,7 +157,7 @@ def test_a_resumed_file_that_changed_fails_with_source_changed(tmp_path, change)
         open_source(f"file://{clip}", SourceOptions(expect_input=identity))
     err = caught.value
     assert err.code == "SOURCE_CHANGED" and err.permanent
-    assert f"the input file {clip} changed while the engine was down" in str(err)
+    assert f"the input file {clip} changed while its stream was stopped" in str(err)
     assert "submit a new run for the new file" in str(err)
     if change == "shorter":
         assert f"size {identity['size']} -> {clip.stat().st_size}" in str(err)

@@ -66,6 +66,27 @@ def test_a_run_resumes_after_a_drained_restart_and_after_a_crash(engine, tmp_pat
         "a track of the camera before the drain",
     )
 
+    # a second run, changed while it runs and then paused: it comes back from each restart with
+    # its latest target (two sources), still paused, and resumes its files when told
+    out2 = tmp_path / "out2"
+    syn = "synthetic://shapes?seed={}&fps=10&width=160&height=120"
+    second = tmp_path / "second.yaml"
+    second.write_text(json.dumps({"name": "paused", "output_dir": str(out2),
+                                  "sources": [{"id": "a", "uri": syn.format(2)}]}))  # fmt: skip
+    done = engine.vsa("submit", str(second), "--json")
+    assert done.returncode == 0, done.stderr
+    paused_id = json.loads(done.stdout)["run_id"]
+    added = engine.vsa("source", "add", paused_id, "--id", "b", "--uri", syn.format(3))
+    assert added.returncode == 0, added.stderr
+    wait_for(lambda: len(frames(out2 / "b.jsonl")) >= 5, 180, "the added source's frames")
+    paused = engine.vsa("pause", paused_id)
+    assert paused.returncode == 0, paused.stderr
+
+    def still_paused() -> None:
+        status = engine.status(paused_id)
+        assert status["state"] == "PAUSED", status
+        assert [s["id"] for s in status["sources"]] == ["a", "b"]
+
     # 1. drain, ray stop, ray start: the files are closed cleanly, the run resumes
     drained = engine.vsa("drain", "--json")
     assert drained.returncode == 0, drained.stderr
@@ -85,6 +106,7 @@ def test_a_run_resumes_after_a_drained_restart_and_after_a_crash(engine, tmp_pat
     print(f"drained restart: the file source emits again {time.monotonic() - t0:.1f} s after start")
     recovered = [e for e in engine.status(run_id)["events"] if e["event"] == "recovered"]
     assert recovered[-1]["after"] == "engine restart" and recovered[-1]["down_s"] > 0
+    still_paused()
 
     # 2. crash: every process of the cluster SIGKILLed, no drain
     assert engine.crash() > 3
@@ -115,6 +137,19 @@ def test_a_run_resumes_after_a_drained_restart_and_after_a_crash(engine, tmp_pat
     before = {i for row in ids[:cam_at_drain] for i in row}
     after = {i for row in ids[cam_at_drain:] for i in row}
     assert before and after and min(after) > max(before), (sorted(before), sorted(after))
+    still_paused()  # after the crash too
+    at_pause = {sid: len(frames(out2 / f"{sid}.jsonl")) for sid in "ab"}
+    resumed = engine.vsa("resume", paused_id)
+    assert resumed.returncode == 0, resumed.stderr
+    wait_for(
+        lambda: all(len(frames(out2 / f"{sid}.jsonl")) > n + 5 for sid, n in at_pause.items()),
+        180,
+        "the paused run's frames after resume",
+    )
+    assert engine.vsa("stop", paused_id).returncode == 0
+    for sid in "ab":  # one file each, frames numbered on from where the pause left them
+        got = frames(out2 / f"{sid}.jsonl")
+        assert got == list(range(len(got))), sid
     videos = sorted(out.glob("file*.mp4"))
     assert len(videos) >= 3, videos  # one segment per process: a new one after each restart
     stopped = engine.vsa("stop", run_id, "--json")

@@ -90,8 +90,9 @@ def check_input(path: str | os.PathLike[str], expected: Mapping[str, Any], shown
     except FileNotFoundError:
         raise SourceError(
             "SOURCE_CHANGED",
-            f"the input file {shown} was removed while the engine was down; the run's outputs "
-            "hold its frames up to the restart: submit a new run for a new file",
+            f"the input file {shown} was removed while its stream was stopped (an engine "
+            "restart, a pause, a change); the run's outputs hold its frames up to then: "
+            "submit a new run for a new file",
         ) from None
     changes = [
         f"{key} {str(expected[key])[:16]} -> {str(now[key])[:16]}"  # a hash: its start
@@ -101,8 +102,8 @@ def check_input(path: str | os.PathLike[str], expected: Mapping[str, Any], shown
     if changes:
         raise SourceError(
             "SOURCE_CHANGED",
-            f"the input file {shown} changed while the engine was down ({', '.join(changes)}); "
-            "resuming would append another file's frames to the run's outputs: submit a new "
+            f"the input file {shown} changed while its stream was stopped "
+            f"({', '.join(changes)}); resuming would append another file's frames to the run's outputs: submit a new "
             "run for the new file",
         )
 
