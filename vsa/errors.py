@@ -162,7 +162,8 @@ SOURCE_ERRORS: tuple[SourceErrorSpec, ...] = (
          "the source's sealed credentials cannot be opened (the engine's key file is missing "
          "or was replaced)"),
     _Row("SOURCE_CHANGED",     "SourceChanged",           _P,    None,  # a resumed input file is another one
-         "a resumed input file is not the one the run read before the engine restart"),
+         "a resumed input file is not the one the run read before the engine restart, a pause "
+         "or a change"),
     _Row("ERROR",              "UnexpectedSourceError",   _T,    RuntimeError,  # "any other category"
          "an unexpected error"),
 )
