@@ -405,6 +405,9 @@ class ControllerCore:
             try:
                 answer = await self.recovery.resume_drained(wait_s, was, self.last_alive)
             except VsaError:
+                raise  # a stop or a drain still under way: the drain stays, nothing resumed
+            except BaseException:
+                self.draining = False  # resuming began: new runs are accepted, as before
                 raise
             self.draining = False
             if answer["resumed"]:

@@ -14,6 +14,7 @@ clocks are injected (``clock``: wall time, ``monotonic``: for durations).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -208,8 +209,6 @@ class RunRecord:
     def lock(self) -> Any:
         """The lock that orders the run's changes (pause, resume, a new target, stop)."""
         if self._lock is None:
-            import asyncio
-
             self._lock = asyncio.Lock()
         return self._lock
 
